@@ -1,0 +1,93 @@
+"""API keys: random, prefixed, shown once, stored as a keyed hash.
+
+A key looks like ``ruta_<key id>_<secret>``. The key id finds the row; the HMAC-SHA256 of
+the whole key under ``RUTA_SECRET_KEY`` is compared in constant time. A database leak alone
+therefore yields no usable key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Unauthorized
+from app.models import ApiClient, Role
+
+KEY_PREFIX = "ruta_"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling. ``organisation`` scopes clinics and partners to their own data."""
+
+    client_id: uuid.UUID
+    name: str
+    role: Role
+    organisation: str | None
+
+
+def hash_key(secret_key: bytes, key: str) -> bytes:
+    return hmac.new(secret_key, key.encode(), hashlib.sha256).digest()
+
+
+def generate_key() -> tuple[str, str]:
+    """Return (key id, full key)."""
+    key_id = secrets.token_hex(6)
+    return key_id, f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+
+
+def parse_key_id(key: str) -> str | None:
+    if not key.startswith(KEY_PREFIX):
+        return None
+    key_id, sep, rest = key[len(KEY_PREFIX) :].partition("_")
+    if not sep or len(key_id) != 12 or not rest:
+        return None
+    return key_id
+
+
+async def create_client(
+    session: AsyncSession,
+    *,
+    secret_key: bytes,
+    name: str,
+    role: Role,
+    organisation: str | None,
+) -> tuple[ApiClient, str]:
+    if role in (Role.clinic, Role.partner) and not organisation:
+        raise ValueError(f"a {role.value} client needs an organisation")
+    key_id, key = generate_key()
+    client = ApiClient(
+        name=name,
+        role=role.value,
+        organisation=organisation,
+        key_id=key_id,
+        key_hash=hash_key(secret_key, key),
+    )
+    session.add(client)
+    await session.flush()
+    return client, key
+
+
+async def authenticate_key(session: AsyncSession, *, secret_key: bytes, key: str) -> Principal:
+    key_id = parse_key_id(key)
+    if key_id is None:
+        raise Unauthorized("The API key is malformed.")
+    client = (
+        await session.execute(select(ApiClient).where(ApiClient.key_id == key_id))
+    ).scalar_one_or_none()
+    expected = client.key_hash if client is not None else b"\0" * 32
+    valid = hmac.compare_digest(expected, hash_key(secret_key, key))
+    if client is None or not valid or client.revoked_at is not None:
+        raise Unauthorized("The API key is not valid.")
+    return Principal(
+        client_id=client.id,
+        name=client.name,
+        role=Role(client.role),
+        organisation=client.organisation,
+    )

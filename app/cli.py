@@ -1,0 +1,184 @@
+"""The ``ruta`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.settings import Environment, Settings, get_settings
+
+cli = typer.Typer(
+    name="ruta",
+    help="Ruta: referral routing for possible victims of human trafficking.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+clients_cli = typer.Typer(help="API clients and their keys.", no_args_is_help=True)
+cli.add_typer(clients_cli, name="clients")
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@cli.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply the Alembic migrations to RUTA_DATABASE_URL."""
+    from app.migrations import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (RUTA_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (RUTA_PORT).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (RUTA_WORKERS).")] = None,
+    migrate_first: Annotated[
+        bool, typer.Option("--migrate/--no-migrate", help="Apply migrations before serving.")
+    ] = False,
+) -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    settings = _settings()
+    if migrate_first:
+        from app.migrations import upgrade
+
+        upgrade(settings.database_url)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        proxy_headers=True,
+        access_log=False,
+    )
+
+
+@clients_cli.command("create")
+def clients_create(
+    name: Annotated[str, typer.Option(help="A name for the client, e.g. the app or person.")],
+    role: Annotated[str, typer.Option(help="clinic, partner, auditor or admin.")],
+    organisation: Annotated[
+        str | None, typer.Option(help="Organisation (required for clinic and partner).")
+    ] = None,
+) -> None:
+    """Create an API client. The key is printed once, as the last line."""
+    from app.models import Role
+
+    try:
+        role_value = Role(role)
+    except ValueError:
+        typer.echo("error: --role must be one of clinic, partner, auditor, admin", err=True)
+        raise typer.Exit(2) from None
+    settings = _settings()
+
+    async def run() -> tuple[str, str]:
+        from app.auth import create_client
+        from app.db import create_engine, create_sessionmaker
+
+        engine = create_engine(settings.database_url)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                client, key = await create_client(
+                    session,
+                    secret_key=settings.secret_key.get_secret_value().encode(),
+                    name=name,
+                    role=role_value,
+                    organisation=organisation,
+                )
+                await session.commit()
+                return str(client.id), key
+        finally:
+            await engine.dispose()
+
+    try:
+        client_id, key = asyncio.run(run())
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"created {role_value.value} client {client_id} ({name})", err=True)
+    typer.echo("store this key now; it is not shown again:", err=True)
+    typer.echo(key)
+
+
+DEMO_CLIENTS = (
+    ("demo-clinic", "clinic", "Caravana de la Vida"),
+    ("demo-partner", "partner", "Hospital Santa Rosa"),
+    ("demo-auditor", "auditor", None),
+    ("demo-admin", "admin", None),
+)
+
+
+@cli.command()
+def demo(
+    keys_file: Annotated[
+        str, typer.Option(help="Where the demo keys are kept (development only).")
+    ] = ".ruta/demo-keys.env",
+) -> None:
+    """Create demo API clients for a local walkthrough (development mode only).
+
+    Their keys are written to KEYS_FILE (mode 600) so the README's curl examples can read
+    them; outside development mode this command refuses to run.
+    """
+    settings = _settings()
+    if settings.env is not Environment.development:
+        typer.echo("error: `ruta demo` runs only with RUTA_ENV=development", err=True)
+        raise typer.Exit(2)
+    path = Path(keys_file)
+    if path.exists():
+        typer.echo(f"demo keys already in {path}", err=True)
+        return
+
+    async def run() -> list[tuple[str, str]]:
+        from app.auth import create_client
+        from app.db import create_engine, create_sessionmaker
+        from app.models import Role
+
+        engine = create_engine(settings.database_url)
+        created = []
+        try:
+            async with create_sessionmaker(engine)() as session:
+                for name, role, organisation in DEMO_CLIENTS:
+                    _client, key = await create_client(
+                        session,
+                        secret_key=settings.secret_key.get_secret_value().encode(),
+                        name=name,
+                        role=Role(role),
+                        organisation=organisation,
+                    )
+                    created.append((role, key))
+                await session.commit()
+        finally:
+            await engine.dispose()
+        return created
+
+    created = asyncio.run(run())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text("".join(f"RUTA_{role.upper()}_KEY={key}\n" for role, key in created))
+    typer.echo(f"demo clients created; keys written to {path}", err=True)
+
+
+def main() -> None:
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+__all__ = ["Environment", "cli", "main"]

@@ -1,0 +1,53 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import problems
+from app.db import create_engine, create_sessionmaker
+from app.middleware import BodySizeLimit
+from app.routers import health, screenings
+from app.settings import Settings, get_settings
+
+DESCRIPTION = """
+Ruta routes referrals for people identified as possible victims of human trafficking.
+
+A clinic posts a **screening**; declarative rules decide which services the person needs;
+Ruta forwards each referral to an eligible partner, closes the loop on the partner's
+answer, and records every step in a tamper-evident audit trail.
+
+Errors are [RFC 9457](https://www.rfc-editor.org/rfc/rfc9457) `application/problem+json`;
+validation errors list each invalid field's path.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Ruta",
+        version="0.1.0",
+        summary="Referral routing for possible victims of human trafficking",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(screenings.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

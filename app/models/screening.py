@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, JSONType, UTCDateTime, utcnow
+
+
+class Subject(Base):
+    """A person, known to Ruta only by the clinic's pseudonymous case code.
+
+    ``wrapped_dek`` is the subject's data key, wrapped by the key-encryption key. Erasure
+    deletes it, and with it every personal field of every screening of this subject.
+    """
+
+    __tablename__ = "subjects"
+    __table_args__ = (UniqueConstraint("organisation", "case_code"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organisation: Mapped[str] = mapped_column(String(200))
+    case_code: Mapped[str] = mapped_column(String(64))
+    wrapped_dek: Mapped[bytes | None] = mapped_column(LargeBinary)
+    kek_id: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Screening(Base):
+    """A screening as received. ``data`` holds the non-personal fields; the personal ones
+    are in ``personal_ct``, encrypted under the subject's data key."""
+
+    __tablename__ = "screenings"
+    __table_args__ = (
+        Index("ix_screenings_organisation_received_at", "organisation", "received_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    organisation: Mapped[str] = mapped_column(String(200))
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_clients.id"))
+    subject_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("subjects.id"), index=True)
+    schema_version: Mapped[str] = mapped_column(String(8))
+    screened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: HMAC of the canonical body: same id + same fingerprint is a replay, else a conflict.
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    personal_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: Dotted paths of the personal fields present (no values), e.g. ["subject.name"].
+    personal_fields: Mapped[list[str]] = mapped_column(JSONType, default=list)

@@ -1,0 +1,100 @@
+"""Exception handlers: every error is rendered as problem+json in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import (
+    PROBLEM_JSON,
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    RutaError,
+    UnsupportedMediaType,
+    ValidationFailed,
+    field_error,
+)
+
+log = structlog.get_logger("ruta.errors")
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_JSON
+
+
+def problem_response(error: RutaError, request: Request) -> ProblemResponse:
+    return ProblemResponse(
+        error.problem(request.url.path), status_code=error.status, headers=error.headers
+    )
+
+
+def validation_errors(errors: Any, *, strip_body: bool = True) -> list[dict[str, Any]]:
+    """Pydantic errors without their ``input``: the input may be personal data."""
+    out = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if strip_body and loc[:1] == ("body",):
+            loc = loc[1:]
+        message = str(err.get("msg", "invalid"))
+        code = str(err.get("type", "invalid"))
+        if code == "extra_forbidden":
+            message = "Unknown field. Check its spelling against the schema."
+        out.append(field_error(loc, message, code))
+    return out
+
+
+async def _ruta_error(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, RutaError)
+    return problem_response(exc, request)
+
+
+async def _request_validation(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return problem_response(BadRequest("The body is not valid JSON."), request)
+    if any(
+        e.get("type") == "model_attributes_type" and tuple(e.get("loc", ())) == ("body",)
+        for e in errors
+    ):
+        content_type = request.headers.get("content-type", "")
+        if "json" not in content_type:
+            return problem_response(
+                UnsupportedMediaType("Send the body as application/json."), request
+            )
+    return problem_response(ValidationFailed(validation_errors(errors)), request)
+
+
+async def _http_exception(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    error: RutaError
+    if exc.status_code == 404:
+        error = NotFound("No such route.")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed()
+    else:
+        error = RutaError(str(exc.detail))
+        error.status = exc.status_code  # type: ignore[misc]
+    headers = dict(exc.headers or {})
+    response = problem_response(error, request)
+    response.headers.update(headers)
+    return response
+
+
+async def _unhandled(request: Request, exc: Exception) -> ProblemResponse:
+    # The exception text may quote data; log only its type.
+    log.error("unhandled_error", error_type=type(exc).__name__, path=request.url.path)
+    return problem_response(RutaError("An internal error occurred."), request)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RutaError, _ruta_error)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(Exception, _unhandled)

@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Response
+from pydantic import TypeAdapter, ValidationError
+
+from app.deps import ClinicDep, SessionDep, SettingsDep
+from app.errors import PayloadTooLarge, RutaError, ValidationFailed
+from app.models import Screening
+from app.models.base import utcnow
+from app.problems import validation_errors
+from app.schemas.examples import SCREENING_EXAMPLE
+from app.schemas.outcome import (
+    BatchIn,
+    BatchItemResult,
+    BatchResult,
+    ScreeningDetail,
+    ScreeningReceipt,
+)
+from app.schemas.screening import ScreeningIn
+from app.services import intake
+
+router = APIRouter(prefix="/v1/screenings", tags=["screenings"])
+
+_screening_adapter: TypeAdapter[ScreeningIn] = TypeAdapter(ScreeningIn)
+
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+
+
+def receipt(screening: Screening, *, replayed: bool) -> ScreeningReceipt:
+    return ScreeningReceipt(
+        id=screening.id,
+        organisation=screening.organisation,
+        status="received",
+        schema_version=screening.schema_version,
+        screened_at=screening.screened_at,
+        received_at=screening.received_at,
+        replayed=replayed,
+        decision=None,
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ScreeningReceipt,
+    summary="Submit a screening",
+    description=(
+        "Idempotent on the screening's `id`: the same id with the same body returns the "
+        "original result (200, `replayed: true`) and stores nothing new; the same id with a "
+        "different body returns 409."
+    ),
+    responses={
+        200: {"description": "A replay of an earlier identical POST", "model": ScreeningReceipt},
+        409: {"description": "Same id, different body", **PROBLEM},
+        413: {"description": "Body too large", **PROBLEM},
+        422: {"description": "Invalid screening; `errors` names each field path", **PROBLEM},
+    },
+)
+async def submit(
+    screening: Annotated[ScreeningIn, Body(openapi_examples=SCREENING_EXAMPLE)],
+    principal: ClinicDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+) -> ScreeningReceipt:
+    result = await intake.submit_screening(session, settings, principal, screening, now=utcnow())
+    response.headers["Location"] = f"/v1/screenings/{result.screening.id}"
+    if not result.created:
+        response.status_code = 200
+    return receipt(result.screening, replayed=not result.created)
+
+
+@router.post(
+    "/batch",
+    response_model=BatchResult,
+    summary="Submit screenings collected offline",
+    description=(
+        "Up to `RUTA_MAX_BATCH_ITEMS` (default 100) screenings, each with its original "
+        "`screened_at`. Each item is validated and stored on its own: a bad item is reported "
+        "in `results` and does not reject the good ones."
+    ),
+)
+async def submit_batch(
+    batch: BatchIn, principal: ClinicDep, session: SessionDep, settings: SettingsDep
+) -> BatchResult:
+    if len(batch.screenings) > settings.max_batch_items:
+        raise PayloadTooLarge(
+            f"A batch holds at most {settings.max_batch_items} screenings.",
+            max_items=settings.max_batch_items,
+        )
+    if not batch.screenings:
+        raise ValidationFailed(
+            [
+                {
+                    "path": "screenings",
+                    "pointer": "#/screenings",
+                    "message": "empty batch",
+                    "code": "too_short",
+                }
+            ]
+        )
+    results: list[BatchItemResult] = []
+    now = utcnow()
+    for index, raw in enumerate(batch.screenings):
+        item_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+        try:
+            screening = _screening_adapter.validate_python(raw)
+        except ValidationError as exc:
+            problem = ValidationFailed(validation_errors(exc.errors(), strip_body=False))
+            results.append(_failed(index, item_id, "invalid", problem))
+            continue
+        try:
+            async with session.begin_nested():
+                result = await intake.submit_screening(
+                    session, settings, principal, screening, now=now
+                )
+        except RutaError as exc:
+            status = {409: "conflict", 403: "forbidden"}.get(exc.status, "invalid")
+            results.append(_failed(index, str(screening.id), status, exc))
+            continue
+        results.append(
+            BatchItemResult(
+                index=index,
+                id=str(screening.id),
+                status="created" if result.created else "replayed",
+                http_status=201 if result.created else 200,
+                receipt=receipt(result.screening, replayed=not result.created),
+            )
+        )
+    created = sum(r.status == "created" for r in results)
+    replayed = sum(r.status == "replayed" for r in results)
+    return BatchResult(
+        created=created,
+        replayed=replayed,
+        failed=len(results) - created - replayed,
+        results=results,
+    )
+
+
+def _failed(index: int, item_id: str | None, status: Any, error: RutaError) -> BatchItemResult:
+    return BatchItemResult(
+        index=index,
+        id=item_id,
+        status=status,
+        http_status=error.status,
+        problem=error.problem(),
+    )
+
+
+@router.get(
+    "/{screening_id}",
+    response_model=ScreeningDetail,
+    summary="A screening and its outcome",
+    description="Clinics read their own organisation's screenings only. Personal fields are "
+    "not returned here; `personal_fields` lists which are held.",
+    responses={404: {"description": "No such screening for this organisation", **PROBLEM}},
+)
+async def get_screening(
+    screening_id: uuid.UUID, principal: ClinicDep, session: SessionDep
+) -> ScreeningDetail:
+    screening = await intake.get_screening_for(session, principal, screening_id)
+    base = receipt(screening, replayed=False)
+    return ScreeningDetail(
+        **base.model_dump(),
+        screening=screening.data,
+        personal_fields=list(screening.personal_fields),
+    )

@@ -1,0 +1,57 @@
+"""What the API returns about a screening."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+
+class ScreeningReceipt(BaseModel):
+    id: UUID
+    organisation: str
+    status: Literal["received", "decided"]
+    schema_version: str
+    screened_at: datetime
+    received_at: datetime
+    replayed: bool = Field(
+        default=False, description="True when this answer is a replay of an earlier POST."
+    )
+    decision: dict[str, Any] | None = Field(
+        default=None, description="The referral decision, once the rules engine has run."
+    )
+
+
+class ScreeningDetail(ScreeningReceipt):
+    screening: dict[str, Any] = Field(
+        description="The stored screening without personal fields (see `personal_fields`)."
+    )
+    personal_fields: list[str] = Field(
+        description="Personal fields held encrypted for this screening (paths, not values)."
+    )
+
+
+class BatchIn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    screenings: list[dict[str, Any]] = Field(
+        description="Screenings collected offline, each with its original screened_at."
+    )
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    id: str | None
+    status: Literal["created", "replayed", "conflict", "invalid", "forbidden"]
+    http_status: int
+    receipt: ScreeningReceipt | None = None
+    problem: dict[str, Any] | None = None
+
+
+class BatchResult(BaseModel):
+    created: int
+    replayed: int
+    failed: int
+    results: list[BatchItemResult]

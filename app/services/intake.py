@@ -1,0 +1,220 @@
+"""Screening intake: the one place a screening enters Ruta.
+
+Everything a screening causes is written in the caller's transaction: the subject and its
+data key, the screening with its personal fields encrypted, and (as later stages land) the
+decision, referrals, outbox deliveries and audit events. Services only flush; the request
+dependency commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import crypto
+from app.auth import Principal
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed, field_error
+from app.models import Screening, Subject
+from app.schemas.screening import ScreeningIn, age_of, split_personal
+from app.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeResult:
+    screening: Screening
+    created: bool
+
+
+def canonical_json(document: Any) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def fingerprint(secret_key: bytes, document: dict[str, Any]) -> bytes:
+    """Keyed, so the stored fingerprint cannot be used to guess a screening's content."""
+    return hmac.new(secret_key, canonical_json(document), hashlib.sha256).digest()
+
+
+def _insert(session: AsyncSession) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+async def get_or_create_subject(
+    session: AsyncSession, settings: Settings, organisation: str, case_code: str, now: datetime
+) -> tuple[Subject, bytes]:
+    """The subject and its plaintext data key. Race-safe: ON CONFLICT DO NOTHING."""
+    kek = settings.kek_bytes()
+    existing = (
+        await session.execute(
+            select(Subject).where(
+                Subject.organisation == organisation, Subject.case_code == case_code
+            )
+        )
+    ).scalar_one_or_none()
+    if existing is None:
+        subject_id = uuid.uuid4()
+        dek = crypto.new_dek()
+        await session.execute(
+            _insert(session)(Subject)
+            .values(
+                id=subject_id,
+                organisation=organisation,
+                case_code=case_code,
+                wrapped_dek=crypto.wrap_dek(kek, dek, subject_id),
+                kek_id=crypto.kek_id(kek),
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["organisation", "case_code"])
+        )
+        existing = (
+            await session.execute(
+                select(Subject).where(
+                    Subject.organisation == organisation, Subject.case_code == case_code
+                )
+            )
+        ).scalar_one()
+    if existing.wrapped_dek is None:
+        # The subject was erased; a new screening starts a new key, the old data stays gone.
+        dek = crypto.new_dek()
+        existing.wrapped_dek = crypto.wrap_dek(kek, dek, existing.id)
+        existing.kek_id = crypto.kek_id(kek)
+        existing.erased_at = None
+        return existing, dek
+    return existing, crypto.unwrap_dek(kek, existing.wrapped_dek, existing.id)
+
+
+def _check_screened_at(screening: ScreeningIn, settings: Settings, now: datetime) -> None:
+    skew = timedelta(seconds=settings.screened_at_max_skew_seconds)
+    if screening.source.screened_at > now + skew:
+        raise ValidationFailed(
+            [
+                field_error(
+                    ("source", "screened_at"), "screened_at is in the future", "future_datetime"
+                )
+            ]
+        )
+
+
+def owning_organisation(principal: Principal, screening: ScreeningIn) -> str:
+    assert principal.organisation is not None
+    declared = screening.source.organisation
+    if declared is not None and declared != principal.organisation:
+        raise Forbidden("source.organisation must be the organisation of your API client.")
+    return principal.organisation
+
+
+async def submit_screening(
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    screening: ScreeningIn,
+    *,
+    now: datetime,
+) -> IntakeResult:
+    organisation = owning_organisation(principal, screening)
+    _check_screened_at(screening, settings, now)
+    document = screening.model_dump(mode="json")
+    secret = settings.secret_key.get_secret_value().encode()
+    print_ = fingerprint(secret, document)
+
+    existing = await session.get(Screening, screening.id)
+    if existing is not None:
+        return _replay(existing, organisation, print_)
+
+    # A date of birth is personal and encrypted; the rules read the age derived from it.
+    derived_age = age_of(screening.subject, now.date())
+    data, personal = split_personal(document)
+    if screening.subject.age is None and derived_age is not None:
+        data["subject"]["age"] = derived_age
+    data["subject"]["age_source"] = (
+        "stated"
+        if screening.subject.age is not None
+        else ("date_of_birth" if derived_age is not None else "unknown")
+    )
+
+    subject, dek = await get_or_create_subject(
+        session, settings, organisation, screening.subject.case_code, now
+    )
+    personal_ct = (
+        crypto.encrypt_field(
+            dek,
+            canonical_json(personal),
+            table="screenings",
+            column="personal_ct",
+            row_id=screening.id,
+        )
+        if personal
+        else None
+    )
+    result = await session.execute(
+        _insert(session)(Screening)
+        .values(
+            id=screening.id,
+            organisation=organisation,
+            client_id=principal.client_id,
+            subject_id=subject.id,
+            schema_version=screening.schema_version,
+            screened_at=screening.source.screened_at,
+            received_at=now,
+            fingerprint=print_,
+            data=data,
+            personal_ct=personal_ct,
+            personal_fields=sorted(personal),
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(Screening.id)
+    )
+    if result.scalar_one_or_none() is None:
+        # A concurrent request with the same id committed first.
+        raced = await session.get(Screening, screening.id, populate_existing=True)
+        assert raced is not None
+        return _replay(raced, organisation, print_)
+    stored = await session.get(Screening, screening.id)
+    assert stored is not None
+    return IntakeResult(screening=stored, created=True)
+
+
+def _replay(existing: Screening, organisation: str, print_: bytes) -> IntakeResult:
+    if existing.organisation != organisation:
+        # Another organisation's id: answer as for any conflict, revealing nothing of it.
+        raise Conflict("A screening with this id already exists with a different body.")
+    if not hmac.compare_digest(existing.fingerprint, print_):
+        raise Conflict(
+            "A screening with this id already exists with a different body. "
+            "Use a new id for a new screening."
+        )
+    return IntakeResult(screening=existing, created=False)
+
+
+async def get_screening_for(
+    session: AsyncSession, principal: Principal, screening_id: uuid.UUID
+) -> Screening:
+    screening = await session.get(Screening, screening_id)
+    if screening is None or (
+        principal.organisation is not None and screening.organisation != principal.organisation
+    ):
+        # Another organisation's screening is indistinguishable from a missing one.
+        raise NotFound("No screening with this id.")
+    return screening
+
+
+def decrypt_personal(settings: Settings, subject: Subject, screening: Screening) -> dict[str, Any]:
+    if screening.personal_ct is None:
+        return {}
+    if subject.wrapped_dek is None:
+        return {}
+    dek = crypto.unwrap_dek(settings.kek_bytes(), subject.wrapped_dek, subject.id)
+    plaintext = crypto.decrypt_field(
+        dek, screening.personal_ct, table="screenings", column="personal_ct", row_id=screening.id
+    )
+    loaded: dict[str, Any] = json.loads(plaintext)
+    return loaded

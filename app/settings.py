@@ -1,0 +1,108 @@
+"""The one settings object. Everything comes from the environment with the prefix ``RUTA_``."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The development secret. The service refuses to start with it outside development mode.
+DEV_SECRET = "ruta-development-secret-do-not-use-in-production"  # noqa: S105
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+def normalise_database_url(url: str) -> str:
+    """Map plain URLs onto the async drivers Ruta uses (asyncpg, aiosqlite).
+
+    Async drivers were chosen for the intake path: with 32 concurrent clients a single
+    worker process spends most of its time waiting on the database, and asyncpg lets one
+    event loop keep many transactions in flight (see docs/operations.md).
+    """
+    if url.startswith(("postgres://", "postgresql://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if url.startswith("postgresql+psycopg://") or url.startswith("postgresql+psycopg2://"):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
+        return "sqlite+aiosqlite://" + url.split("://", 1)[1]
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RUTA_", extra="ignore")
+
+    env: Environment = Environment.production
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./ruta.db",
+        description="SQLAlchemy URL. Plain postgresql:// and sqlite:// URLs are accepted.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    #: Keys API keys' hashes and the idempotency fingerprints of screenings.
+    secret_key: SecretStr = SecretStr(DEV_SECRET)
+    #: The key-encryption key for personal data at rest (32 bytes, base64).
+    #: In development it is derived from the secret key.
+    encryption_kek: SecretStr | None = None
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_batch_items: int = Field(default=100, ge=1, le=1000)
+    #: Clock skew allowed for ``screened_at`` in the future.
+    screened_at_max_skew_seconds: int = Field(default=300, ge=0)
+    rules_path: Path | None = None
+    partners_path: Path | None = None
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_url(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Self:
+        if self.env is Environment.development or self.env is Environment.test:
+            return self
+        problems = []
+        secret = self.secret_key.get_secret_value()
+        if secret == DEV_SECRET or len(secret) < 32:
+            problems.append("RUTA_SECRET_KEY must be set to a random value of at least 32 chars")
+        if self.encryption_kek is None:
+            problems.append("RUTA_ENCRYPTION_KEK must be set (32 random bytes, base64)")
+        if problems:
+            raise ValueError(
+                "refusing to start outside development mode with default secrets: "
+                + "; ".join(problems)
+                + " (set RUTA_ENV=development for a local demo)"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def relaxed_network(self) -> bool:
+        """Loopback and plain-http partner URLs are allowed only in development and tests."""
+        return self.env is not Environment.production
+
+    def kek_bytes(self) -> bytes:
+        if self.encryption_kek is not None:
+            raw = base64.b64decode(self.encryption_kek.get_secret_value(), validate=True)
+            if len(raw) != 32:
+                raise ValueError("RUTA_ENCRYPTION_KEK must decode to 32 bytes")
+            return raw
+        return hashlib.sha256(b"ruta-kek|" + self.secret_key.get_secret_value().encode()).digest()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,74 @@
+"""Alembic environment: async engines (asyncpg, aiosqlite), one schema for both engines."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from alembic import context
+from sqlalchemy.engine import Connection
+
+from app.db import create_engine
+from app.models import Base
+from app.models.base import UTCDateTime
+from app.settings import normalise_database_url
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def database_url() -> str:
+    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
+        "sqlalchemy.url"
+    )
+    if not url:
+        url = os.environ.get("RUTA_DATABASE_URL", "sqlite+aiosqlite:///./ruta.db")
+    return normalise_database_url(url)
+
+
+def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
+    """Render Ruta's column types as plain SQLAlchemy types, so migrations never import app
+    code that may change after they are written."""
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    if type_ == "type" and isinstance(obj, sa.JSON) and obj._variant_mapping:
+        autogen_context.imports.add("from sqlalchemy.dialects import postgresql")
+        return 'sa.JSON().with_variant(postgresql.JSONB(), "postgresql")'
+    return False
+
+
+def _configure(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+        compare_server_default=True,
+        render_item=_render_item,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_online() -> None:
+    engine = create_engine(database_url())
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_configure)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=database_url(), target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    asyncio.run(_run_online())

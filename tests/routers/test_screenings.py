@@ -1,0 +1,299 @@
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.models import Screening
+from tests.conftest import KeyFactory, bearer
+from tests.factories import screening
+
+ORG = "Caravana de la Vida"
+
+
+async def _count(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    async with sessionmaker() as session:
+        return int((await session.execute(select(func.count(Screening.id)))).scalar_one())
+
+
+async def test_post_screening_returns_201_and_location(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    key = await api_key("clinic", ORG)
+    body = screening()
+    response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    assert response.status_code == 201, response.text
+    receipt = response.json()
+    assert receipt["id"] == body["id"]
+    assert receipt["organisation"] == ORG
+    assert receipt["replayed"] is False
+    assert response.headers["location"] == f"/v1/screenings/{body['id']}"
+
+
+async def test_idempotent_replay_stores_one_row(
+    http: httpx.AsyncClient, api_key: KeyFactory, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    key = await api_key("clinic", ORG)
+    body = screening()
+    first = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    # Same body, different key order and whitespace: still the same screening.
+    reordered = json.dumps(dict(reversed(list(body.items()))), indent=2)
+    second = await http.post(
+        "/v1/screenings",
+        content=reordered,
+        headers={**bearer(key), "content-type": "application/json"},
+    )
+    assert first.status_code == 201
+    assert second.status_code == 200
+    assert second.json()["replayed"] is True
+    assert second.json()["received_at"] == first.json()["received_at"]
+    assert await _count(sessionmaker) == 1
+
+
+async def test_conflicting_replay_is_409(
+    http: httpx.AsyncClient, api_key: KeyFactory, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    key = await api_key("clinic", ORG)
+    body = screening()
+    assert (await http.post("/v1/screenings", json=body, headers=bearer(key))).status_code == 201
+    changed = {**body, "subject": {**body["subject"], "age": 17}}
+    response = await http.post("/v1/screenings", json=changed, headers=bearer(key))
+    assert response.status_code == 409
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "/problems/conflict"
+    assert await _count(sessionmaker) == 1
+
+
+async def test_unknown_field_is_422_naming_its_path(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    key = await api_key("clinic", ORG)
+    body = screening()
+    body["subject"]["nmae"] = "CANARY-NAME-7731"
+    response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    assert response.status_code == 422
+    problem = response.json()
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [e["path"] for e in problem["errors"]] == ["subject.nmae"]
+    assert problem["errors"][0]["pointer"] == "#/subject/nmae"
+    assert "CANARY-NAME-7731" not in response.text
+
+
+async def test_invalid_value_names_path_and_never_echoes_input(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    key = await api_key("clinic", ORG)
+    body = screening(subject__contact={"phone": "CANARY-PHONE-not-a-number"})
+    response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    assert response.status_code == 422
+    assert [e["path"] for e in response.json()["errors"]] == ["subject.contact.phone"]
+    assert "CANARY-PHONE" not in response.text
+
+
+async def test_oversized_body_is_413(
+    http: httpx.AsyncClient, api_key: KeyFactory, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    key = await api_key("clinic", ORG)
+    body = screening(notes="x" * (3 * 1024 * 1024))
+    response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    assert response.status_code == 413
+    assert response.json()["type"] == "/problems/payload-too-large"
+    assert await _count(sessionmaker) == 0
+
+
+async def test_oversized_chunked_body_is_413(http: httpx.AsyncClient, api_key: KeyFactory) -> None:
+    key = await api_key("clinic", ORG)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(40):
+            yield b" " * 65536
+
+    response = await http.post(
+        "/v1/screenings",
+        content=chunks(),
+        headers={**bearer(key), "content-type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+async def test_malformed_json_is_400_problem(http: httpx.AsyncClient, api_key: KeyFactory) -> None:
+    key = await api_key("clinic", ORG)
+    response = await http.post(
+        "/v1/screenings",
+        content=b'{"id": ',
+        headers={**bearer(key), "content-type": "application/json"},
+    )
+    assert response.status_code in (400, 422)
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_future_screened_at_is_rejected(http: httpx.AsyncClient, api_key: KeyFactory) -> None:
+    key = await api_key("clinic", ORG)
+    body = screening(source__screened_at="2099-01-01T00:00:00Z")
+    response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["path"] == "source.screened_at"
+
+
+async def test_naive_screened_at_is_rejected(http: httpx.AsyncClient, api_key: KeyFactory) -> None:
+    key = await api_key("clinic", ORG)
+    body = screening(source__screened_at="2026-11-20T09:40:00")
+    response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["path"] == "source.screened_at"
+
+
+async def test_region_accepts_ubigeo_and_accented_names(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    key = await api_key("clinic", ORG)
+    for region in ("17", "170101", "madre de dios", "MADRE DE DIOS"):
+        body = screening(subject__region=region)
+        response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+        assert response.status_code == 201, (region, response.text)
+        detail = await http.get(f"/v1/screenings/{body['id']}", headers=bearer(key))
+        assert detail.json()["screening"]["subject"]["region"] == "madre_de_dios"
+    body = screening(subject__region="Junín", subject__ubigeo=...)
+    assert (await http.post("/v1/screenings", json=body, headers=bearer(key))).status_code == 201
+    body = screening(subject__region="Atlantis")
+    response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["path"] == "subject.region"
+
+
+async def test_get_returns_screening_without_personal_values(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    key = await api_key("clinic", ORG)
+    body = screening(
+        subject__name="CANARY-NAME-1182",
+        notes="CANARY-NOTE-1182",
+        subject__date_of_birth="2010-03-04",
+        subject__age=...,
+    )
+    assert (await http.post("/v1/screenings", json=body, headers=bearer(key))).status_code == 201
+    response = await http.get(f"/v1/screenings/{body['id']}", headers=bearer(key))
+    assert response.status_code == 200
+    detail = response.json()
+    assert "CANARY" not in response.text
+    assert detail["personal_fields"] == [
+        "notes",
+        "safety.safe_contact",
+        "subject.date_of_birth",
+        "subject.name",
+    ]
+    assert detail["screening"]["subject"]["age_source"] == "date_of_birth"
+    assert detail["screening"]["subject"]["age"] >= 16
+
+
+async def test_personal_fields_are_encrypted_at_rest(
+    http: httpx.AsyncClient, api_key: KeyFactory, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    key = await api_key("clinic", ORG)
+    body = screening(subject__name="CANARY-NAME-5521", notes="CANARY-NOTE-5521")
+    assert (await http.post("/v1/screenings", json=body, headers=bearer(key))).status_code == 201
+    async with sessionmaker() as session:
+        row = (await session.execute(select(Screening))).scalar_one()
+    assert row.personal_ct is not None
+    assert b"CANARY" not in row.personal_ct
+    assert "CANARY" not in json.dumps(row.data)
+
+
+async def test_source_organisation_must_match_the_client(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    key = await api_key("clinic", ORG)
+    body = screening(source__organisation="Someone Else")
+    response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    assert response.status_code == 403
+
+
+async def test_batch_reports_each_item_and_keeps_the_good_ones(
+    http: httpx.AsyncClient, api_key: KeyFactory, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    key = await api_key("clinic", ORG)
+    good_a = screening(source__screened_at="2026-11-01T08:00:00-05:00")
+    good_b = screening(source__screened_at="2026-10-15T16:30:00-05:00")
+    bad = screening(subject__age=-4)
+    unknown = screening()
+    unknown["safety"]["bunker"] = True
+    existing = screening()
+    assert (
+        await http.post("/v1/screenings", json=existing, headers=bearer(key))
+    ).status_code == 201
+    conflicting = {**existing, "notes": "changed"}
+    response = await http.post(
+        "/v1/screenings/batch",
+        json={"screenings": [good_a, bad, good_b, unknown, existing, conflicting]},
+        headers=bearer(key),
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()
+    statuses = [(r["index"], r["status"], r["http_status"]) for r in result["results"]]
+    assert statuses == [
+        (0, "created", 201),
+        (1, "invalid", 422),
+        (2, "created", 201),
+        (3, "invalid", 422),
+        (4, "replayed", 200),
+        (5, "conflict", 409),
+    ]
+    assert result["results"][1]["problem"]["errors"][0]["path"] == "subject.age"
+    assert result["results"][3]["problem"]["errors"][0]["path"] == "safety.bunker"
+    assert (result["created"], result["replayed"], result["failed"]) == (2, 1, 3)
+    assert await _count(sessionmaker) == 3
+    # Each kept its original screened_at.
+    detail = await http.get(f"/v1/screenings/{good_b['id']}", headers=bearer(key))
+    assert detail.json()["screened_at"].startswith("2026-10-15T21:30:00")
+
+
+async def test_batch_over_the_maximum_is_413(http: httpx.AsyncClient, api_key: KeyFactory) -> None:
+    key = await api_key("clinic", ORG)
+    items = [screening() for _ in range(101)]
+    response = await http.post(
+        "/v1/screenings/batch", json={"screenings": items}, headers=bearer(key)
+    )
+    assert response.status_code == 413
+    assert response.json()["max_items"] == 100
+
+
+async def test_missing_key_is_401(http: httpx.AsyncClient) -> None:
+    response = await http.post("/v1/screenings", json=screening())
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_wrong_key_is_401(http: httpx.AsyncClient, api_key: KeyFactory) -> None:
+    key = await api_key("clinic", ORG)
+    forged = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
+    for bad in (forged, "ruta_nonsense", "not-a-key"):
+        response = await http.post("/v1/screenings", json=screening(), headers=bearer(bad))
+        assert response.status_code == 401, bad
+
+
+async def test_wrong_role_is_403(http: httpx.AsyncClient, api_key: KeyFactory) -> None:
+    for role, org in (("partner", "Hospital Santa Rosa"), ("auditor", None)):
+        key = await api_key(role, org)
+        response = await http.post("/v1/screenings", json=screening(), headers=bearer(key))
+        assert response.status_code == 403, role
+
+
+async def test_clinic_cannot_read_another_organisations_screening(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    ours = await api_key("clinic", ORG)
+    theirs = await api_key("clinic", "Another Clinic")
+    body = screening(subject__name="CANARY-OTHER-ORG")
+    assert (await http.post("/v1/screenings", json=body, headers=bearer(ours))).status_code == 201
+    response = await http.get(f"/v1/screenings/{body['id']}", headers=bearer(theirs))
+    assert response.status_code == 404
+    assert body["subject"]["case_code"] not in response.text
+    missing = await http.get(f"/v1/screenings/{uuid.uuid4()}", headers=bearer(theirs))
+    assert missing.status_code == 404
+    # Indistinguishable from a screening that does not exist.
+    assert response.json()["detail"] == missing.json()["detail"]
