@@ -58,8 +58,21 @@ class Settings(BaseSettings):
     max_batch_items: int = Field(default=100, ge=1, le=1000)
     #: Clock skew allowed for ``screened_at`` in the future.
     screened_at_max_skew_seconds: int = Field(default=300, ge=0)
+    #: The rule file; default: the protocol shipped in app/rules/default/.
     rules_path: Path | None = None
+    #: The partner directory file loaded at start; default in development: the demo directory.
     partners_path: Path | None = None
+    #: Response deadlines per urgency (hours).
+    deadline_emergency_hours: float = Field(default=24, gt=0)
+    deadline_urgent_hours: float = Field(default=72, gt=0)
+    deadline_routine_hours: float = Field(default=14 * 24, gt=0)
+    #: Ed25519 private key (32-byte seed, base64) that signs audit checkpoints. It is never
+    #: stored in the database. In development it is derived from the secret key.
+    audit_signing_key: SecretStr | None = None
+    audit_checkpoint_every: int = Field(default=1000, ge=1)
+    audit_checkpoint_minutes: float = Field(default=10, gt=0)
+    #: The public URL partners use to fetch thin referrals and post statuses.
+    public_base_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
 
     @field_validator("database_url")
@@ -77,6 +90,8 @@ class Settings(BaseSettings):
             problems.append("RUTA_SECRET_KEY must be set to a random value of at least 32 chars")
         if self.encryption_kek is None:
             problems.append("RUTA_ENCRYPTION_KEK must be set (32 random bytes, base64)")
+        if self.audit_signing_key is None:
+            problems.append("RUTA_AUDIT_SIGNING_KEY must be set (Ed25519 seed, base64)")
         if problems:
             raise ValueError(
                 "refusing to start outside development mode with default secrets: "
@@ -101,6 +116,14 @@ class Settings(BaseSettings):
                 raise ValueError("RUTA_ENCRYPTION_KEK must decode to 32 bytes")
             return raw
         return hashlib.sha256(b"ruta-kek|" + self.secret_key.get_secret_value().encode()).digest()
+
+    def audit_signing_seed(self) -> bytes:
+        if self.audit_signing_key is not None:
+            raw = base64.b64decode(self.audit_signing_key.get_secret_value(), validate=True)
+            if len(raw) != 32:
+                raise ValueError("RUTA_AUDIT_SIGNING_KEY must decode to a 32-byte Ed25519 seed")
+            return raw
+        return hashlib.sha256(b"ruta-audit|" + self.secret_key.get_secret_value().encode()).digest()
 
 
 @lru_cache(maxsize=1)
