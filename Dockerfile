@@ -1,0 +1,27 @@
+# syntax=docker/dockerfile:1
+# Build stage: install Ruta and its dependencies into a virtualenv.
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/ruta
+COPY pyproject.toml README.md alembic.ini ./
+COPY app ./app
+COPY migrations ./migrations
+RUN /opt/ruta/bin/pip install --no-cache-dir .
+
+# Runtime stage: the virtualenv only, run as a non-root user.
+FROM python:3.11-slim-bookworm
+RUN groupadd --system --gid 10001 ruta \
+ && useradd --system --uid 10001 --gid ruta --home-dir /srv/ruta --create-home ruta
+COPY --from=build /opt/ruta /opt/ruta
+ENV PATH=/opt/ruta/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    RUTA_HOST=0.0.0.0 \
+    RUTA_PORT=8000
+WORKDIR /srv/ruta
+USER ruta
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+# Migrations are applied before the server starts.
+CMD ["ruta", "serve", "--migrate"]
