@@ -72,7 +72,8 @@ def require_roles(*roles: Role) -> Callable[..., Coroutine[Any, Any, Principal]]
     async def dependency(principal: PrincipalDep) -> Principal:
         if principal.role not in allowed:
             raise Forbidden(
-                f"This route is for: {', '.join(sorted(r.value for r in allowed))}.",
+                "This route is for: {roles}.",
+                params={"roles": ", ".join(sorted(r.value for r in allowed))},
             )
         return principal
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from app.i18n import DEFAULT_LOCALE, translate
+
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -20,17 +22,25 @@ class RutaError(Exception):
         detail: str | None = None,
         *,
         headers: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
         **extensions: Any,
     ) -> None:
+        """``detail`` is the English message id; ``params`` fill its ``{placeholders}``
+        after translation. Neither may carry personal data."""
         super().__init__(detail or self.title)
         self.detail = detail
+        self.params = params or {}
         self.headers = headers or {}
         self.extensions = extensions
 
-    def problem(self, instance: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"type": self.type, "title": self.title, "status": self.status}
+    def problem(self, instance: str | None = None, locale: str = DEFAULT_LOCALE) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.type,
+            "title": translate(locale, self.title),
+            "status": self.status,
+        }
         if self.detail:
-            body["detail"] = self.detail
+            body["detail"] = translate(locale, self.detail, **self.params)
         if instance:
             body["instance"] = instance
         body.update(self.extensions)
@@ -50,6 +60,14 @@ class Unauthorized(RutaError):
 
     def __init__(self, detail: str | None = None, **extensions: Any) -> None:
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"}, **extensions)
+
+
+class GenericHTTPError(RutaError):
+    """An HTTP error raised by the framework itself, with its own status."""
+
+    def __init__(self, status: int, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status  # type: ignore[misc]
 
 
 class Forbidden(RutaError):
@@ -99,6 +117,11 @@ class ValidationFailed(RutaError):
         super().__init__(detail or "See `errors` for each invalid field.", errors=errors)
         self.errors = errors
 
+    def problem(self, instance: str | None = None, locale: str = DEFAULT_LOCALE) -> dict[str, Any]:
+        body = super().problem(instance, locale)
+        body["errors"] = [localise_field_error(e, locale) for e in self.errors]
+        return body
+
 
 class TooManyRequests(RutaError):
     status = 429
@@ -120,3 +143,15 @@ def field_error(loc: tuple[int | str, ...], message: str, code: str) -> dict[str
         "message": message,
         "code": code,
     }
+
+
+def localise_field_error(error: dict[str, Any], locale: str) -> dict[str, Any]:
+    if locale == DEFAULT_LOCALE:
+        return error
+    from app.i18n import translate_code
+
+    message = str(error.get("message", ""))
+    translated = translate(locale, message.removeprefix("Value error, "))
+    if translated == message.removeprefix("Value error, "):
+        translated = translate_code(locale, str(error.get("code", "")), message)
+    return {**error, "message": translated}

@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from app import problems
 from app.db import create_engine, create_sessionmaker
 from app.middleware import BodySizeLimit
-from app.routers import health, screenings
+from app.observability import RequestContext, configure_logging
+from app.routers import health, metrics, screenings
 from app.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -27,6 +28,7 @@ validation errors list each invalid field's path.
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,5 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     app.include_router(screenings.router)
+    app.include_router(metrics.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Outermost: every response, including 413s from the size cap, gets a request id.
+    app.add_middleware(RequestContext)
     return app

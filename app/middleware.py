@@ -11,6 +11,7 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PROBLEM_JSON, PayloadTooLarge
+from app.i18n import negotiate
 
 
 class _TooLarge(Exception):
@@ -67,14 +68,20 @@ class BodySizeLimit:
                 await self._reject(scope, send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
-        error = PayloadTooLarge(f"The body exceeds the limit of {self.max_bytes} bytes.")
-        body = json.dumps(error.problem(scope.get("path"))).encode()
+        error = PayloadTooLarge(
+            "The body exceeds the limit of {max_bytes} bytes.",
+            params={"max_bytes": self.max_bytes},
+        )
+        accept_language = dict(scope.get("headers", [])).get(b"accept-language", b"")
+        locale = negotiate(accept_language.decode("latin-1") or None)
+        body = json.dumps(error.problem(scope.get("path"), locale)).encode()
         await send(
             {
                 "type": "http.response.start",
                 "status": error.status,
                 "headers": [
                     (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-language", locale.encode()),
                     (b"content-length", str(len(body)).encode()),
                     (b"connection", b"close"),
                 ],

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.errors import (
     PROBLEM_JSON,
     BadRequest,
+    GenericHTTPError,
     MethodNotAllowed,
     NotFound,
     RutaError,
@@ -20,6 +21,7 @@ from app.errors import (
     ValidationFailed,
     field_error,
 )
+from app.i18n import negotiate
 
 log = structlog.get_logger("ruta.errors")
 
@@ -29,8 +31,11 @@ class ProblemResponse(JSONResponse):
 
 
 def problem_response(error: RutaError, request: Request) -> ProblemResponse:
+    locale = negotiate(request.headers.get("accept-language"))
     return ProblemResponse(
-        error.problem(request.url.path), status_code=error.status, headers=error.headers
+        error.problem(request.url.path, locale),
+        status_code=error.status,
+        headers={**error.headers, "Content-Language": locale, "Vary": "Accept-Language"},
     )
 
 
@@ -45,6 +50,9 @@ def validation_errors(errors: Any, *, strip_body: bool = True) -> list[dict[str,
         code = str(err.get("type", "invalid"))
         if code == "extra_forbidden":
             message = "Unknown field. Check its spelling against the schema."
+        elif code.endswith("_parsing"):
+            # Parsing messages can quote a fragment of the input ("found `x` at 0").
+            message = message.split(",")[0]
         out.append(field_error(loc, message, code))
     return out
 
@@ -79,8 +87,7 @@ async def _http_exception(request: Request, exc: Exception) -> ProblemResponse:
     elif exc.status_code == 405:
         error = MethodNotAllowed()
     else:
-        error = RutaError(str(exc.detail))
-        error.status = exc.status_code  # type: ignore[misc]
+        error = GenericHTTPError(exc.status_code, str(exc.detail))
     headers = dict(exc.headers or {})
     response = problem_response(error, request)
     response.headers.update(headers)

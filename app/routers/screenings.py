@@ -3,11 +3,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Request, Response
 from pydantic import TypeAdapter, ValidationError
 
 from app.deps import ClinicDep, SessionDep, SettingsDep
 from app.errors import PayloadTooLarge, RutaError, ValidationFailed
+from app.i18n import negotiate
 from app.models import Screening
 from app.models.base import utcnow
 from app.problems import validation_errors
@@ -84,11 +85,17 @@ async def submit(
     ),
 )
 async def submit_batch(
-    batch: BatchIn, principal: ClinicDep, session: SessionDep, settings: SettingsDep
+    batch: BatchIn,
+    principal: ClinicDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
 ) -> BatchResult:
+    locale = negotiate(request.headers.get("accept-language"))
     if len(batch.screenings) > settings.max_batch_items:
         raise PayloadTooLarge(
-            f"A batch holds at most {settings.max_batch_items} screenings.",
+            "A batch holds at most {max_items} screenings.",
+            params={"max_items": settings.max_batch_items},
             max_items=settings.max_batch_items,
         )
     if not batch.screenings:
@@ -110,7 +117,7 @@ async def submit_batch(
             screening = _screening_adapter.validate_python(raw)
         except ValidationError as exc:
             problem = ValidationFailed(validation_errors(exc.errors(), strip_body=False))
-            results.append(_failed(index, item_id, "invalid", problem))
+            results.append(_failed(index, item_id, "invalid", problem, locale))
             continue
         try:
             async with session.begin_nested():
@@ -119,7 +126,7 @@ async def submit_batch(
                 )
         except RutaError as exc:
             status = {409: "conflict", 403: "forbidden"}.get(exc.status, "invalid")
-            results.append(_failed(index, str(screening.id), status, exc))
+            results.append(_failed(index, str(screening.id), status, exc, locale))
             continue
         results.append(
             BatchItemResult(
@@ -140,13 +147,15 @@ async def submit_batch(
     )
 
 
-def _failed(index: int, item_id: str | None, status: Any, error: RutaError) -> BatchItemResult:
+def _failed(
+    index: int, item_id: str | None, status: Any, error: RutaError, locale: str
+) -> BatchItemResult:
     return BatchItemResult(
         index=index,
         id=item_id,
         status=status,
         http_status=error.status,
-        problem=error.problem(),
+        problem=error.problem(locale=locale),
     )
 
 

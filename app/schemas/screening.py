@@ -129,7 +129,7 @@ def parse_region(value: str) -> Region:
         try:
             return UBIGEO_DEPARTMENTS[text[:2]]
         except KeyError:
-            raise ValueError(f"unknown ubigeo department code {text[:2]!r}") from None
+            raise ValueError("unknown ubigeo department code") from None
     folded = _fold(text)
     if folded.startswith("region_"):
         folded = folded.removeprefix("region_")

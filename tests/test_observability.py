@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import structlog
+
+from app.observability import redact
+from tests.conftest import KeyFactory, bearer
+from tests.factories import screening
+
+
+def test_redact_drops_personal_keys_at_any_depth_and_masks_keys() -> None:
+    event = {
+        "event": "x",
+        "name": "CANARY-NAME",
+        "nested": {"notes": "CANARY-NOTE", "ok": 1, "deeper": [{"code_word": "CANARY"}]},
+        "detail": "token ruta_0123456789ab_SECRETSECRET and whsec_c2VjcmV0",
+    }
+    out = json.dumps(redact(None, "info", dict(event)))
+    assert "CANARY" not in out
+    assert "SECRETSECRET" not in out
+    assert "c2VjcmV0" not in out
+    assert '"ok": 1' in out
+
+
+async def test_request_id_is_echoed_or_generated(http: httpx.AsyncClient) -> None:
+    response = await http.get("/healthz", headers={"X-Request-ID": "clinic-req-42"})
+    assert response.headers["x-request-id"] == "clinic-req-42"
+    generated = await http.get("/healthz", headers={"X-Request-ID": "bad id with spaces!"})
+    assert generated.headers["x-request-id"] != "bad id with spaces!"
+    assert len(generated.headers["x-request-id"]) == 32
+
+
+async def test_access_log_is_json_without_personal_data(
+    http: httpx.AsyncClient, api_key: KeyFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    structlog.reset_defaults()
+    from app.observability import configure_logging
+
+    configure_logging("INFO")
+    key = await api_key("clinic", "Caravana de la Vida")
+    body = screening(subject__name="CANARY-LOG-NAME", notes="CANARY-LOG-NOTE")
+    body["subject"]["nmae"] = "CANARY-LOG-TYPO"
+    await http.post("/v1/screenings", json=body, headers=bearer(key))
+    del body["subject"]["nmae"]
+    await http.post("/v1/screenings", json=body, headers=bearer(key))
+    err = capfd.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line.get("event") == "request"]
+    assert {r["status"] for r in requests} >= {201, 422}
+    assert all(r["route"] == "/v1/screenings" for r in requests)
+    assert all("request_id" in r for r in requests)
+    assert "CANARY" not in err
+
+
+async def test_metrics_count_requests_by_route_template(http: httpx.AsyncClient) -> None:
+    await http.get("/healthz")
+    await http.get("/v1/screenings/0b7d2f7e-0000-4000-8000-000000000000")
+    response = await http.get("/metrics")
+    assert response.status_code == 200
+    text = response.text
+    assert 'ruta_http_requests_total{method="GET",route="/healthz",status="200"}' in text
+    assert 'route="/v1/screenings/{screening_id}",status="401"' in text
+    assert "0b7d2f7e" not in text
