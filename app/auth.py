@@ -12,12 +12,15 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
+import jwt
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Unauthorized
+from app.errors import Forbidden, Unauthorized
 from app.models import ApiClient, Role
+from app.settings import Settings
 
 KEY_PREFIX = "ruta_"
 
@@ -91,3 +94,55 @@ async def authenticate_key(session: AsyncSession, *, secret_key: bytes, key: str
         role=Role(client.role),
         organisation=client.organisation,
     )
+
+
+#: OAuth scopes that map onto Ruta roles. A token must carry exactly one.
+SCOPE_ROLES = {f"ruta:{role.value}": role for role in Role}
+
+
+class JwtVerifier:
+    """Bearer tokens from an external identity provider, verified with pyjwt.
+
+    Only the configured asymmetric algorithms are accepted; ``iss``, ``aud``, ``exp`` and
+    ``sub`` are required. The principal's id is a UUIDv5 of issuer and subject, so the
+    audit trail names the same actor for every token of that subject.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.jwt_public_key_file is not None
+        self._key = settings.jwt_public_key_file.read_text()
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._algorithms = list(settings.jwt_algorithms)
+        self._org_claim = settings.jwt_organisation_claim
+        self._leeway = settings.jwt_leeway_seconds
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.PyJWTError:
+            raise Unauthorized("The bearer token is not valid.") from None
+        raw_scopes = claims.get("scope", claims.get("scp", ""))
+        scopes = raw_scopes.split() if isinstance(raw_scopes, str) else list(raw_scopes)
+        roles = {SCOPE_ROLES[s] for s in scopes if s in SCOPE_ROLES}
+        if len(roles) != 1:
+            raise Forbidden("The token must carry exactly one Ruta role scope.")
+        role = roles.pop()
+        organisation = claims.get(self._org_claim)
+        if role in (Role.clinic, Role.partner) and not isinstance(organisation, str):
+            raise Forbidden("The token has no organisation claim for this role.")
+        subject = str(claims["sub"])
+        return Principal(
+            client_id=uuid.uuid5(uuid.NAMESPACE_URL, f"{claims['iss']}#{subject}"),
+            name=f"jwt:{subject}"[:200],
+            role=role,
+            organisation=organisation if isinstance(organisation, str) else None,
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
@@ -9,9 +10,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import Principal, authenticate_key
+from app.auth import KEY_PREFIX, JwtVerifier, Principal, authenticate_key
 from app.errors import Forbidden, Unauthorized
 from app.models import Role
+from app.ratelimit import RateLimiter, enforce
 from app.settings import Settings
 
 
@@ -42,8 +44,33 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 bearer = HTTPBearer(
     auto_error=False,
-    description="An API key (`ruta_…`) created with `ruta clients create`.",
+    description="An API key (`ruta_…`) created with `ruta clients create`, or a JWT "
+    "from the configured identity provider.",
 )
+
+
+async def _authenticate(
+    request: Request,
+    session: AsyncSession,
+    settings: Settings,
+    credentials: HTTPAuthorizationCredentials | None,
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("Send an API key as `Authorization: Bearer ruta_…`.")
+    token = credentials.credentials
+    verifier: JwtVerifier | None = request.app.state.jwt_verifier
+    if token.startswith(KEY_PREFIX) or verifier is None:
+        return await authenticate_key(
+            session, secret_key=settings.secret_key.get_secret_value().encode(), key=token
+        )
+    return verifier.verify(token)
+
+
+def _source_key(request: Request, settings: Settings) -> str:
+    """A keyed hash of the caller's address: the address itself is never stored."""
+    host = request.client.host if request.client else "unknown"
+    digest = hmac.new(settings.secret_key.get_secret_value().encode(), host.encode(), "sha256")
+    return "anon:" + digest.hexdigest()[:24]
 
 
 async def get_principal(
@@ -52,13 +79,24 @@ async def get_principal(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("Send an API key as `Authorization: Bearer ruta_…`.")
-    principal = await authenticate_key(
-        session,
-        secret_key=settings.secret_key.get_secret_value().encode(),
-        key=credentials.credentials,
-    )
+    limiter: RateLimiter = request.app.state.rate_limiter
+    window = settings.rate_limit_window_seconds
+    try:
+        principal = await _authenticate(request, session, settings, credentials)
+    except Unauthorized:
+        enforce(
+            await limiter.hit(
+                _source_key(request, settings), settings.rate_limit_unauthenticated, window
+            )
+        )
+        raise
+    limit = {
+        Role.clinic: settings.rate_limit_clinic,
+        Role.partner: settings.rate_limit_partner,
+        Role.auditor: settings.rate_limit_auditor,
+        Role.admin: settings.rate_limit_admin,
+    }[principal.role]
+    enforce(await limiter.hit(f"client:{principal.client_id}", limit, window))
     request.state.principal = principal
     return principal
 

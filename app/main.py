@@ -5,14 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 
 from app import problems
+from app.auth import JwtVerifier
 from app.db import create_engine, create_sessionmaker
 from app.middleware import BodySizeLimit
 from app.observability import RequestContext, configure_logging
+from app.ratelimit import create_rate_limiter
 from app.routers import health, metrics, screenings
 from app.settings import Settings, get_settings
+
+log = structlog.get_logger("ruta")
 
 DESCRIPTION = """
 Ruta routes referrals for people identified as possible victims of human trafficking.
@@ -35,9 +40,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.database_url)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.rate_limiter = create_rate_limiter(
+            settings.rate_limit_backend, settings.redis_url
+        )
+        if not settings.is_sqlite and settings.rate_limit_backend == "memory":
+            log.warning(
+                "rate_limits_per_process",
+                hint="set RUTA_RATE_LIMIT_BACKEND=redis so limits hold across replicas",
+            )
         try:
             yield
         finally:
+            await app.state.rate_limiter.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -48,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.jwt_verifier = JwtVerifier(settings) if settings.jwt_enabled else None
     problems.install(app)
     app.include_router(health.router)
     app.include_router(screenings.router)

@@ -7,7 +7,7 @@ import hashlib
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -75,6 +75,40 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
 
+    # --- JWT bearer tokens from an external identity provider (beside API keys) ---
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    #: PEM public key file of the identity provider (RS256/ES256/EdDSA).
+    jwt_public_key_file: Path | None = None
+    #: Allow-list; symmetric and "none" algorithms are never accepted.
+    jwt_algorithms: list[str] = ["RS256", "ES256", "EdDSA"]
+    #: Claim carrying the organisation for clinic and partner tokens.
+    jwt_organisation_claim: str = "org"
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+
+    # --- Abuse limits ---
+    #: "memory" holds only within one process (the embedded default); "redis" holds across
+    #: replicas; "off" disables limits (tests of other things, benchmarks).
+    rate_limit_backend: Literal["memory", "redis", "off"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    rate_limit_window_seconds: int = Field(default=60, ge=1)
+    rate_limit_clinic: int = Field(default=1200, ge=1)
+    rate_limit_partner: int = Field(default=600, ge=1)
+    rate_limit_auditor: int = Field(default=600, ge=1)
+    rate_limit_admin: int = Field(default=600, ge=1)
+    #: Failed authentications per source address per window (slows key guessing).
+    rate_limit_unauthenticated: int = Field(default=60, ge=1)
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"}
+        allowed |= {"ES512", "EdDSA"}
+        refused = [alg for alg in value if alg not in allowed]
+        if refused:
+            raise ValueError(f"JWT algorithms not allowed: {refused} (asymmetric only)")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _normalise_url(cls, value: str) -> str:
@@ -103,6 +137,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def jwt_enabled(self) -> bool:
+        return bool(self.jwt_issuer and self.jwt_audience and self.jwt_public_key_file)
 
     @property
     def relaxed_network(self) -> bool:

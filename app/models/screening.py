@@ -40,7 +40,8 @@ class Screening(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     organisation: Mapped[str] = mapped_column(String(200))
-    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_clients.id"))
+    #: The API client, or for a JWT the UUIDv5 of issuer and subject (hence no foreign key).
+    client_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     subject_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("subjects.id"), index=True)
     schema_version: Mapped[str] = mapped_column(String(8))
     screened_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -71,9 +71,6 @@ def upgrade() -> None:
         sa.Column("personal_ct", sa.LargeBinary(), nullable=True),
         sa.Column("personal_fields", JSON, nullable=False),
         sa.ForeignKeyConstraint(
-            ["client_id"], ["api_clients.id"], name=op.f("fk_screenings_client_id_api_clients")
-        ),
-        sa.ForeignKeyConstraint(
             ["subject_id"], ["subjects.id"], name=op.f("fk_screenings_subject_id_subjects")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_screenings")),

@@ -1,0 +1,178 @@
+"""API keys and JWT bearer tokens."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi import FastAPI
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.auth import hash_key, parse_key_id
+from app.main import create_app
+from app.models import ApiClient
+from app.settings import Settings
+from tests.conftest import KeyFactory, bearer
+from tests.factories import screening
+
+ISSUER = "https://idp.example.org/realms/ruta"
+AUDIENCE = "ruta-api"
+
+
+async def test_keys_are_prefixed_and_stored_only_as_keyed_hashes(
+    api_key: KeyFactory, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    key = await api_key("clinic", "Caravana de la Vida")
+    assert key.startswith("ruta_")
+    key_id = parse_key_id(key)
+    assert key_id is not None
+    async with sessionmaker() as session:
+        client = (
+            await session.execute(select(ApiClient).where(ApiClient.key_id == key_id))
+        ).scalar_one()
+    assert client.key_hash == hash_key(settings.secret_key.get_secret_value().encode(), key)
+    assert key.encode() not in client.key_hash
+    secret_part = key.rsplit("_", 1)[-1]
+    assert len(secret_part) >= 40
+
+
+@pytest.fixture
+def rsa_keys(tmp_path: Path) -> tuple[Any, Path]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    path = tmp_path / "idp.pem"
+    path.write_bytes(pem)
+    return private, path
+
+
+@pytest.fixture
+async def jwt_http(
+    settings: Settings, rsa_keys: tuple[Any, Path]
+) -> AsyncIterator[httpx.AsyncClient]:
+    configured = settings.model_copy(
+        update={
+            "jwt_issuer": ISSUER,
+            "jwt_audience": AUDIENCE,
+            "jwt_public_key_file": rsa_keys[1],
+        }
+    )
+    application: FastAPI = create_app(configured)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ruta.test") as c:
+            yield c
+
+
+def _token(private: Any, *, algorithm: str = "RS256", **overrides: Any) -> str:
+    claims: dict[str, Any] = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "nurse-17",
+        "exp": int(time.time()) + 300,
+        "scope": "openid ruta:clinic",
+        "org": "Caravana de la Vida",
+    }
+    for name, value in overrides.items():
+        if value is None:
+            claims.pop(name, None)
+        else:
+            claims[name] = value
+    return jwt.encode(claims, private, algorithm=algorithm)
+
+
+async def test_a_valid_jwt_is_a_second_way_in(
+    jwt_http: httpx.AsyncClient, rsa_keys: tuple[Any, Path]
+) -> None:
+    token = _token(rsa_keys[0])
+    response = await jwt_http.post("/v1/screenings", json=screening(), headers=bearer(token))
+    assert response.status_code == 201, response.text
+    assert response.json()["organisation"] == "Caravana de la Vida"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status"),
+    [
+        ({"exp": int(time.time()) - 3600}, 401),
+        ({"exp": None}, 401),
+        ({"iss": "https://evil.example"}, 401),
+        ({"iss": None}, 401),
+        ({"aud": "someone-else"}, 401),
+        ({"aud": None}, 401),
+        ({"sub": None}, 401),
+        ({"scope": "openid"}, 403),
+        ({"scope": "ruta:clinic ruta:admin"}, 403),
+        ({"scope": "ruta:auditor"}, 403),  # a valid auditor may not post screenings
+        ({"org": None}, 403),
+    ],
+)
+async def test_jwt_claims_are_required_and_checked(
+    jwt_http: httpx.AsyncClient,
+    rsa_keys: tuple[Any, Path],
+    overrides: dict[str, Any],
+    status: int,
+) -> None:
+    token = _token(rsa_keys[0], **overrides)
+    response = await jwt_http.post("/v1/screenings", json=screening(), headers=bearer(token))
+    assert response.status_code == status, response.text
+
+
+async def test_jwt_algorithm_allow_list(
+    jwt_http: httpx.AsyncClient, rsa_keys: tuple[Any, Path]
+) -> None:
+    pem = rsa_keys[1].read_text()
+    unsigned = jwt.encode(
+        {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "x",
+            "exp": int(time.time()) + 60,
+            "scope": "ruta:admin",
+        },
+        key="",
+        algorithm="none",
+    )
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    for token in (unsigned, _token(other_key, algorithm="ES256")):
+        response = await jwt_http.get("/v1/screenings/" + "0" * 32, headers=bearer(token))
+        assert response.status_code == 401
+    # The classic confusion attack: HS256 keyed with the public key.
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = b64(
+        json.dumps(
+            {
+                "iss": ISSUER,
+                "aud": AUDIENCE,
+                "sub": "x",
+                "exp": int(time.time()) + 60,
+                "scope": "ruta:clinic",
+                "org": "Caravana de la Vida",
+            }
+        ).encode()
+    )
+    signature = hmac.new(pem.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    forged = f"{header}.{payload}.{b64(signature)}"
+    response = await jwt_http.post("/v1/screenings", json=screening(), headers=bearer(forged))
+    assert response.status_code == 401
+
+
+def test_symmetric_algorithms_cannot_be_configured() -> None:
+    with pytest.raises(ValueError, match="asymmetric only"):
+        Settings(env="test", jwt_algorithms=["HS256"])  # type: ignore[arg-type]
