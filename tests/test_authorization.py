@@ -1,0 +1,118 @@
+"""Cases generated from app/authorization.yaml: every route × role × own/other's/missing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.authorization import Access, load_matrix, route_keys
+from app.main import create_app
+from app.settings import Environment, Settings
+from tests.conftest import KeyFactory, bearer
+from tests.factories import screening
+
+MATRIX = load_matrix()
+OWN_ORG = "Caravana de la Vida"
+OTHER_ORG = "Otra Clínica"
+
+
+def _app_routes(app: FastAPI) -> set[str]:
+    return route_keys(list(app.routes))
+
+
+def test_every_route_is_in_the_matrix() -> None:
+    settings = Settings(env=Environment.development)
+    app = create_app(settings)
+    missing = _app_routes(app) - set(MATRIX)
+    assert not missing, f"routes missing from app/authorization.yaml: {sorted(missing)}"
+    stale = set(MATRIX) - _app_routes(app)
+    assert not stale, f"matrix entries for routes that do not exist: {sorted(stale)}"
+
+
+# --- how to make an object of each kind, owned by an organisation -----------------------
+
+ObjectMaker = Callable[[httpx.AsyncClient, KeyFactory, str], Awaitable[str]]
+
+
+async def _make_screening(http: httpx.AsyncClient, api_key: KeyFactory, org: str) -> str:
+    key = await api_key("clinic", org)
+    body = screening()
+    response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    assert response.status_code == 201, response.text
+    return str(body["id"])
+
+
+OBJECT_MAKERS: dict[str, ObjectMaker] = {"screening_id": _make_screening}
+
+
+@dataclass
+class Call:
+    body: Callable[[], Any] | None = None
+    #: Statuses that show the call was authorized (the route's own success codes).
+    ok: tuple[int, ...] = (200, 201)
+
+
+CALLS: dict[str, Call] = {
+    "POST /v1/screenings": Call(body=screening),
+    "POST /v1/screenings/batch": Call(body=lambda: {"screenings": [screening()]}),
+}
+
+
+def _org_for(role: str, own: bool) -> str | None:
+    if role in ("clinic", "partner"):
+        return OWN_ORG if own else OTHER_ORG
+    return None
+
+
+@pytest.mark.parametrize(
+    "route_key", sorted(k for k, v in MATRIX.items() if not isinstance(v, Access))
+)
+async def test_route_enforces_its_row(
+    route_key: str, http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    row = MATRIX[route_key]
+    assert isinstance(row, dict)
+    method, path = route_key.split(" ", 1)
+    call = CALLS.get(route_key, Call())
+    params = [p.strip("{}") for p in path.split("/") if p.startswith("{")]
+
+    async def request(key: str | None, target: str) -> httpx.Response:
+        headers = bearer(key) if key else {}
+        body = call.body() if call.body else None
+        return await http.request(method, target, json=body, headers=headers)
+
+    def fill(ids: dict[str, str]) -> str:
+        target = path
+        for name, value in ids.items():
+            target = target.replace("{" + name + "}", value)
+        return target
+
+    # Objects owned by OWN_ORG, made once for every role.
+    own_ids = {p: await OBJECT_MAKERS[p](http, api_key, OWN_ORG) for p in params}
+    missing_ids = {p: str(uuid.uuid4()) for p in params}
+
+    anonymous = await request(None, fill(own_ids))
+    assert anonymous.status_code == 401, f"{route_key} anonymous: {anonymous.status_code}"
+
+    for role, access in row.items():
+        key = await api_key(role, _org_for(role, own=True))
+        response = await request(key, fill(own_ids))
+        where = f"{route_key} as {role} ({access})"
+        if access is Access.deny:
+            assert response.status_code == 403, f"{where}: {response.status_code}"
+            continue
+        assert response.status_code in call.ok, f"{where}: {response.status_code} {response.text}"
+        if not params:
+            continue
+        missing = await request(key, fill(missing_ids))
+        assert missing.status_code == 404, f"{where} missing object: {missing.status_code}"
+        if access is Access.own:
+            other_key = await api_key(role, _org_for(role, own=False))
+            other = await request(other_key, fill(own_ids))
+            assert other.status_code == 404, f"{where} other's object: {other.status_code}"
