@@ -19,7 +19,7 @@ ENV PATH=/opt/ruta/bin:$PATH \
     RUTA_HOST=0.0.0.0 \
     RUTA_PORT=8000
 WORKDIR /srv/ruta
-USER ruta
+USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
