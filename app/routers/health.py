@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from app.errors import ServiceUnavailable
 from app.migrations import head_revision
+from app.openapi import problem
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +20,7 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness: the database answers and its schema is at the migrations' head",
-    responses={503: {"description": "Not ready"}},
+    responses={503: problem("Not ready: database unreachable or schema not at head")},
 )
 async def readyz(request: Request) -> dict[str, Any]:
     try:

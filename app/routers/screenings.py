@@ -11,6 +11,7 @@ from app.errors import PayloadTooLarge, RutaError, ValidationFailed
 from app.i18n import negotiate
 from app.models import Screening
 from app.models.base import utcnow
+from app.openapi import problem, responses
 from app.problems import validation_errors
 from app.schemas.examples import SCREENING_EXAMPLE
 from app.schemas.outcome import (
@@ -23,11 +24,9 @@ from app.schemas.outcome import (
 from app.schemas.screening import ScreeningIn
 from app.services import intake
 
-router = APIRouter(prefix="/v1/screenings", tags=["screenings"])
+router = APIRouter(prefix="/v1/screenings", tags=["screenings"], responses=responses(404, 409))
 
 _screening_adapter: TypeAdapter[ScreeningIn] = TypeAdapter(ScreeningIn)
-
-PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 
 
 def receipt(screening: Screening, *, replayed: bool) -> ScreeningReceipt:
@@ -55,9 +54,7 @@ def receipt(screening: Screening, *, replayed: bool) -> ScreeningReceipt:
     ),
     responses={
         200: {"description": "A replay of an earlier identical POST", "model": ScreeningReceipt},
-        409: {"description": "Same id, different body", **PROBLEM},
-        413: {"description": "Body too large", **PROBLEM},
-        422: {"description": "Invalid screening; `errors` names each field path", **PROBLEM},
+        409: problem("Same id, different body"),
     },
 )
 async def submit(
@@ -160,12 +157,12 @@ def _failed(
 
 
 @router.get(
-    "/{screening_id}",
+    "/{screening_id:uuid}",
     response_model=ScreeningDetail,
     summary="A screening and its outcome",
     description="Clinics read their own organisation's screenings only. Personal fields are "
     "not returned here; `personal_fields` lists which are held.",
-    responses={404: {"description": "No such screening for this organisation", **PROBLEM}},
+    responses={404: problem("No such screening for this organisation")},
 )
 async def get_screening(
     screening_id: uuid.UUID, principal: ClinicDep, session: SessionDep

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import crypto
 from app.auth import Principal
-from app.errors import Conflict, Forbidden, NotFound, ValidationFailed, field_error
+from app.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.models import Screening, Subject
 from app.schemas.screening import ScreeningIn, age_of, split_personal
 from app.settings import Settings
@@ -108,7 +108,15 @@ def owning_organisation(principal: Principal, screening: ScreeningIn) -> str:
     assert principal.organisation is not None
     declared = screening.source.organisation
     if declared is not None and declared != principal.organisation:
-        raise Forbidden("source.organisation must be the organisation of your API client.")
+        raise ValidationFailed(
+            [
+                field_error(
+                    ("source", "organisation"),
+                    "source.organisation must be the organisation of your API client.",
+                    "organisation_mismatch",
+                )
+            ]
+        )
     return principal.organisation
 
 

@@ -209,7 +209,8 @@ async def test_source_organisation_must_match_the_client(
     key = await api_key("clinic", ORG)
     body = screening(source__organisation="Someone Else")
     response = await http.post("/v1/screenings", json=body, headers=bearer(key))
-    assert response.status_code == 403
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["path"] == "source.organisation"
 
 
 async def test_batch_reports_each_item_and_keeps_the_good_ones(
