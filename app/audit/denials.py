@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from fastapi import Request
 
-from app.audit.vocabulary import CODE_RE, ROUTE_RE, Action
+from app.audit.vocabulary import REF_RE, ROUTE_RE, Action
 from app.audit.writer import Actor, actor_of, anonymous, attach, record
 from app.auth import Principal, parse_key_id
 from app.settings import Settings
@@ -37,7 +37,7 @@ def _presented_key_id(request: Request) -> str | None:
 
 def _request_id(request: Request) -> str | None:
     value = request.headers.get("x-request-id")
-    return value if value and CODE_RE.fullmatch(value) else None
+    return value if value and REF_RE.fullmatch(value) and not value.isdigit() else None
 
 
 async def record_denied(request: Request, status_code: int, reason: str) -> None:

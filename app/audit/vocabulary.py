@@ -5,8 +5,9 @@ enforced, not hoped for:
 
 * every action has an allow-list of ``data`` keys; an unknown key is refused;
 * every key has one value shape (:class:`Shape`); there is no free-text shape: a string is at
-  most a short code (``CODE_RE``: no spaces, no ``@``, at most 64 characters) and may not look
-  like a phone or document number (seven or more digits);
+  most a short code (``CODE_RE``: lowercase, no spaces, no ``@``, at most 64 characters) and
+  may not look like a phone or document number (seven or more digits); some keys take only
+  the values of a closed enumeration (``ENUMS``);
 * lists hold at most 64 items of a scalar shape.
 
 To record something new, add an :class:`Action` member and its allow-list here, and document
@@ -71,7 +72,10 @@ class Shape(StrEnum):
     route = "route"
 
 
-CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]{0,63}$")
+#: A short code: lowercase, no spaces. Lowercase-only keeps capitalised names out.
+CODE_RE = re.compile(r"^[a-z0-9][a-z0-9_.:+\-]{0,63}$")
+#: Identifiers that travel as refs (request ids may be upper-case ULIDs or UUIDs).
+REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$")
@@ -129,6 +133,17 @@ KEYS: dict[str, Shape] = {
     "to_seq": Shape.int,
     "ok": Shape.bool,
     "first_bad_seq": Shape.int,
+}
+
+#: Keys whose values come from a closed list.
+ENUMS: dict[str, frozenset[str]] = {
+    "service": frozenset({"medical", "psychological", "legal", "protection"}),
+    "services": frozenset({"medical", "psychological", "legal", "protection"}),
+    "urgency": frozenset({"routine", "urgent", "emergency"}),
+    "legal_basis": frozenset({"consent", "child_protection_duty", "vital_interest"}),
+    "role": frozenset({"clinic", "partner", "auditor", "admin"}),
+    "method": frozenset({"get", "head", "post", "put", "patch", "delete", "options"}),
+    "format": frozenset({"ndjson", "csv"}),
 }
 
 _REFERRAL = {"service", "urgency", "flags", "legal_basis", "reason", "decision_id"}
@@ -240,6 +255,13 @@ def validate_data(action: Action, data: Mapping[str, Any]) -> dict[str, Any]:
             value = str(value)  # UUIDs, StrEnums
         if isinstance(value, list):
             value = [str(item) if not isinstance(item, str) else item for item in value]
+        if key == "method" and isinstance(value, str):
+            value = value.lower()
         _check_value(KEYS[key], value, f"data.{key}")
+        allowed_values = ENUMS.get(key)
+        if allowed_values is not None and value is not None:
+            items = value if isinstance(value, list) else [value]
+            if any(item not in allowed_values for item in items):
+                raise AuditDataRejected(f"data.{key}: not one of {sorted(allowed_values)}")
         clean[key] = value
     return clean

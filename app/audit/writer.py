@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
 
 from app.audit.chain import GENESIS_HASH, REF_KEYS, Checkpoint, EventRecord, Signer, format_time
-from app.audit.vocabulary import CODE_RE, Action, AuditDataRejected, validate_data
+from app.audit.vocabulary import CODE_RE, REF_RE, Action, AuditDataRejected, validate_data
 from app.auth import Principal
 from app.models.audit import AuditCheckpoint, AuditEvent
 from app.models.base import utcnow
@@ -129,7 +129,8 @@ def _ref(name: str, value: uuid.UUID | str | None) -> str | None:
     if isinstance(value, uuid.UUID):
         return str(value)
     if name in ("partner_id", "request_id"):
-        if not CODE_RE.fullmatch(value):
+        # Identifiers, not text: no spaces, no "@", not a bare phone or document number.
+        if not REF_RE.fullmatch(value) or (value.isdigit() and len(value) >= 7):
             raise AuditDataRejected(f"refs.{name}: expected a short code")
         return value
     return str(uuid.UUID(value))
