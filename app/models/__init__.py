@@ -1,7 +1,8 @@
 """All models, imported here so Alembic's autogenerate and ``alembic check`` see them."""
 
+from app.models.audit import AuditCheckpoint, AuditEvent
 from app.models.base import Base
 from app.models.client import ApiClient, Role
 from app.models.screening import Screening, Subject
 
-__all__ = ["ApiClient", "Base", "Role", "Screening", "Subject"]
+__all__ = ["ApiClient", "AuditCheckpoint", "AuditEvent", "Base", "Role", "Screening", "Subject"]

@@ -1,0 +1,202 @@
+"""The hash chain and the checkpoint statement, independent of any database.
+
+An event's hash is ``sha256(JCS(body))`` in lowercase hex, where JCS is RFC 8785 canonical
+JSON and ``body`` is::
+
+    {"seq": n, "prev_hash": <hash of event n-1, or 64 zeros for n = 1>,
+     "occurred_at": "YYYY-MM-DDTHH:MM:SS.ffffffZ", "action": "...",
+     "actor": {"type": ..., "id": ..., "role": ...},
+     "refs": {"screening_id": ..., "referral_id": ..., "partner_id": ...,
+              "subject_id": ..., "request_id": ...},
+     "data": {...}}
+
+A checkpoint signs ``JCS({"type": "ruta.audit.checkpoint", "version": 1, "seq": n,
+"hash": <hash of event n>, "time": ..., "key_id": ...})`` with Ed25519.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+GENESIS_HASH = "0" * 64
+REF_KEYS = ("screening_id", "referral_id", "partner_id", "subject_id", "request_id")
+CHECKPOINT_TYPE = "ruta.audit.checkpoint"
+
+
+def canonical(document: Any) -> bytes:
+    """RFC 8785 (JSON Canonicalization Scheme) bytes."""
+    encoded: bytes = rfc8785.dumps(document)
+    return encoded
+
+
+def format_time(moment: datetime) -> str:
+    """The one text form of a time in the chain: UTC, microseconds, ``Z``."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime in the audit chain")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class EventRecord:
+    """An event as exported and as verified: exactly the hashed fields, plus ``hash``."""
+
+    seq: int
+    prev_hash: str
+    occurred_at: str
+    action: str
+    actor: dict[str, Any]
+    refs: dict[str, Any]
+    data: dict[str, Any]
+    hash: str = ""
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "prev_hash": self.prev_hash,
+            "occurred_at": self.occurred_at,
+            "action": self.action,
+            "actor": self.actor,
+            "refs": self.refs,
+            "data": self.data,
+        }
+
+    def compute_hash(self) -> str:
+        return hashlib.sha256(canonical(self.body())).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "event", **self.body(), "hash": self.hash}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> EventRecord:
+        return cls(
+            seq=obj["seq"],
+            prev_hash=obj["prev_hash"],
+            occurred_at=obj["occurred_at"],
+            action=obj["action"],
+            actor=obj["actor"],
+            refs=obj["refs"],
+            data=obj["data"],
+            hash=obj["hash"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    seq: int
+    hash: str
+    time: str
+    key_id: str
+    signature: str = field(default="")
+
+    def statement(self) -> bytes:
+        return canonical(
+            {
+                "type": CHECKPOINT_TYPE,
+                "version": 1,
+                "seq": self.seq,
+                "hash": self.hash,
+                "time": self.time,
+                "key_id": self.key_id,
+            }
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "checkpoint",
+            "seq": self.seq,
+            "hash": self.hash,
+            "time": self.time,
+            "key_id": self.key_id,
+            "signature": self.signature,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Checkpoint:
+        return cls(
+            seq=int(obj["seq"]),
+            hash=str(obj["hash"]),
+            time=str(obj["time"]),
+            key_id=str(obj["key_id"]),
+            signature=str(obj["signature"]),
+        )
+
+
+def key_id_of(public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def public_key_b64(public_key: Ed25519PublicKey) -> str:
+    return base64.b64encode(public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+
+
+def public_key_pem(public_key: Ed25519PublicKey) -> str:
+    return public_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def load_public_key(text: str) -> Ed25519PublicKey:
+    """A public key as raw base64 (32 bytes) or PEM (SubjectPublicKeyInfo)."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    stripped = text.strip()
+    if stripped.startswith("-----BEGIN"):
+        key = load_pem_public_key(stripped.encode())
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("not an Ed25519 public key")
+        return key
+    return Ed25519PublicKey.from_public_bytes(base64.b64decode(stripped, validate=True))
+
+
+class Signer:
+    """Signs checkpoints with the Ed25519 key derived from settings; the key never leaves
+    memory and is never written to the database."""
+
+    def __init__(self, seed: bytes) -> None:
+        self._private = Ed25519PrivateKey.from_private_bytes(seed)
+        self.public_key = self._private.public_key()
+        self.key_id = key_id_of(self.public_key)
+
+    def sign(self, seq: int, head_hash: str, moment: datetime) -> Checkpoint:
+        unsigned = Checkpoint(seq=seq, hash=head_hash, time=format_time(moment), key_id=self.key_id)
+        signature = base64.b64encode(self._private.sign(unsigned.statement())).decode()
+        return Checkpoint(
+            seq=seq, hash=head_hash, time=unsigned.time, key_id=self.key_id, signature=signature
+        )
+
+    def sign_document(self, document: dict[str, Any]) -> str:
+        """Base64 Ed25519 signature over the document's canonical JSON."""
+        return base64.b64encode(self._private.sign(canonical(document))).decode()
+
+
+def document_signature_valid(
+    document: dict[str, Any], signature: str, public_key: Ed25519PublicKey
+) -> bool:
+    try:
+        public_key.verify(base64.b64decode(signature, validate=True), canonical(document))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def signature_valid(checkpoint: Checkpoint, public_key: Ed25519PublicKey) -> bool:
+    if checkpoint.key_id != key_id_of(public_key):
+        return False
+    try:
+        signature = base64.b64decode(checkpoint.signature, validate=True)
+        public_key.verify(signature, checkpoint.statement())
+    except (InvalidSignature, ValueError):
+        return False
+    return True

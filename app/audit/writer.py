@@ -1,0 +1,339 @@
+"""The one audit writer.
+
+``await record(session, action=..., actor=..., ...)`` validates the event and buffers it in
+the session. The buffer is appended to the chain by a ``before_commit`` hook on the session,
+in the same transaction as the action, so:
+
+* the chain lock (``pg_advisory_xact_lock`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE``
+  write lock) is held only from the append to the commit, and all of a transaction's events
+  go in one multi-row INSERT;
+* a commit cannot succeed without its events: if the append fails, the commit fails;
+* a rollback (of the transaction, or of a savepoint the event was recorded in) discards the
+  buffered events with it.
+
+Callers only flush, never commit; the request dependency (or the worker's unit of work)
+commits as it already does. :func:`flush_pending` appends early when a caller needs the
+sequence numbers before commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction
+
+from app.audit.chain import GENESIS_HASH, REF_KEYS, Checkpoint, EventRecord, Signer, format_time
+from app.audit.vocabulary import CODE_RE, REF_RE, Action, AuditDataRejected, validate_data
+from app.auth import Principal
+from app.models.audit import AuditCheckpoint, AuditEvent
+from app.models.base import utcnow
+from app.settings import Settings
+
+CONFIG_KEY = "ruta.audit.config"
+PENDING_KEY = "ruta.audit.pending"
+#: The PostgreSQL advisory lock that serialises appends ("RUTAAUDT" as a signed 64-bit int).
+CHAIN_LOCK_KEY = int.from_bytes(b"RUTAAUDT", "big", signed=True)
+
+
+class AuditNotConfigured(RuntimeError):
+    """The session has no audit configuration: see :func:`configure_sessionmaker`."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    signer: Signer
+    checkpoint_every: int
+    checkpoint_interval: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AuditConfig:
+        return cls(
+            signer=Signer(settings.audit_signing_seed()),
+            checkpoint_every=settings.audit_checkpoint_every,
+            checkpoint_interval=timedelta(minutes=settings.audit_checkpoint_minutes),
+        )
+
+
+def configure_sessionmaker(maker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    """Give every session of ``maker`` the audit configuration (signing key, checkpoint
+    policy). Call once where the sessionmaker is made."""
+    maker.configure(info={CONFIG_KEY: AuditConfig.from_settings(settings)})
+
+
+def attach(session: AsyncSession, settings: Settings) -> None:
+    """Configure one session (for sessions not made by a configured sessionmaker)."""
+    session.info[CONFIG_KEY] = AuditConfig.from_settings(settings)
+
+
+def _config(session: Session | AsyncSession) -> AuditConfig:
+    config = session.info.get(CONFIG_KEY)
+    if not isinstance(config, AuditConfig):
+        raise AuditNotConfigured(
+            "this session has no audit configuration; call "
+            "app.audit.configure_sessionmaker(sessionmaker, settings) where it is created"
+        )
+    return config
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acted: an API client (by id and role), a system component, or an anonymous
+    caller. Never a person's name."""
+
+    type: str
+    id: str | None
+    role: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "id": self.id, "role": self.role}
+
+
+def system(component: str) -> Actor:
+    """A component of Ruta acting on its own, e.g. ``system("delivery-worker")``."""
+    if not CODE_RE.fullmatch(component):
+        raise AuditDataRejected("actor: a system component is a short code")
+    return Actor(type="system", id=component, role=None)
+
+
+def anonymous(key_id: str | None = None) -> Actor:
+    """An unauthenticated caller; ``key_id`` only if the presented key was well-formed."""
+    if key_id is not None and not CODE_RE.fullmatch(key_id):
+        key_id = None
+    return Actor(type="anonymous", id=key_id, role=None)
+
+
+def actor_of(who: Principal | Actor) -> Actor:
+    if isinstance(who, Actor):
+        return who
+    return Actor(type="client", id=str(who.client_id), role=who.role.value)
+
+
+@dataclass(slots=True)
+class _Pending:
+    action: str
+    actor: dict[str, Any]
+    refs: dict[str, Any]
+    data: dict[str, Any]
+    #: The innermost transaction the event was recorded in; its rollback discards the event.
+    transaction: SessionTransaction | None = field(default=None)
+
+
+def _ref(name: str, value: uuid.UUID | str | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if name in ("partner_id", "request_id"):
+        # Identifiers, not text: no spaces, no "@", not a bare phone or document number.
+        if not REF_RE.fullmatch(value) or (value.isdigit() and len(value) >= 7):
+            raise AuditDataRejected(f"refs.{name}: expected a short code")
+        return value
+    return str(uuid.UUID(value))
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    action: Action | str,
+    actor: Principal | Actor,
+    screening_id: uuid.UUID | str | None = None,
+    referral_id: uuid.UUID | str | None = None,
+    partner_id: str | None = None,
+    subject_id: uuid.UUID | str | None = None,
+    request_id: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Record that ``actor`` did ``action``; the event commits with the caller's transaction.
+
+    Raises :class:`AuditDataRejected` if ``data`` breaks the action's allow-list (see
+    :mod:`app.audit.vocabulary`), and :class:`AuditNotConfigured` if the session has no
+    signing configuration. Both are programming errors and fail the action.
+    """
+    _config(session)
+    action = Action(action)
+    refs = {
+        "screening_id": _ref("screening_id", screening_id),
+        "referral_id": _ref("referral_id", referral_id),
+        "partner_id": _ref("partner_id", partner_id),
+        "subject_id": _ref("subject_id", subject_id),
+        "request_id": _ref("request_id", request_id),
+    }
+    assert tuple(refs) == REF_KEYS
+    sync = session.sync_session
+    pending: list[_Pending] = sync.info.setdefault(PENDING_KEY, [])
+    pending.append(
+        _Pending(
+            action=action.value,
+            actor=actor_of(actor).to_json(),
+            refs=refs,
+            data=validate_data(action, data or {}),
+            transaction=sync.get_nested_transaction() or sync.get_transaction(),
+        )
+    )
+
+
+async def flush_pending(session: AsyncSession) -> int:
+    """Append the buffered events now (taking the chain lock until commit); return the head
+    sequence number. Not needed for correctness: commit appends them anyway."""
+    return await session.run_sync(_append_pending)
+
+
+def _lock_and_read_head(session: Session) -> tuple[int, str, datetime | None]:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
+    # SQLite: the app begins every transaction with BEGIN IMMEDIATE, so the write lock is held.
+    row = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash, AuditEvent.occurred_at)
+        .order_by(AuditEvent.seq.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return 0, GENESIS_HASH, None
+    return int(row.seq), str(row.hash), row.occurred_at
+
+
+def _append_pending(session: Session) -> int:
+    pending: list[_Pending] = session.info.get(PENDING_KEY) or []
+    if not pending:
+        return -1
+    config = _config(session)
+    head_seq, head_hash, head_time = _lock_and_read_head(session)
+    now = utcnow()
+    # Times never go backwards along the chain, whatever the replicas' clocks say, so a time
+    # range is always one contiguous seq range.
+    if head_time is not None and now < head_time:
+        now = head_time
+    occurred_at = format_time(now)
+    rows: list[dict[str, Any]] = []
+    seq, prev = head_seq, head_hash
+    for item in pending:
+        seq += 1
+        record = EventRecord(
+            seq=seq,
+            prev_hash=prev,
+            occurred_at=occurred_at,
+            action=item.action,
+            actor=item.actor,
+            refs=item.refs,
+            data=item.data,
+        )
+        record.hash = record.compute_hash()
+        rows.append(_row(record, now))
+        prev = record.hash
+    session.info[PENDING_KEY] = []
+    session.execute(insert(AuditEvent), rows)
+    every = config.checkpoint_every
+    if seq // every > head_seq // every:
+        _store_checkpoint(session, config.signer.sign(seq, prev, now), now)
+    return seq
+
+
+def _row(record: EventRecord, moment: datetime) -> dict[str, Any]:
+    refs = record.refs
+    return {
+        "seq": record.seq,
+        "prev_hash": record.prev_hash,
+        "hash": record.hash,
+        "occurred_at": moment,
+        "action": record.action,
+        "actor_type": record.actor["type"],
+        "actor_id": record.actor["id"],
+        "actor_role": record.actor["role"],
+        "screening_id": uuid.UUID(refs["screening_id"]) if refs["screening_id"] else None,
+        "referral_id": uuid.UUID(refs["referral_id"]) if refs["referral_id"] else None,
+        "partner_id": refs["partner_id"],
+        "subject_id": uuid.UUID(refs["subject_id"]) if refs["subject_id"] else None,
+        "request_id": refs["request_id"],
+        "data": record.data,
+    }
+
+
+def _store_checkpoint(session: Session, checkpoint: Checkpoint, moment: datetime) -> None:
+    session.execute(
+        insert(AuditCheckpoint).values(
+            seq=checkpoint.seq,
+            hash=checkpoint.hash,
+            signed_at=moment,
+            key_id=checkpoint.key_id,
+            signature=checkpoint.signature,
+        )
+    )
+
+
+def _checkpoint_if_due(session: Session, now: datetime, force: bool) -> Checkpoint | None:
+    config = _config(session)
+    head_seq, head_hash, _ = _lock_and_read_head(session)
+    if head_seq == 0:
+        return None
+    last = session.execute(
+        select(AuditCheckpoint.seq, AuditCheckpoint.signed_at)
+        .order_by(AuditCheckpoint.seq.desc())
+        .limit(1)
+    ).first()
+    if last is not None:
+        if int(last.seq) >= head_seq:
+            return None
+        if not force and now - last.signed_at < config.checkpoint_interval:
+            return None
+    checkpoint = config.signer.sign(head_seq, head_hash, now)
+    _store_checkpoint(session, checkpoint, now)
+    return checkpoint
+
+
+async def checkpoint_if_due(
+    session: AsyncSession, settings: Settings, *, force: bool = False
+) -> Checkpoint | None:
+    """Sign the head if it moved and the last checkpoint is older than
+    ``audit_checkpoint_minutes`` (or ``force``). Flushes only; the caller commits.
+
+    For a background task::
+
+        async with sessionmaker() as session:
+            await audit.checkpoint_if_due(session, settings)
+            await session.commit()
+    """
+    if CONFIG_KEY not in session.info:
+        attach(session, settings)
+    now = utcnow()
+    return await session.run_sync(lambda s: _checkpoint_if_due(s, now, force))
+
+
+# -- session hooks ---------------------------------------------------------------------------
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    # Fires for the outermost commit and for each savepoint release; appending at a savepoint
+    # release is still inside the outer transaction, so a later rollback undoes it.
+    _append_pending(session)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _after_soft_rollback(session: Session, previous: SessionTransaction) -> None:
+    pending: list[_Pending] | None = session.info.get(PENDING_KEY)
+    if not pending:
+        return
+    if previous.parent is None:
+        session.info[PENDING_KEY] = []
+        return
+    session.info[PENDING_KEY] = [p for p in pending if not _within(p.transaction, previous)]
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None and not transaction.nested:
+        session.info.pop(PENDING_KEY, None)
+
+
+def _within(tagged: SessionTransaction | None, ended: SessionTransaction) -> bool:
+    current = tagged
+    while current is not None:
+        if current is ended:
+            return True
+        current = current.parent
+    return False

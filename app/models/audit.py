@@ -1,0 +1,66 @@
+"""The audit trail's tables. Both are append-only: the migration installs triggers that make
+the database refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL).
+
+The columns are the hashed fields of an event, flattened so auditors can filter on them;
+:mod:`app.audit.chain` defines how they are hashed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, Index, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, JSONType, UTCDateTime
+
+
+class AuditEvent(Base):
+    """One link of the hash chain. ``seq`` is gapless from 1; ``hash`` commits to the event
+    and, through ``prev_hash``, to every event before it."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        CheckConstraint("seq >= 1", name="seq_positive"),
+        Index("ix_audit_events_occurred_at", "occurred_at"),
+        Index("ix_audit_events_action_seq", "action", "seq"),
+        Index("ix_audit_events_actor_id_seq", "actor_id", "seq"),
+        Index("ix_audit_events_screening_id", "screening_id"),
+        Index("ix_audit_events_referral_id", "referral_id"),
+        Index("ix_audit_events_partner_id", "partner_id"),
+        Index("ix_audit_events_subject_id", "subject_id"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    action: Mapped[str] = mapped_column(String(64))
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str | None] = mapped_column(String(64))
+    actor_role: Mapped[str | None] = mapped_column(String(16))
+    screening_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    referral_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    partner_id: Mapped[str | None] = mapped_column(String(64))
+    subject_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class AuditCheckpoint(Base):
+    """A signed statement "event ``seq`` of the chain has hash ``hash``", made at ``signed_at``.
+
+    The private key is never in the database; ``key_id`` names the public key that verifies
+    ``signature`` (base64 Ed25519 over the canonical statement, see docs/audit.md).
+    """
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (CheckConstraint("seq >= 1", name="seq_positive"),)
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    key_id: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[str] = mapped_column(String(128))
