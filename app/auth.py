@@ -12,13 +12,16 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Forbidden, Unauthorized
+
+if TYPE_CHECKING:
+    from app.audit.writer import Actor
 from app.models import ApiClient, Role
 from app.settings import Settings
 
@@ -39,9 +42,14 @@ def hash_key(secret_key: bytes, key: str) -> bytes:
     return hmac.new(secret_key, key.encode(), hashlib.sha256).digest()
 
 
+#: Key ids are letters only: an id is logged and audited, and a long run of digits in it
+#: would look like a phone or document number to the audit trail's personal-data guard.
+KEY_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz"
+
+
 def generate_key() -> tuple[str, str]:
     """Return (key id, full key)."""
-    key_id = secrets.token_hex(6)
+    key_id = "".join(secrets.choice(KEY_ID_ALPHABET) for _ in range(12))
     return key_id, f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
 
 
@@ -61,11 +69,13 @@ async def create_client(
     name: str,
     role: Role,
     organisation: str | None,
+    actor: Principal | Actor,
 ) -> tuple[ApiClient, str]:
     if role in (Role.clinic, Role.partner) and not organisation:
         raise ValueError(f"a {role.value} client needs an organisation")
     key_id, key = generate_key()
     client = ApiClient(
+        id=uuid.uuid4(),
         name=name,
         role=role.value,
         organisation=organisation,
@@ -74,6 +84,14 @@ async def create_client(
     )
     session.add(client)
     await session.flush()
+    from app import audit
+
+    await audit.record(
+        session,
+        action=audit.Action.client_created,
+        actor=actor,
+        data={"target_id": str(client.id), "role": role.value, "key_id": key_id},
+    )
     return client, key
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import audit
 from app.settings import Environment, Settings, get_settings
 
 cli = typer.Typer(
@@ -27,6 +31,21 @@ def _settings() -> Settings:
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+@asynccontextmanager
+async def _session(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A session for one CLI command, with the audit trail configured."""
+    from app.db import create_engine, create_sessionmaker
+
+    engine = create_engine(settings.database_url)
+    maker = create_sessionmaker(engine)
+    audit.configure_sessionmaker(maker, settings)
+    try:
+        async with maker() as session:
+            yield session
+    finally:
+        await engine.dispose()
 
 
 @cli.command()
@@ -89,22 +108,18 @@ def clients_create(
 
     async def run() -> tuple[str, str]:
         from app.auth import create_client
-        from app.db import create_engine, create_sessionmaker
 
-        engine = create_engine(settings.database_url)
-        try:
-            async with create_sessionmaker(engine)() as session:
-                client, key = await create_client(
-                    session,
-                    secret_key=settings.secret_key.get_secret_value().encode(),
-                    name=name,
-                    role=role_value,
-                    organisation=organisation,
-                )
-                await session.commit()
-                return str(client.id), key
-        finally:
-            await engine.dispose()
+        async with _session(settings) as session:
+            client, key = await create_client(
+                session,
+                secret_key=settings.secret_key.get_secret_value().encode(),
+                name=name,
+                role=role_value,
+                organisation=organisation,
+                actor=audit.system("cli"),
+            )
+            await session.commit()
+            return str(client.id), key
 
     try:
         client_id, key = asyncio.run(run())
@@ -146,25 +161,21 @@ def demo(
 
     async def run() -> list[tuple[str, str]]:
         from app.auth import create_client
-        from app.db import create_engine, create_sessionmaker
         from app.models import Role
 
-        engine = create_engine(settings.database_url)
         created = []
-        try:
-            async with create_sessionmaker(engine)() as session:
-                for name, role, organisation in DEMO_CLIENTS:
-                    _client, key = await create_client(
-                        session,
-                        secret_key=settings.secret_key.get_secret_value().encode(),
-                        name=name,
-                        role=Role(role),
-                        organisation=organisation,
-                    )
-                    created.append((role, key))
-                await session.commit()
-        finally:
-            await engine.dispose()
+        async with _session(settings) as session:
+            for name, role, organisation in DEMO_CLIENTS:
+                _client, key = await create_client(
+                    session,
+                    secret_key=settings.secret_key.get_secret_value().encode(),
+                    name=name,
+                    role=Role(role),
+                    organisation=organisation,
+                    actor=audit.system("cli"),
+                )
+                created.append((role, key))
+            await session.commit()
         return created
 
     created = asyncio.run(run())

@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from app import problems
+from app import audit, problems
 from app.auth import JwtVerifier
+from app.background import BackgroundTasks
 from app.db import create_engine, create_sessionmaker
 from app.middleware import BodySizeLimit
 from app.observability import RequestContext, configure_logging
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.database_url)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        audit.configure_sessionmaker(app.state.sessionmaker, settings)
         app.state.rate_limiter = create_rate_limiter(
             settings.rate_limit_backend, settings.redis_url
         )
@@ -48,9 +50,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "rate_limits_per_process",
                 hint="set RUTA_RATE_LIMIT_BACKEND=redis so limits hold across replicas",
             )
+        background = BackgroundTasks(app.state.sessionmaker, settings)
+        background.start()
         try:
             yield
         finally:
+            await background.stop()
             await app.state.rate_limiter.close()
             await engine.dispose()
 

@@ -40,7 +40,7 @@ REDACTED_KEYS = frozenset(
         "password",
     }
 )
-_KEY_PATTERN = re.compile(r"(ruta_[0-9a-f]{12}_)[A-Za-z0-9_-]+|whsec_[A-Za-z0-9+/=]+")
+_KEY_PATTERN = re.compile(r"(ruta_[a-z0-9]{12}_)[A-Za-z0-9_-]+|whsec_[A-Za-z0-9+/=]+")
 
 
 def _redact_value(value: Any) -> Any:

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.audit.denials import record_denied
 from app.errors import (
     PROBLEM_JSON,
     BadRequest,
@@ -59,6 +60,10 @@ def validation_errors(errors: Any, *, strip_body: bool = True) -> list[dict[str,
 
 async def _ruta_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, RutaError)
+    if exc.status in (401, 403):
+        # The request's own transaction is rolled back; the denial is recorded on its own.
+        reason = "unauthenticated" if exc.status == 401 else "forbidden_role"
+        await record_denied(request, exc.status, reason)
     return problem_response(exc, request)
 
 

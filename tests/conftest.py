@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import audit
 from app.auth import create_client
 from app.db import create_engine, create_sessionmaker
 from app.main import create_app
@@ -146,6 +147,7 @@ def settings(database_url: str) -> Settings:
 
 @pytest.fixture
 async def sessionmaker(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A plain sessionmaker (no audit configuration): for reading what the app stored."""
     engine = create_engine(settings.database_url)
     try:
         yield create_sessionmaker(engine)
@@ -182,6 +184,7 @@ def api_key(app: FastAPI, settings: Settings) -> KeyFactory:
                 name=name,
                 role=Role(role),
                 organisation=organisation,
+                actor=audit.system("test-setup"),
             )
             await session.commit()
         return key

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app import audit
 from app.main import create_app
 from app.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from app.settings import Settings
@@ -78,6 +79,7 @@ async def test_over_limit_is_429_with_retry_after(
             name="t",
             role=Role.clinic,
             organisation="Caravana de la Vida",
+            actor=audit.system("test-setup"),
         )
         await session.commit()
     url = f"/v1/screenings/{uuid.uuid4()}"

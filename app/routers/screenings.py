@@ -63,6 +63,7 @@ async def submit(
     session: SessionDep,
     settings: SettingsDep,
     response: Response,
+    request: Request,
 ) -> ScreeningReceipt:
     result = await intake.submit_screening(session, settings, principal, screening, now=utcnow())
     response.headers["Location"] = f"/v1/screenings/{result.screening.id}"
@@ -119,7 +120,13 @@ async def submit_batch(
         try:
             async with session.begin_nested():
                 result = await intake.submit_screening(
-                    session, settings, principal, screening, now=now
+                    session,
+                    settings,
+                    principal,
+                    screening,
+                    now=now,
+                    batch=True,
+                    request_id=request.state.request_id,
                 )
         except RutaError as exc:
             status = {409: "conflict", 403: "forbidden"}.get(exc.status, "invalid")

@@ -21,7 +21,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import crypto
+from app import audit, crypto
+from app.audit import Action
 from app.auth import Principal
 from app.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.models import Screening, Subject
@@ -127,6 +128,8 @@ async def submit_screening(
     screening: ScreeningIn,
     *,
     now: datetime,
+    batch: bool = False,
+    request_id: str | None = None,
 ) -> IntakeResult:
     organisation = owning_organisation(principal, screening)
     _check_screened_at(screening, settings, now)
@@ -136,7 +139,7 @@ async def submit_screening(
 
     existing = await session.get(Screening, screening.id)
     if existing is not None:
-        return _replay(existing, organisation, print_)
+        return await _replay(session, principal, existing, organisation, print_, batch=batch)
 
     # A date of birth is personal and encrypted; the rules read the age derived from it.
     derived_age = age_of(screening.subject, now.date())
@@ -185,13 +188,34 @@ async def submit_screening(
         # A concurrent request with the same id committed first.
         raced = await session.get(Screening, screening.id, populate_existing=True)
         assert raced is not None
-        return _replay(raced, organisation, print_)
+        return await _replay(session, principal, raced, organisation, print_, batch=batch)
     stored = await session.get(Screening, screening.id)
     assert stored is not None
+    await audit.record(
+        session,
+        action=Action.screening_received,
+        actor=principal,
+        screening_id=stored.id,
+        subject_id=subject.id,
+        request_id=request_id,
+        data={
+            "schema_version": stored.schema_version,
+            "personal_fields": sorted(personal),
+            "batch": batch,
+        },
+    )
     return IntakeResult(screening=stored, created=True)
 
 
-def _replay(existing: Screening, organisation: str, print_: bytes) -> IntakeResult:
+async def _replay(
+    session: AsyncSession,
+    principal: Principal,
+    existing: Screening,
+    organisation: str,
+    print_: bytes,
+    *,
+    batch: bool,
+) -> IntakeResult:
     if existing.organisation != organisation:
         # Another organisation's id: answer as for any conflict, revealing nothing of it.
         raise Conflict("A screening with this id already exists with a different body.")
@@ -200,6 +224,13 @@ def _replay(existing: Screening, organisation: str, print_: bytes) -> IntakeResu
             "A screening with this id already exists with a different body. "
             "Use a new id for a new screening."
         )
+    await audit.record(
+        session,
+        action=Action.screening_replayed,
+        actor=principal,
+        screening_id=existing.id,
+        data={"schema_version": existing.schema_version, "batch": batch},
+    )
     return IntakeResult(screening=existing, created=False)
 
 
