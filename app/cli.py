@@ -131,6 +131,53 @@ def clients_create(
     typer.echo(key)
 
 
+@cli.command()
+def erase(
+    organisation: Annotated[str, typer.Option(help="The clinic organisation of the subject.")],
+    case_code: Annotated[str, typer.Option(help="The subject's pseudonymous case code.")],
+    reason: Annotated[
+        str,
+        typer.Option(
+            help="data_subject_request, consent_withdrawn, retention_expired or entered_in_error."
+        ),
+    ],
+) -> None:
+    """Erase a subject's personal data by deleting its data key (crypto-shredding)."""
+    from app.errors import NotFound
+    from app.models.base import utcnow
+    from app.services import erasure
+
+    try:
+        why = erasure.ErasureReason(reason)
+    except ValueError:
+        typer.echo("error: unknown --reason", err=True)
+        raise typer.Exit(2) from None
+    settings = _settings()
+
+    async def run() -> int:
+        from app.db import create_engine, purge_dead_rows
+
+        async with _session(settings) as session:
+            subject = await erasure.find_subject(session, organisation, case_code)
+            count = await erasure.erase_subject(
+                session, subject=subject, reason=why, actor=audit.system("cli"), now=utcnow()
+            )
+            await session.commit()
+        engine = create_engine(settings.database_url)
+        try:
+            await purge_dead_rows(engine)
+        finally:
+            await engine.dispose()
+        return count
+
+    try:
+        count = asyncio.run(run())
+    except NotFound:
+        typer.echo("error: no subject with this case code in this organisation", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"erased: {count} screening(s) made unreadable; the erasure is in the audit trail")
+
+
 DEMO_CLIENTS = (
     ("demo-clinic", "clinic", "Caravana de la Vida"),
     ("demo-partner", "partner", "Hospital Santa Rosa"),

@@ -35,6 +35,8 @@ def _configure_sqlite(sync_engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Erased keys are overwritten, not just unlinked, in the database file.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
@@ -55,3 +57,20 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def purge_dead_rows(engine: AsyncEngine) -> None:
+    """After an erasure, push the old row versions that still held the wrapped key out of
+    the database files: SQLite copies WAL frames back and truncates the WAL (secure_delete
+    has zeroed the freed cells); PostgreSQL vacuums the subjects table. Best effort: a busy
+    reader can delay it, and both engines overwrite the space in time regardless."""
+    if engine.dialect.name == "sqlite":
+        import aiosqlite
+
+        # Outside any transaction (the engine's connections always BEGIN IMMEDIATE).
+        async with aiosqlite.connect(str(engine.url.database)) as raw:
+            await raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return
+    async with engine.connect() as conn:
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await autocommit.exec_driver_sql("VACUUM subjects")

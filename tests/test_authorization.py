@@ -51,16 +51,35 @@ async def _make_screening(http: httpx.AsyncClient, api_key: KeyFactory, org: str
 OBJECT_MAKERS: dict[str, ObjectMaker] = {"screening_id": _make_screening}
 
 
+BodyMaker = Callable[[httpx.AsyncClient, KeyFactory], Awaitable[Any]]
+
+
 @dataclass
 class Call:
     body: Callable[[], Any] | None = None
+    #: For bodies that name an object: made once per request, owned by OWN_ORG.
+    make_body: BodyMaker | None = None
+    query: dict[str, str] | None = None
     #: Statuses that show the call was authorized (the route's own success codes).
     ok: tuple[int, ...] = (200, 201)
+
+
+async def _erasure_body(http: httpx.AsyncClient, api_key: KeyFactory) -> Any:
+    key = await api_key("clinic", OWN_ORG)
+    body = screening()
+    assert (await http.post("/v1/screenings", json=body, headers=bearer(key))).status_code == 201
+    return {
+        "organisation": OWN_ORG,
+        "case_code": body["subject"]["case_code"],
+        "reason": "data_subject_request",
+    }
 
 
 CALLS: dict[str, Call] = {
     "POST /v1/screenings": Call(body=screening),
     "POST /v1/screenings/batch": Call(body=lambda: {"screenings": [screening()]}),
+    "GET /v1/screenings/{screening_id}/personal": Call(query={"purpose": "care_coordination"}),
+    "POST /v1/erasures": Call(make_body=_erasure_body),
 }
 
 
@@ -84,8 +103,11 @@ async def test_route_enforces_its_row(
 
     async def request(key: str | None, target: str) -> httpx.Response:
         headers = bearer(key) if key else {}
-        body = call.body() if call.body else None
-        return await http.request(method, target, json=body, headers=headers)
+        if call.make_body is not None:
+            body = await call.make_body(http, api_key)
+        else:
+            body = call.body() if call.body else None
+        return await http.request(method, target, json=body, headers=headers, params=call.query)
 
     def fill(ids: dict[str, str]) -> str:
         target = path
