@@ -178,6 +178,27 @@ def erase(
     typer.echo(f"erased: {count} screening(s) made unreadable; the erasure is in the audit trail")
 
 
+keys_cli = typer.Typer(help="Encryption keys.", no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+
+
+@keys_cli.command("rewrap")
+def keys_rewrap() -> None:
+    """Re-wrap every data key under the current RUTA_ENCRYPTION_KEK (rotation)."""
+    settings = _settings()
+
+    async def run() -> int:
+        from app.services.keys import rewrap_data_keys
+
+        async with _session(settings) as session:
+            count = await rewrap_data_keys(session, settings)
+            await session.commit()
+            return count
+
+    count = asyncio.run(run())
+    typer.echo(f"re-wrapped {count} data key(s) under the current key-encryption key")
+
+
 DEMO_CLIENTS = (
     ("demo-clinic", "clinic", "Caravana de la Vida"),
     ("demo-partner", "partner", "Hospital Santa Rosa"),

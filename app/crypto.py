@@ -72,3 +72,18 @@ def decrypt_field(
     dek: bytes, blob: bytes, *, table: str, column: str, row_id: uuid.UUID | str
 ) -> bytes:
     return _open(dek, blob, _aad(table, column, row_id))
+
+
+def unwrap_with_any(
+    keks: dict[str, bytes], wrapped: bytes, subject_id: uuid.UUID, kek_hint: str | None
+) -> bytes:
+    """Unwrap with the KEK named by ``kek_hint``, falling back to each known KEK."""
+    ordered = ([keks[kek_hint]] if kek_hint in keks else []) + [
+        k for i, k in keks.items() if i != kek_hint
+    ]
+    for kek in ordered:
+        try:
+            return unwrap_dek(kek, wrapped, subject_id)
+        except DecryptionError:
+            continue
+    raise DecryptionError("no configured key-encryption key unwraps this data key")

@@ -129,6 +129,15 @@ class TooManyRequests(RutaError):
     title = "Too many requests"
 
 
+class Undecryptable(RutaError):
+    """Stored personal data failed authenticated decryption: a missing key-encryption key,
+    or a ciphertext that was altered or moved to another row. Never silently ignored."""
+
+    status = 500
+    type = "/problems/undecryptable"
+    title = "Personal data could not be decrypted"
+
+
 class ServiceUnavailable(RutaError):
     status = 503
     type = "/problems/unavailable"

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.audit.denials import record_denied
+from app.crypto import DecryptionError
 from app.errors import (
     PROBLEM_JSON,
     BadRequest,
@@ -18,6 +19,7 @@ from app.errors import (
     MethodNotAllowed,
     NotFound,
     RutaError,
+    Undecryptable,
     UnsupportedMediaType,
     ValidationFailed,
     field_error,
@@ -99,9 +101,24 @@ async def _http_exception(request: Request, exc: Exception) -> ProblemResponse:
     return response
 
 
+async def _undecryptable(request: Request, exc: Exception) -> ProblemResponse:
+    log.error("personal_data_undecryptable", path=_route(request))
+    return problem_response(
+        Undecryptable(
+            "A key is missing or the stored data was altered; an operator must investigate."
+        ),
+        request,
+    )
+
+
+def _route(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path_format", None) or "unmatched")
+
+
 async def _unhandled(request: Request, exc: Exception) -> ProblemResponse:
     # The exception text may quote data; log only its type.
-    log.error("unhandled_error", error_type=type(exc).__name__, path=request.url.path)
+    log.error("unhandled_error", error_type=type(exc).__name__, path=_route(request))
     return problem_response(RutaError("An internal error occurred."), request)
 
 
@@ -109,4 +126,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RutaError, _ruta_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(DecryptionError, _undecryptable)
     app.add_exception_handler(Exception, _unhandled)

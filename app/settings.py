@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     #: The key-encryption key for personal data at rest (32 bytes, base64).
     #: In development it is derived from the secret key.
     encryption_kek: SecretStr | None = None
+    #: Earlier KEKs (base64, comma-separated), still accepted for unwrapping until
+    #: `ruta keys rewrap` has moved every data key onto the current KEK.
+    encryption_kek_previous: SecretStr | None = None
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     max_batch_items: int = Field(default=100, ge=1, le=1000)
     #: Clock skew allowed for ``screened_at`` in the future.
@@ -154,6 +157,23 @@ class Settings(BaseSettings):
                 raise ValueError("RUTA_ENCRYPTION_KEK must decode to 32 bytes")
             return raw
         return hashlib.sha256(b"ruta-kek|" + self.secret_key.get_secret_value().encode()).digest()
+
+    def previous_keks(self) -> list[bytes]:
+        if self.encryption_kek_previous is None:
+            return []
+        keks = []
+        for part in self.encryption_kek_previous.get_secret_value().split(","):
+            raw = base64.b64decode(part.strip(), validate=True)
+            if len(raw) != 32:
+                raise ValueError("RUTA_ENCRYPTION_KEK_PREVIOUS entries must decode to 32 bytes")
+            keks.append(raw)
+        return keks
+
+    def keks_by_id(self) -> dict[str, bytes]:
+        """Every KEK that may unwrap a data key, by its id (the current one included)."""
+        from app.crypto import kek_id
+
+        return {kek_id(k): k for k in [self.kek_bytes(), *self.previous_keks()]}
 
     def audit_signing_seed(self) -> bytes:
         if self.audit_signing_key is not None:

@@ -90,7 +90,9 @@ async def get_or_create_subject(
         existing.kek_id = crypto.kek_id(kek)
         existing.erased_at = None
         return existing, dek
-    return existing, crypto.unwrap_dek(kek, existing.wrapped_dek, existing.id)
+    return existing, crypto.unwrap_with_any(
+        settings.keks_by_id(), existing.wrapped_dek, existing.id, existing.kek_id
+    )
 
 
 def _check_screened_at(screening: ScreeningIn, settings: Settings, now: datetime) -> None:
@@ -251,7 +253,9 @@ def decrypt_personal(settings: Settings, subject: Subject, screening: Screening)
         return {}
     if subject.wrapped_dek is None:
         return {}
-    dek = crypto.unwrap_dek(settings.kek_bytes(), subject.wrapped_dek, subject.id)
+    dek = crypto.unwrap_with_any(
+        settings.keks_by_id(), subject.wrapped_dek, subject.id, subject.kek_id
+    )
     plaintext = crypto.decrypt_field(
         dek, screening.personal_ct, table="screenings", column="personal_ct", row_id=screening.id
     )
