@@ -101,7 +101,9 @@ async def ndjson_chunks(session: AsyncSession, plan: ExportPlan) -> AsyncIterato
     yield _line(plan.header)
     if plan.to_seq >= plan.from_seq:
         buffer: list[bytes] = []
-        async for record in store.stream_records(session, plan.from_seq, plan.to_seq):
+        async for record in store.stream_records(
+            session, plan.from_seq, plan.to_seq, release_between_batches=True
+        ):
             buffer.append(_line(record.to_json()))
             if len(buffer) >= 500:
                 yield b"".join(buffer)
@@ -158,7 +160,9 @@ async def csv_chunks(session: AsyncSession, plan: ExportPlan) -> AsyncIterator[b
     yield _csv_row(header_row).encode()
     if plan.to_seq >= plan.from_seq:
         buffer: list[str] = []
-        async for record in store.stream_records(session, plan.from_seq, plan.to_seq):
+        async for record in store.stream_records(
+            session, plan.from_seq, plan.to_seq, release_between_batches=True
+        ):
             buffer.append(_csv_row(_event_csv(record)))
             if len(buffer) >= 500:
                 yield "".join(buffer).encode()
@@ -172,6 +176,8 @@ async def csv_chunks(session: AsyncSession, plan: ExportPlan) -> AsyncIterator[b
 
 
 def chunks(session: AsyncSession, plan: ExportPlan, fmt: Format) -> AsyncIterator[bytes]:
+    """The export's bytes. ``session`` must be the stream's own: it is released between
+    batches."""
     return ndjson_chunks(session, plan) if fmt == "ndjson" else csv_chunks(session, plan)
 
 
