@@ -94,7 +94,7 @@ def verify(
     ] = None,
 ) -> None:
     """Verify the chain. Prints a JSON report; exits 1 if the chain is not intact."""
-    from app.audit.export import read_checkpoints, read_export, verify_export
+    from app.audit.export import read_checkpoints, verify_export_file
 
     if export is None:
         from app.audit.store import verify_database
@@ -119,9 +119,7 @@ def verify(
         for path in checkpoints or []:
             with path.open() as handle:
                 held += read_checkpoints(handle)
-        with export.open(newline="") as handle:
-            parsed = read_export(handle, _detect_format(export).value)
-        report = verify_export(parsed, key, held)
+        report = verify_export_file(export, _detect_format(export).value, key, held)
     typer.echo(json.dumps(report.to_json(), indent=2))
     if not report.ok:
         typer.echo(f"NOT INTACT: first bad seq {report.first_bad_seq} ({report.reason})", err=True)

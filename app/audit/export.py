@@ -13,6 +13,7 @@ import io
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -265,6 +266,52 @@ def read_checkpoints(lines: Iterable[str]) -> list[Checkpoint]:
     return [Checkpoint.from_json(o) for o in _iter_ndjson(lines) if o.get("type") == "checkpoint"]
 
 
+def _records(path: Path, fmt: Format) -> Iterator[dict[str, Any]]:
+    with path.open(newline="") as handle:
+        yield from _iter_ndjson(handle) if fmt == "ndjson" else _iter_csv(handle)
+
+
+def verify_export_file(
+    path: Path, fmt: Format, public_key: Any, held: Iterable[Checkpoint] = ()
+) -> VerifyReport:
+    """Verify an export file in bounded memory: a first pass reads the header and the
+    checkpoints (they come last in the file), a second streams the events."""
+    header: dict[str, Any] = {}
+    found: list[Checkpoint] = []
+    for obj in _records(path, fmt):
+        if obj.get("type") == "header":
+            header = obj
+        elif obj.get("type") == "checkpoint":
+            found.append(Checkpoint.from_json(obj))
+    verifier = _start(header, [*found, *held], public_key)
+    for obj in _records(path, fmt):
+        if obj.get("type") != "event":
+            continue
+        try:
+            record = EventRecord.from_json(obj)
+        except KeyError:
+            verifier.fail_malformed()
+            break
+        if not verifier.feed(record):
+            break
+    return verifier.finish()
+
+
+def _start(header: dict[str, Any], checkpoints: list[Checkpoint], public_key: Any) -> ChainVerifier:
+    start = 1
+    header_ok = True
+    if header:
+        unsigned = {k: v for k, v in header.items() if k != "header_signature"}
+        signature = str(header.get("header_signature", ""))
+        header_ok = document_signature_valid(unsigned, signature, public_key)
+        if header_ok:
+            start = int(header["from_seq"])
+    verifier = ChainVerifier(public_key, checkpoints, start_seq=start)
+    if not header_ok:
+        verifier.fail_header()
+    return verifier
+
+
 def verify_export(
     export: ExportFile,
     public_key: Any,
@@ -275,17 +322,7 @@ def verify_export(
     The header's range is not trusted: a missing tail is caught by the export's own signed
     checkpoint, or by any held checkpoint beyond the last event.
     """
-    start = 1
-    header_ok = True
-    if export.header:
-        unsigned = {k: v for k, v in export.header.items() if k != "header_signature"}
-        signature = str(export.header.get("header_signature", ""))
-        header_ok = document_signature_valid(unsigned, signature, public_key)
-        if header_ok:
-            start = int(export.header["from_seq"])
-    verifier = ChainVerifier(public_key, [*export.checkpoints, *held], start_seq=start)
-    if not header_ok:
-        verifier.fail_header()
+    verifier = _start(export.header, [*export.checkpoints, *held], public_key)
     for record in export.events:
         if not verifier.feed(record):
             break
