@@ -96,16 +96,15 @@ def verify(
     """Verify the chain. Prints a JSON report; exits 1 if the chain is not intact."""
     from app.audit.export import read_checkpoints, verify_export_file
 
+    held = []
+    for path in checkpoints or []:
+        with path.open() as handle:
+            held += read_checkpoints(handle)
     if export is None:
         from app.audit.store import verify_database
 
         settings = _settings()
-        report = _with_session(settings, lambda s: verify_database(s, settings))
-        if checkpoints:
-            typer.echo(
-                "note: held checkpoints are checked offline; export first, then verify the file",
-                err=True,
-            )
+        report = _with_session(settings, lambda s: verify_database(s, settings, held=held))
     else:
         if public_key is None:
             typer.echo(
@@ -115,10 +114,6 @@ def verify(
             )
             raise typer.Exit(2)
         key = _read_key(public_key)
-        held = []
-        for path in checkpoints or []:
-            with path.open() as handle:
-                held += read_checkpoints(handle)
         report = verify_export_file(export, _detect_format(export).value, key, held)
     typer.echo(json.dumps(report.to_json(), indent=2))
     if not report.ok:

@@ -91,6 +91,12 @@ async def plan_export(
     # events of a full export would leave a valid-looking suffix.
     header["header_signature"] = signer.sign_document(header)
     held = await store.checkpoints(session, from_seq=from_seq, to_seq=to_seq)
+    if from_seq > 1 and final is not None:
+        # Anchor a partial export to the chain before it: a checkpoint over event
+        # from_seq - 1 pins the first event's prev_hash, so it is not taken on trust.
+        anchor_hash = await store.event_hash(session, from_seq - 1)
+        assert anchor_hash is not None
+        held.insert(0, signer.sign(from_seq - 1, anchor_hash, utcnow()))
     return ExportPlan(from_seq, to_seq, header, held, final)
 
 

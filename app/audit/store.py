@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -183,11 +183,16 @@ async def stream_records(
 
 
 async def verify_database(
-    session: AsyncSession, settings: Settings, *, release_between_batches: bool = False
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    held: Iterable[Checkpoint] = (),
+    release_between_batches: bool = False,
 ) -> VerifyReport:
-    """Walk the whole chain in the database against every stored checkpoint."""
+    """Walk the whole chain in the database against every stored checkpoint, and any
+    ``held`` ones an auditor kept."""
     public_key = AuditConfig.from_settings(settings).signer.public_key
-    verifier = ChainVerifier(public_key, await checkpoints(session))
+    verifier = ChainVerifier(public_key, [*await checkpoints(session), *held])
     head_seq, _ = await head(session)
     # Keyset on the seq column; a gap or a tampered seq shows as a mismatch in the walk.
     records = stream_records(session, 1, head_seq, release_between_batches=release_between_batches)

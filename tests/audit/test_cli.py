@@ -56,7 +56,7 @@ def test_export_keep_checkpoints_and_verify_offline(cli_env: Settings, tmp_path:
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["seq"] for line in kept.read_text().splitlines()] == [14, 21, 33]
 
-    online = runner.invoke(audit_cli, ["verify"])
+    online = runner.invoke(audit_cli, ["verify", "--checkpoints", str(kept)])
     assert online.exit_code == 0, online.output
 
     for fmt in ("ndjson", "csv"):
