@@ -13,6 +13,7 @@ import io
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -90,6 +91,12 @@ async def plan_export(
     # events of a full export would leave a valid-looking suffix.
     header["header_signature"] = signer.sign_document(header)
     held = await store.checkpoints(session, from_seq=from_seq, to_seq=to_seq)
+    if from_seq > 1 and final is not None:
+        # Anchor a partial export to the chain before it: a checkpoint over event
+        # from_seq - 1 pins the first event's prev_hash, so it is not taken on trust.
+        anchor_hash = await store.event_hash(session, from_seq - 1)
+        assert anchor_hash is not None
+        held.insert(0, signer.sign(from_seq - 1, anchor_hash, utcnow()))
     return ExportPlan(from_seq, to_seq, header, held, final)
 
 
@@ -101,7 +108,9 @@ async def ndjson_chunks(session: AsyncSession, plan: ExportPlan) -> AsyncIterato
     yield _line(plan.header)
     if plan.to_seq >= plan.from_seq:
         buffer: list[bytes] = []
-        async for record in store.stream_records(session, plan.from_seq, plan.to_seq):
+        async for record in store.stream_records(
+            session, plan.from_seq, plan.to_seq, release_between_batches=True
+        ):
             buffer.append(_line(record.to_json()))
             if len(buffer) >= 500:
                 yield b"".join(buffer)
@@ -158,7 +167,9 @@ async def csv_chunks(session: AsyncSession, plan: ExportPlan) -> AsyncIterator[b
     yield _csv_row(header_row).encode()
     if plan.to_seq >= plan.from_seq:
         buffer: list[str] = []
-        async for record in store.stream_records(session, plan.from_seq, plan.to_seq):
+        async for record in store.stream_records(
+            session, plan.from_seq, plan.to_seq, release_between_batches=True
+        ):
             buffer.append(_csv_row(_event_csv(record)))
             if len(buffer) >= 500:
                 yield "".join(buffer).encode()
@@ -172,6 +183,8 @@ async def csv_chunks(session: AsyncSession, plan: ExportPlan) -> AsyncIterator[b
 
 
 def chunks(session: AsyncSession, plan: ExportPlan, fmt: Format) -> AsyncIterator[bytes]:
+    """The export's bytes. ``session`` must be the stream's own: it is released between
+    batches."""
     return ndjson_chunks(session, plan) if fmt == "ndjson" else csv_chunks(session, plan)
 
 
@@ -259,6 +272,52 @@ def read_checkpoints(lines: Iterable[str]) -> list[Checkpoint]:
     return [Checkpoint.from_json(o) for o in _iter_ndjson(lines) if o.get("type") == "checkpoint"]
 
 
+def _records(path: Path, fmt: Format) -> Iterator[dict[str, Any]]:
+    with path.open(newline="") as handle:
+        yield from _iter_ndjson(handle) if fmt == "ndjson" else _iter_csv(handle)
+
+
+def verify_export_file(
+    path: Path, fmt: Format, public_key: Any, held: Iterable[Checkpoint] = ()
+) -> VerifyReport:
+    """Verify an export file in bounded memory: a first pass reads the header and the
+    checkpoints (they come last in the file), a second streams the events."""
+    header: dict[str, Any] = {}
+    found: list[Checkpoint] = []
+    for obj in _records(path, fmt):
+        if obj.get("type") == "header":
+            header = obj
+        elif obj.get("type") == "checkpoint":
+            found.append(Checkpoint.from_json(obj))
+    verifier = _start(header, [*found, *held], public_key)
+    for obj in _records(path, fmt):
+        if obj.get("type") != "event":
+            continue
+        try:
+            record = EventRecord.from_json(obj)
+        except KeyError:
+            verifier.fail_malformed()
+            break
+        if not verifier.feed(record):
+            break
+    return verifier.finish()
+
+
+def _start(header: dict[str, Any], checkpoints: list[Checkpoint], public_key: Any) -> ChainVerifier:
+    start = 1
+    header_ok = True
+    if header:
+        unsigned = {k: v for k, v in header.items() if k != "header_signature"}
+        signature = str(header.get("header_signature", ""))
+        header_ok = document_signature_valid(unsigned, signature, public_key)
+        if header_ok:
+            start = int(header["from_seq"])
+    verifier = ChainVerifier(public_key, checkpoints, start_seq=start)
+    if not header_ok:
+        verifier.fail_header()
+    return verifier
+
+
 def verify_export(
     export: ExportFile,
     public_key: Any,
@@ -269,17 +328,7 @@ def verify_export(
     The header's range is not trusted: a missing tail is caught by the export's own signed
     checkpoint, or by any held checkpoint beyond the last event.
     """
-    start = 1
-    header_ok = True
-    if export.header:
-        unsigned = {k: v for k, v in export.header.items() if k != "header_signature"}
-        signature = str(export.header.get("header_signature", ""))
-        header_ok = document_signature_valid(unsigned, signature, public_key)
-        if header_ok:
-            start = int(export.header["from_seq"])
-    verifier = ChainVerifier(public_key, [*export.checkpoints, *held], start_seq=start)
-    if not header_ok:
-        verifier.fail_header()
+    verifier = _start(export.header, [*export.checkpoints, *held], public_key)
     for record in export.events:
         if not verifier.feed(record):
             break

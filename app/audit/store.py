@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -144,9 +144,19 @@ async def seq_range(
 
 
 async def stream_records(
-    session: AsyncSession, from_seq: int, to_seq: int, *, batch: int = BATCH
+    session: AsyncSession,
+    from_seq: int,
+    to_seq: int,
+    *,
+    batch: int = BATCH,
+    release_between_batches: bool = False,
 ) -> AsyncIterator[EventRecord]:
-    """Events ``from_seq..to_seq`` in order, a batch at a time (keyset, bounded memory)."""
+    """Events ``from_seq..to_seq`` in order, a batch at a time (keyset, bounded memory).
+
+    ``release_between_batches`` ends the read transaction after each batch, for sessions
+    of their own: on SQLite every transaction holds the write lock (``BEGIN IMMEDIATE``),
+    and a long export must not block writers. Rows never change, so nothing is lost.
+    """
     cursor = from_seq - 1
     while cursor < to_seq:
         rows = (
@@ -168,15 +178,25 @@ async def stream_records(
             yield to_record(row)
         cursor = rows[-1].seq
         session.expunge_all()
+        if release_between_batches:
+            await session.rollback()
 
 
-async def verify_database(session: AsyncSession, settings: Settings) -> VerifyReport:
-    """Walk the whole chain in the database against every stored checkpoint."""
+async def verify_database(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    held: Iterable[Checkpoint] = (),
+    release_between_batches: bool = False,
+) -> VerifyReport:
+    """Walk the whole chain in the database against every stored checkpoint, and any
+    ``held`` ones an auditor kept."""
     public_key = AuditConfig.from_settings(settings).signer.public_key
-    verifier = ChainVerifier(public_key, await checkpoints(session))
+    verifier = ChainVerifier(public_key, [*await checkpoints(session), *held])
     head_seq, _ = await head(session)
     # Keyset on the seq column; a gap or a tampered seq shows as a mismatch in the walk.
-    async for record in stream_records(session, 1, head_seq):
+    records = stream_records(session, 1, head_seq, release_between_batches=release_between_batches)
+    async for record in records:
         if not verifier.feed(record):
             break
     return verifier.finish()

@@ -93,6 +93,9 @@ class ChainVerifier:
     def fail_header(self) -> None:
         self._fail(None, "bad_header_signature", "the export header's signature does not verify")
 
+    def fail_malformed(self) -> None:
+        self._fail(self.next_seq, "malformed", "an event record lacks a field")
+
     def feed(self, event: EventRecord) -> bool:
         """Check one event; return False once the chain is broken (later events are moot)."""
         if self.bad is not None:

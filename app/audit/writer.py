@@ -21,9 +21,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import Table, event, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -183,15 +183,26 @@ async def flush_pending(session: AsyncSession) -> int:
     return await session.run_sync(_append_pending)
 
 
+_EVENTS = cast(Table, AuditEvent.__table__)
+_HEAD = (
+    select(_EVENTS.c.seq, _EVENTS.c.hash, _EVENTS.c.occurred_at)
+    .order_by(_EVENTS.c.seq.desc())
+    .limit(1)
+)
+#: One round trip on PostgreSQL: the function (migration 0002) takes the advisory lock, then
+#: reads the head on a snapshot taken after the lock was granted.
+_LOCK_AND_HEAD = text("SELECT seq, hash, occurred_at FROM ruta_audit_lock_head(:key)").columns(
+    _EVENTS.c.seq, _EVENTS.c.hash, _EVENTS.c.occurred_at
+)
+
+
 def _lock_and_read_head(session: Session) -> tuple[int, str, datetime | None]:
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
-    # SQLite: the app begins every transaction with BEGIN IMMEDIATE, so the write lock is held.
-    row = session.execute(
-        select(AuditEvent.seq, AuditEvent.hash, AuditEvent.occurred_at)
-        .order_by(AuditEvent.seq.desc())
-        .limit(1)
-    ).first()
+        row = session.execute(_LOCK_AND_HEAD, {"key": CHAIN_LOCK_KEY}).first()
+    else:
+        # SQLite: the app begins every transaction with BEGIN IMMEDIATE, so this
+        # transaction already holds the database's write lock.
+        row = session.execute(_HEAD).first()
     if row is None:
         return 0, GENESIS_HASH, None
     return int(row.seq), str(row.hash), row.occurred_at
@@ -226,7 +237,7 @@ def _append_pending(session: Session) -> int:
         rows.append(_row(record, now))
         prev = record.hash
     session.info[PENDING_KEY] = []
-    session.execute(insert(AuditEvent), rows)
+    session.execute(insert(_EVENTS), rows)
     every = config.checkpoint_every
     if seq // every > head_seq // every:
         _store_checkpoint(session, config.signer.sign(seq, prev, now), now)

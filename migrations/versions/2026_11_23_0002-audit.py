@@ -38,10 +38,27 @@ $$
 """
 
 
+#: Takes the chain lock, then reads the head, in one round trip. Being VOLATILE, the SELECT
+#: runs on a snapshot taken after the lock is granted, so it sees the previous holder's
+#: committed events (READ COMMITTED).
+PG_LOCK_HEAD = """
+CREATE FUNCTION ruta_audit_lock_head(lock_key bigint)
+RETURNS TABLE (seq bigint, hash varchar, occurred_at timestamptz)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(lock_key);
+    RETURN QUERY SELECT e.seq, e.hash, e.occurred_at FROM audit_events AS e
+        ORDER BY e.seq DESC LIMIT 1;
+END;
+$$
+"""
+
+
 def _create_triggers() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         op.execute(PG_FUNCTION)
+        op.execute(PG_LOCK_HEAD)
         for table in TABLES:
             op.execute(
                 f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
@@ -68,6 +85,7 @@ def _drop_triggers() -> None:
             op.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
             op.execute(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
         op.execute("DROP FUNCTION IF EXISTS ruta_audit_refuse_change()")
+        op.execute("DROP FUNCTION IF EXISTS ruta_audit_lock_head(bigint)")
     else:
         for table in TABLES:
             for verb in ("update", "delete"):

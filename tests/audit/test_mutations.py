@@ -21,6 +21,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.audit import Action
 from app.audit.chain import GENESIS_HASH, Checkpoint, EventRecord, Signer, format_time
@@ -292,3 +294,33 @@ def test_the_snapshot_shortcut_agrees_with_a_full_walk(position: int) -> None:
         full = verify_full(events, CHECKPOINTS)
         short = verify_from(position, [event, *EVENTS[position:]])
         assert (full.first_bad_seq, full.reason) == (short.first_bad_seq, short.reason)
+
+
+SMALL = EVENTS[:300]
+SMALL_CHECKPOINTS = [c for c in CHECKPOINTS if c.seq <= 300]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(["field", "delete", "duplicate", "swap"]),
+    field=st.sampled_from(sorted(FIELD_MUTATIONS)),
+    position=st.integers(min_value=1, max_value=299),
+)
+def test_any_single_mutation_is_caught_from_scratch(kind: str, field: str, position: int) -> None:
+    """Property: on a 300-event prefix, verified from scratch with no shortcut."""
+    events = list(SMALL)
+    if kind == "field":
+        events[position - 1] = mutated(position, FIELD_MUTATIONS[field])
+        expected = position
+    elif kind == "delete":
+        del events[position - 1]
+        expected = position
+    elif kind == "duplicate":
+        events.insert(position, copy.deepcopy(events[position - 1]))
+        expected = position + 1
+    else:
+        events[position - 1], events[position] = events[position], events[position - 1]
+        expected = position
+    report = verify_full(events, SMALL_CHECKPOINTS)
+    assert not report.ok
+    assert report.first_bad_seq == expected, report

@@ -147,6 +147,13 @@ async def test_export_range_by_time_is_one_contiguous_segment(
     from_csv = read_export(io.StringIO(csv_body), "csv")
     assert [e.seq for e in from_csv.events] == [2, 3, 4]
     assert verify_export(from_csv, _public_key(settings)).ok
+    # A partial export carries a checkpoint over the event before it, anchoring its start.
+    assert [c.seq for c in export.checkpoints] == [1, 4]
+    forged_start = read_export(io.StringIO(body))
+    forged_start.events[0].prev_hash = "f" * 64
+    forged_start.events[0].hash = forged_start.events[0].compute_hash()
+    anchored = verify_export(forged_start, _public_key(settings))
+    assert (anchored.first_bad_seq, anchored.reason) == (2, "prev_hash_mismatch")
     # Dropping the first event of a ranged export is caught: the header's range is signed.
     export.events = export.events[1:]
     assert verify_export(export, _public_key(settings)).first_bad_seq == 2

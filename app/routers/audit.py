@@ -1,0 +1,218 @@
+"""The auditors' API: events with filters, verification, checkpoints, exports, public key."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import audit
+from app.audit import Action, store
+from app.audit.chain import public_key_b64, public_key_pem
+from app.audit.export import Format, chunks, plan_export
+from app.audit.schemas import (
+    CheckpointOut,
+    CheckpointPage,
+    EventOut,
+    EventPage,
+    PublicKeyOut,
+    VerifyOut,
+)
+from app.deps import AuditorDep, SessionDep, SettingsDep
+from app.errors import BadRequest
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+MAX_LIMIT = 500
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"audit:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, seq = raw.partition(":")
+        if prefix != "audit" or not seq.isdigit():
+            raise ValueError
+        return int(seq)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest("The cursor is not valid; use `next_cursor` as returned.") from None
+
+
+@router.get(
+    "/events",
+    response_model=EventPage,
+    summary="Audit events, filtered, in chain order",
+    responses={400: {"description": "Invalid cursor", **PROBLEM}},
+)
+async def list_events(
+    _auditor: AuditorDep,
+    session: SessionDep,
+    since: Annotated[datetime | None, Query(description="occurred_at ≥ since")] = None,
+    until: Annotated[datetime | None, Query(description="occurred_at < until")] = None,
+    action: Action | None = None,
+    actor: Annotated[str | None, Query(max_length=64, description="Client id or component")] = None,
+    referral_id: uuid.UUID | None = None,
+    partner_id: Annotated[str | None, Query(max_length=64)] = None,
+    screening_id: uuid.UUID | None = None,
+    subject_id: uuid.UUID | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+) -> EventPage:
+    for moment in (since, until):
+        if moment is not None and moment.tzinfo is None:
+            raise BadRequest("Give times with a UTC offset, e.g. 2026-11-23T00:00:00Z.")
+    filters = store.EventFilter(
+        since=since,
+        until=until,
+        action=action.value if action else None,
+        actor_id=actor,
+        referral_id=referral_id,
+        partner_id=partner_id,
+        screening_id=screening_id,
+        subject_id=subject_id,
+    )
+    records = await store.list_events(
+        session, filters, after_seq=decode_cursor(cursor), limit=limit + 1
+    )
+    more = len(records) > limit
+    records = records[:limit]
+    return EventPage(
+        events=[EventOut.of(r) for r in records],
+        next_cursor=encode_cursor(records[-1].seq) if more else None,
+    )
+
+
+@router.get(
+    "/verify",
+    response_model=VerifyOut,
+    summary="Verify the whole chain and every stored checkpoint",
+    description="Walks every event from seq 1. `first_bad_seq` is the first sequence number "
+    "that is not part of a valid chain (see docs/audit.md). A clean result here proves only "
+    "that the database agrees with itself and with its own checkpoints; verify an export "
+    "offline against checkpoints you keep to rule out a rewrite by the database's owner.",
+)
+async def verify(auditor: AuditorDep, session: SessionDep, settings: SettingsDep) -> VerifyOut:
+    # The request's own session: on SQLite a second one would wait on the write lock that
+    # this request's transaction already holds.
+    report = await store.verify_database(session, settings)
+    audit.attach(session, settings)
+    await audit.record(
+        session,
+        action=Action.audit_verified,
+        actor=auditor,
+        data={"ok": report.ok, "first_bad_seq": report.first_bad_seq, "to_seq": report.last_seq},
+    )
+    return VerifyOut(**report.to_json())
+
+
+@router.get(
+    "/checkpoints",
+    response_model=CheckpointPage,
+    summary="Signed checkpoints, for auditors to keep outside the service",
+)
+async def list_checkpoints(
+    _auditor: AuditorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+) -> CheckpointPage:
+    signer = audit.AuditConfig.from_settings(settings).signer
+    after = decode_cursor(cursor)
+    found = await store.checkpoints(session, from_seq=after + 1)
+    page = found[:limit]
+    return CheckpointPage(
+        key_id=signer.key_id,
+        public_key=public_key_b64(signer.public_key),
+        checkpoints=[CheckpointOut.of(c) for c in page],
+        next_cursor=encode_cursor(page[-1].seq) if len(found) > limit else None,
+    )
+
+
+@router.get(
+    "/public-key",
+    response_model=PublicKeyOut,
+    summary="The Ed25519 public key that verifies checkpoints",
+)
+async def public_key(_auditor: AuditorDep, settings: SettingsDep) -> PublicKeyOut:
+    signer = audit.AuditConfig.from_settings(settings).signer
+    return PublicKeyOut(
+        key_id=signer.key_id,
+        public_key=public_key_b64(signer.public_key),
+        pem=public_key_pem(signer.public_key),
+    )
+
+
+MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
+
+
+@router.get(
+    "/export",
+    summary="Export a contiguous range of the chain, streamed, with a signed checkpoint",
+    description="NDJSON: a signed header, the events, the stored checkpoints in range, and "
+    "a checkpoint signed now over the last event. CSV: the same records, one per row. "
+    "Time filters select the contiguous seq range whose events fall in the window; there "
+    "are no action or actor filters here, because a filtered export could not be verified "
+    "as complete. The export's checkpoint is also in the `Ruta-Audit-Checkpoint` header.",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+)
+async def export(
+    request: Request,
+    auditor: AuditorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    format: Literal["ndjson", "csv"] = "ndjson",
+    from_seq: Annotated[int | None, Query(ge=1)] = None,
+    to_seq: Annotated[int | None, Query(ge=1)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> StreamingResponse:
+    for moment in (since, until):
+        if moment is not None and moment.tzinfo is None:
+            raise BadRequest("Give times with a UTC offset, e.g. 2026-11-23T00:00:00Z.")
+    low, high = await store.seq_range(
+        session, from_seq=from_seq, to_seq=to_seq, since=since, until=until
+    )
+    plan = await plan_export(session, settings, from_seq=low, to_seq=high)
+    audit.attach(session, settings)
+    await audit.record(
+        session,
+        action=Action.audit_exported,
+        actor=auditor,
+        data={"format": format, "from_seq": low, "to_seq": high},
+    )
+    # The request's session is committed and closed when this function returns; the body
+    # streams from a read-only session of its own.
+    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    fmt: Format = format
+
+    async def body() -> AsyncIterator[bytes]:
+        async with maker() as stream_session:
+            async for chunk in chunks(stream_session, plan, fmt):
+                yield chunk
+
+    headers = {
+        "Content-Disposition": f'attachment; filename="ruta-audit-{low}-{high}.{format}"',
+        "Ruta-Audit-From-Seq": str(low),
+        "Ruta-Audit-To-Seq": str(high),
+    }
+    if plan.final is not None:
+        headers["Ruta-Audit-Checkpoint"] = json.dumps(
+            plan.final.to_json(), separators=(",", ":"), sort_keys=True
+        )
+    return StreamingResponse(body(), media_type=MEDIA_TYPES[format], headers=headers)

@@ -1,0 +1,145 @@
+"""The auditors' API."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app import audit
+from app.audit import Action
+from app.audit.chain import load_public_key
+from app.audit.export import read_checkpoints, read_export, verify_export
+from app.routers import audit as audit_router
+from app.settings import Settings
+from tests.audit.conftest import add_events
+from tests.conftest import KeyFactory, bearer
+
+
+@pytest.fixture
+def audit_app(app: FastAPI, settings: Settings) -> FastAPI:
+    """The app with the audit router (until app.main includes it) and audited sessions."""
+    if not any(getattr(r, "path", "") == "/v1/audit/events" for r in app.routes):
+        app.include_router(audit_router.router)
+    audit.configure_sessionmaker(app.state.sessionmaker, settings)
+    return app
+
+
+@pytest.fixture
+async def auditor(audit_app: FastAPI, api_key: KeyFactory) -> dict[str, str]:
+    return bearer(await api_key("auditor", name="dpo"))
+
+
+async def test_only_auditors(
+    audit_app: FastAPI, http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    clinic = bearer(await api_key("clinic", "Caravana de la Vida"))
+    for path in ("events", "verify", "checkpoints", "export", "public-key"):
+        assert (await http.get(f"/v1/audit/{path}")).status_code == 401
+        response = await http.get(f"/v1/audit/{path}", headers=clinic)
+        assert response.status_code == 403, path
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_events_filters_and_cursor(
+    audit_app: FastAPI, http: httpx.AsyncClient, auditor: dict[str, str]
+) -> None:
+    await add_events(audit_app.state.sessionmaker, 40, per_transaction=10)
+    seen: list[int] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, str | int] = {"limit": 7}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await http.get("/v1/audit/events", params=params, headers=auditor)).json()
+        seen += [e["seq"] for e in page["events"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(range(1, 41))
+
+    decisions = await http.get(
+        "/v1/audit/events", params={"action": "decision.made"}, headers=auditor
+    )
+    assert {e["action"] for e in decisions.json()["events"]} == {"decision.made"}
+    assert len(decisions.json()["events"]) == 10
+    by_actor = await http.get(
+        "/v1/audit/events", params={"actor": "delivery-worker"}, headers=auditor
+    )
+    assert {e["actor"]["id"] for e in by_actor.json()["events"]} == {"delivery-worker"}
+    by_partner = await http.get(
+        "/v1/audit/events", params={"partner_id": "hospital-santa-rosa"}, headers=auditor
+    )
+    assert len(by_partner.json()["events"]) == 10
+    one = by_partner.json()["events"][0]
+    by_referral = await http.get(
+        "/v1/audit/events", params={"referral_id": one["refs"]["referral_id"]}, headers=auditor
+    )
+    assert [e["seq"] for e in by_referral.json()["events"]] == [one["seq"]]
+    by_screening = await http.get(
+        "/v1/audit/events",
+        params={"screening_id": str(uuid.UUID(int=10))},
+        headers=auditor,
+    )
+    assert all(
+        e["refs"]["screening_id"] == str(uuid.UUID(int=10)) for e in by_screening.json()["events"]
+    )
+    first_time = seen and decisions.json()["events"][0]["occurred_at"]
+    windowed = await http.get("/v1/audit/events", params={"since": first_time}, headers=auditor)
+    assert windowed.status_code == 200
+    bad = await http.get("/v1/audit/events", params={"cursor": "nope"}, headers=auditor)
+    assert bad.status_code == 400
+    assert bad.json()["type"] == "/problems/bad-request"
+    too_many = await http.get("/v1/audit/events", params={"limit": 10_000}, headers=auditor)
+    assert too_many.status_code == 422
+
+
+async def test_verify_checkpoints_public_key_and_export_round_trip(
+    audit_app: FastAPI, http: httpx.AsyncClient, auditor: dict[str, str], settings: Settings
+) -> None:
+    await add_events(audit_app.state.sessionmaker, 25, per_transaction=5)
+    async with audit_app.state.sessionmaker() as session:
+        await audit.checkpoint_if_due(session, settings, force=True)
+        await session.commit()
+
+    verified = (await http.get("/v1/audit/verify", headers=auditor)).json()
+    assert verified["ok"] is True
+    assert verified["last_seq"] == 25
+    assert verified["first_bad_seq"] is None
+
+    key = (await http.get("/v1/audit/public-key", headers=auditor)).json()
+    public_key = load_public_key(key["public_key"])
+    assert load_public_key(key["pem"]) == public_key
+
+    held = (await http.get("/v1/audit/checkpoints", headers=auditor)).json()
+    assert [c["seq"] for c in held["checkpoints"]] == [25]
+    kept = read_checkpoints(io.StringIO("\n".join(json.dumps(c) for c in held["checkpoints"])))
+
+    response = await http.get("/v1/audit/export", params={"format": "ndjson"}, headers=auditor)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    assert json.loads(response.headers["ruta-audit-checkpoint"])["type"] == "checkpoint"
+    lines = response.text.splitlines()
+    # The export ends with a checkpoint signed over its last event.
+    assert json.loads(lines[-1])["type"] == "checkpoint"
+    export = read_export(lines)
+    # The verify call itself was recorded (seq 26) before the export was planned.
+    assert [e.seq for e in export.events] == list(range(1, 27))
+    assert export.events[-1].action == Action.audit_verified.value
+    report = verify_export(export, public_key, kept)
+    assert report.ok, report
+
+    csv_response = await http.get("/v1/audit/export", params={"format": "csv"}, headers=auditor)
+    assert csv_response.headers["content-type"].startswith("text/csv")
+    from_csv = read_export(csv_response.text.splitlines(), "csv")
+    assert verify_export(from_csv, public_key, kept).ok
+    # The export itself was recorded.
+    events = (
+        await http.get("/v1/audit/events", params={"action": "audit.exported"}, headers=auditor)
+    ).json()["events"]
+    assert len(events) == 2
+    assert events[0]["data"]["format"] == "ndjson"
