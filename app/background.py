@@ -31,13 +31,13 @@ class BackgroundTasks:
     def _every(self, seconds: float, name: str, job: Callable[[], Awaitable[None]]) -> None:
         async def loop() -> None:
             while True:
+                await asyncio.sleep(seconds)
                 try:
                     await job()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.error("background_job_failed", job=name, error_type=type(exc).__name__)
-                await asyncio.sleep(seconds)
 
         self._tasks.append(asyncio.create_task(loop(), name=f"ruta-{name}"))
 

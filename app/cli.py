@@ -13,6 +13,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import audit
+from app.audit.cli import audit_cli
 from app.settings import Environment, Settings, get_settings
 
 cli = typer.Typer(
@@ -23,6 +24,7 @@ cli = typer.Typer(
 )
 clients_cli = typer.Typer(help="API clients and their keys.", no_args_is_help=True)
 cli.add_typer(clients_cli, name="clients")
+cli.add_typer(audit_cli, name="audit")
 
 
 def _settings() -> Settings:

@@ -15,6 +15,7 @@ from app.db import create_engine, create_sessionmaker
 from app.middleware import BodySizeLimit
 from app.observability import RequestContext, configure_logging
 from app.ratelimit import create_rate_limiter
+from app.routers import audit as audit_routes
 from app.routers import health, metrics, screenings, subjects
 from app.settings import Settings, get_settings
 
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(screenings.router)
     app.include_router(subjects.router)
+    app.include_router(audit_routes.router)
     app.include_router(metrics.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Outermost: every response, including 413s from the size cap, gets a request id.

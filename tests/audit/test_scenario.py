@@ -1,8 +1,8 @@
 """A scripted scenario: the audit events match the committed actions one for one, nothing
 rolled back leaves an event, and no canary from the screenings reaches the audit table.
 
-Intake does not call the writer yet; this test calls it the way intake will (see the
-integration notes in docs/audit.md), including the batch path's savepoints.
+Intake calls the writer itself; this test drives it the way the routes do, including the
+batch path's savepoints.
 """
 
 from __future__ import annotations
@@ -52,22 +52,10 @@ def canary_screening() -> dict[str, Any]:
 async def _submit(
     session: AsyncSession, settings: Settings, principal: Principal, body: dict[str, Any]
 ) -> intake.IntakeResult:
-    """What the intake path does: the action, then its event, in the same transaction."""
-    result = await intake.submit_screening(
+    """The intake path: the action and its audit event, in the caller's transaction."""
+    return await intake.submit_screening(
         session, settings, principal, ADAPTER.validate_python(body), now=utcnow()
     )
-    stored = result.screening
-    await audit.record(
-        session,
-        action=Action.screening_received if result.created else Action.screening_replayed,
-        actor=principal,
-        screening_id=stored.id,
-        subject_id=stored.subject_id,
-        data={"schema_version": stored.schema_version, "personal_fields": stored.personal_fields}
-        if result.created
-        else {"schema_version": stored.schema_version},
-    )
-    return result
 
 
 async def test_events_match_committed_actions_one_for_one(
@@ -80,10 +68,11 @@ async def test_events_match_committed_actions_one_for_one(
             name="clinic",
             role=Role.clinic,
             organisation=ORG,
+            actor=audit.system("test-setup"),
         )
         await session.commit()
     principal = Principal(client_id=client.id, name="clinic", role=Role.clinic, organisation=ORG)
-    expected: list[tuple[str, uuid.UUID]] = []
+    expected: list[tuple[str, uuid.UUID | None]] = [("admin.client_created", None)]
 
     first = canary_screening()
     async with audited() as session:  # request 1: a new screening
@@ -137,7 +126,7 @@ async def test_events_match_committed_actions_one_for_one(
     assert [(e.action, e.screening_id) for e in events] == expected
     assert [e.seq for e in events] == list(range(1, len(expected) + 1))
     assert report.ok, report
-    assert events[0].data["personal_fields"] == sorted(
+    assert events[1].data["personal_fields"] == sorted(
         ["notes", "safety.safe_contact", "subject.contact", "subject.name"]
     )
     for canary in CANARIES.values():

@@ -60,7 +60,8 @@ async def test_events_filters_and_cursor(
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert seen == list(range(1, 41))
+    # 40 events plus the auditor's own client creation.
+    assert seen == list(range(1, 42))
 
     decisions = await http.get(
         "/v1/audit/events", params={"action": "decision.made"}, headers=auditor
@@ -108,7 +109,8 @@ async def test_verify_checkpoints_public_key_and_export_round_trip(
 
     verified = (await http.get("/v1/audit/verify", headers=auditor)).json()
     assert verified["ok"] is True
-    assert verified["last_seq"] == 25
+    # 25 events after the auditor's own client creation (seq 1).
+    assert verified["last_seq"] == 26
     assert verified["first_bad_seq"] is None
 
     key = (await http.get("/v1/audit/public-key", headers=auditor)).json()
@@ -116,7 +118,7 @@ async def test_verify_checkpoints_public_key_and_export_round_trip(
     assert load_public_key(key["pem"]) == public_key
 
     held = (await http.get("/v1/audit/checkpoints", headers=auditor)).json()
-    assert [c["seq"] for c in held["checkpoints"]] == [25]
+    assert [c["seq"] for c in held["checkpoints"]] == [26]
     kept = read_checkpoints(io.StringIO("\n".join(json.dumps(c) for c in held["checkpoints"])))
 
     response = await http.get("/v1/audit/export", params={"format": "ndjson"}, headers=auditor)
@@ -127,8 +129,8 @@ async def test_verify_checkpoints_public_key_and_export_round_trip(
     # The export ends with a checkpoint signed over its last event.
     assert json.loads(lines[-1])["type"] == "checkpoint"
     export = read_export(lines)
-    # The verify call itself was recorded (seq 26) before the export was planned.
-    assert [e.seq for e in export.events] == list(range(1, 27))
+    # The verify call itself was recorded (seq 27) before the export was planned.
+    assert [e.seq for e in export.events] == list(range(1, 28))
     assert export.events[-1].action == Action.audit_verified.value
     report = verify_export(export, public_key, kept)
     assert report.ok, report
