@@ -11,6 +11,7 @@ import json
 import random
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from app.rules.symbols import SYMBOLS, Field, Kind
 from app.schemas.screening import (
     AgeBand,
+    ConsentMethod,
     ConsentScope,
     ControlMethod,
     ExploitationType,
@@ -33,110 +35,139 @@ from app.schemas.screening import (
     Sector,
     Sex,
     Suicidality,
+    ToolName,
     parse_region,
 )
 
-_REGIONS = [r.value for r in Region]
+_REGIONS = list(Region)
 _NATIONALITIES = ["PE"] * 8 + ["VE", "BO", "CO", "EC", "BR"]
-_LANGUAGES = ["es"] * 10 + [lang.value for lang in Language]
-_SCOPES = [s.value for s in ConsentScope]
-_SEVERITY = ["none"] * 12 + [s.value for s in InjurySeverity]
-_SUICIDAL = ["none"] * 12 + [s.value for s in Suicidality]
-_MIGRATION = ["national"] * 4 + [m.value for m in MigrationStatus]
-
-
+_LANGUAGES = [Language.es] * 10 + list(Language)
+_SCOPES = list(ConsentScope)
+_SEVERITY = [InjurySeverity.none] * 12 + list(InjurySeverity)
+_SUICIDAL = [Suicidality.none] * 12 + list(Suicidality)
+_MIGRATION = [MigrationStatus.national] * 4 + list(MigrationStatus)
+_SEXES = list(Sex)
+_BANDS = list(AgeBand)
+_EXPLOITATION = list(ExploitationType)
+_CONTROL = list(ControlMethod)
+_RECRUITMENT = list(Recruitment)
+_SECTORS = list(Sector)
+_NEEDS = list(Need)
+_EMPTY: frozenset[Any] = frozenset()
+_TRI = (True, False, None)
+_PREGNANT = (True, False, None, None, False)
 #: How many members a generated set gets: mostly none, sometimes one to three.
 _SET_SIZES = (0, 0, 0, 0, 0, 0, 1, 1, 2, 3)
+_SOURCE = {
+    "screener": "gen-001",
+    "tool": {"name": ToolName.tvit, "version": "2.1"},
+    "interview_language": Language.es,
+    "screened_at": datetime(2026, 11, 20, 14, 40, tzinfo=UTC),
+}
 
 
-def _some(rng: random.Random, values: list[str], p: float) -> list[str]:
-    if p >= 0.5:
-        return sorted(v for v in values if rng.random() < p)
-    k = _SET_SIZES[int(rng.random() * 10)]
-    return sorted(rng.sample(values, k)) if k else []
+def _some(rng: random.Random, values: list[Any]) -> frozenset[Any]:
+    r = rng.random
+    k = _SET_SIZES[int(r() * 10)]
+    if not k:
+        return _EMPTY
+    n = len(values)
+    return frozenset([values[int(r() * n)] for _ in range(k)])  # duplicates merge: fine
 
 
 def generate_document(rng: random.Random) -> dict[str, Any]:
-    """One random, valid screening as a JSON document (no personal fields)."""
+    """One random screening as a Python-mode document (enum members, frozensets).
+
+    ``ScreeningIn.model_validate`` accepts every one (tests check thousands); ``trusted_view``
+    turns one into an evaluable object without validating it again.
+    """
     r = rng.random
-    age: int | None = rng.randint(8, 60) if r() < 0.85 else None
-    subject: dict[str, Any] = {
-        "case_code": f"GEN-{rng.getrandbits(32):08x}",
-        "age": age,
-        "age_band": rng.choice([b.value for b in AgeBand]) if age is None and r() < 0.5 else None,
-        "age_estimated": r() < 0.3,
-        "age_disputed": r() < 0.05,
-        "minority_signs": r() < 0.1,
-        "sex": rng.choice([s.value for s in Sex]),
-        "nationality": rng.choice(_NATIONALITIES) if r() < 0.9 else None,
-        "preferred_language": rng.choice(_LANGUAGES),
-        "speaks_spanish": r() < 0.9,
-        "needs_interpreter": r() < 0.05,
-        "region": rng.choice(_REGIONS),
-        "unaccompanied_minor": r() < 0.05,
-        "separated_child": r() < 0.03,
-        "caregiver_present": r() < 0.1,
-        "caregiver_suspected": r() < 0.05,
-    }
+    age: int | None = 8 + int(r() * 53) if r() < 0.85 else None
     given = r() < 0.8
-    lacks = r() < 0.02
-    consent: dict[str, Any] = {
-        "given": given,
-        "scopes": _some(rng, _SCOPES, 0.7) if given else [],
-        "share_identifying": given and r() < 0.6,
-        "method": rng.choice(["verbal", "written"]) if given else "not_obtained",
-        "lacks_capacity": lacks,
-    }
-    hours = None
-    if r() < 0.15:
-        hours = round(rng.uniform(0, 300), 1)
+    hours = round(r() * 300, 1) if r() < 0.15 else None
     return {
-        "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-        "source": {
-            "screener": "gen-001",
-            "tool": {"name": "tvit", "version": "2.1"},
-            "interview_language": "es",
-            "screened_at": "2026-11-20T09:40:00-05:00",
+        "id": uuid.UUID(int=rng.getrandbits(128) & _UUID4_MASK | _UUID4_BITS),
+        "source": _SOURCE,
+        "subject": {
+            "case_code": "GEN-0001",
+            "age": age,
+            "age_band": _BANDS[int(r() * len(_BANDS))] if age is None and r() < 0.5 else None,
+            "age_estimated": r() < 0.3,
+            "age_disputed": r() < 0.05,
+            "minority_signs": r() < 0.1,
+            "sex": _SEXES[int(r() * len(_SEXES))],
+            "nationality": _NATIONALITIES[int(r() * len(_NATIONALITIES))] if r() < 0.9 else None,
+            "preferred_language": _LANGUAGES[int(r() * len(_LANGUAGES))],
+            "speaks_spanish": r() < 0.9,
+            "needs_interpreter": r() < 0.05,
+            "region": _REGIONS[int(r() * len(_REGIONS))],
+            "unaccompanied_minor": r() < 0.05,
+            "separated_child": r() < 0.03,
+            "caregiver_present": r() < 0.1,
+            "caregiver_suspected": r() < 0.05,
         },
-        "subject": subject,
-        "consent": consent,
+        "consent": {
+            "given": given,
+            "scopes": frozenset(s for s in _SCOPES if r() < 0.7) if given else frozenset(),
+            "share_identifying": given and r() < 0.6,
+            "method": ConsentMethod.verbal if given else ConsentMethod.not_obtained,
+            "lacks_capacity": r() < 0.02,
+        },
         "safety": {
             "immediate_danger": r() < 0.05,
             "trafficker_nearby": r() < 0.08,
-            "can_return_safely": rng.choice([True, False, None]),
+            "can_return_safely": _TRI[int(r() * len(_TRI))],
             "threats": r() < 0.08,
             "phone_controlled": r() < 0.1,
         },
         "indicators": {
-            "exploitation_types": _some(rng, [e.value for e in ExploitationType], 0.15),
-            "control_methods": _some(rng, [c.value for c in ControlMethod], 0.1),
-            "recruitment": _some(rng, [c.value for c in Recruitment], 0.1),
-            "sectors": _some(rng, [s.value for s in Sector], 0.1),
+            "exploitation_types": _some(rng, _EXPLOITATION),
+            "control_methods": _some(rng, _CONTROL),
+            "recruitment": _some(rng, _RECRUITMENT),
+            "sectors": _some(rng, _SECTORS),
         },
         "health": {
-            "injury_severity": rng.choice(_SEVERITY),
+            "injury_severity": _SEVERITY[int(r() * len(_SEVERITY))],
             "hours_since_sexual_violence": hours,
-            "pregnant": rng.choice([True, False, None, None, False]),
+            "pregnant": _PREGNANT[int(r() * len(_PREGNANT))],
             "sti_symptoms": r() < 0.1,
             "febrile_illness": r() < 0.1,
             "mining_exposure": r() < 0.1,
             "medical_care_withheld": r() < 0.05,
         },
         "mental_health": {
-            "suicidal": rng.choice(_SUICIDAL),
+            "suicidal": _SUICIDAL[int(r() * len(_SUICIDAL))],
             "acute_distress": r() < 0.15,
             "psychosis_signs": r() < 0.02,
             "positive_screen": r() < 0.2,
         },
         "legal": {
-            "has_documents": rng.choice([True, False, None]),
+            "has_documents": _TRI[int(r() * len(_TRI))],
             "documents_withheld": r() < 0.1,
-            "migration_status": rng.choice(_MIGRATION),
+            "migration_status": _MIGRATION[int(r() * len(_MIGRATION))],
             "wants_police_report": r() < 0.1,
             "unpaid_wages": r() < 0.1,
         },
-        "needs_expressed": _some(rng, [n.value for n in Need], 0.1),
+        "needs_expressed": _some(rng, _NEEDS),
     }
+
+
+_UUID4_MASK = ~(0xF000 << 64) & ~(0xC000 << 48)
+_UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)
+_GROUPS = ("subject", "consent", "safety", "indicators", "health", "mental_health", "legal")
+
+
+def trusted_view(doc: dict[str, Any]) -> ScreeningView:
+    """A generated document as attributes. Only for documents ``generate_document`` made."""
+    view = ScreeningView(**doc)
+    for group in _GROUPS:
+        setattr(view, group, ScreeningView(**doc[group]))
+    return view
+
+
+def generate_views(count: int, seed: int = 0) -> list[ScreeningView]:
+    rng = random.Random(seed)  # noqa: S311 - test data, not secrets
+    return [trusted_view(generate_document(rng)) for _ in range(count)]
 
 
 def generate_documents(count: int, seed: int = 0) -> list[dict[str, Any]]:

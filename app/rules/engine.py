@@ -42,7 +42,9 @@ SERVICE_ORDER = (
 URGENCY_BY_RANK = (Urgency.routine, Urgency.urgent, Urgency.emergency)
 BASIS_BY_RANK = (LegalBasis.consent, LegalBasis.vital_interest, LegalBasis.child_protection_duty)
 #: per service: (urgency, legal basis, identifying, flags); and non_identifying_notification
-Summary = tuple[dict[str, tuple[str, str, bool, frozenset[ReferralFlag]]], bool]
+Summary = tuple[
+    dict[ServiceCategory, tuple[Urgency, LegalBasis, bool, frozenset[ReferralFlag]]], bool
+]
 
 
 def plain(value: Any) -> Any:
@@ -199,7 +201,7 @@ class RuleSet:
         _fired, plain_referrals, outcome = self._decide(screening, False)
         return (
             {
-                service.value: (URGENCY_BY_RANK[u].value, basis.value, identifying, flags)
+                service: (URGENCY_BY_RANK[u], basis, identifying, flags)
                 for service, u, basis, identifying, flags, _reasons in plain_referrals
             },
             outcome.non_identifying_notification,
