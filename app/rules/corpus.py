@@ -228,16 +228,19 @@ def _check(field: Field, value: Any) -> Any:
         ):
             raise ValueError(field.path)
         return value
-    if kind is Kind.choices:
-        if not isinstance(value, list | frozenset | set):
-            raise ValueError(field.path)
-        assert field.enum is not None
-        return frozenset(field.enum(v) for v in value)
-    if kind is Kind.choice:
-        assert field.enum is not None
-        if field.enum.__name__ == "Region" and isinstance(value, str):
-            return parse_region(value)
-        return field.enum(value)
+    if kind is Kind.choices or kind is Kind.choice:
+        enum = field.enum
+        assert enum is not None
+        try:
+            if kind is Kind.choice:
+                if enum is Region and isinstance(value, str):
+                    return parse_region(value)
+                return enum(value)
+            if not isinstance(value, list | frozenset | set):
+                raise ValueError(field.path)
+            return frozenset(enum(v) for v in value)
+        except ValueError:
+            raise ValueError(field.path) from None
     if type(value) is not str or (field.pattern is not None and not field.pattern.fullmatch(value)):
         raise ValueError(field.path)
     return value
