@@ -204,7 +204,7 @@ class HandWritten:
                 declined = declined or not con.given
                 continue
             referrals.append(
-                DecidedReferral.model_construct(
+                DecidedReferral(
                     service=service,
                     urgency=_URGENCY[urgency],
                     legal_basis=basis,
@@ -214,9 +214,7 @@ class HandWritten:
                 )
             )
         notify = not minor and not con.given and not lacks and (declined or not referrals)
-        return Decision.model_construct(
-            referrals=tuple(referrals), non_identifying_notification=notify, trace=None
-        )
+        return Decision(referrals=tuple(referrals), non_identifying_notification=notify, trace=None)
 
 
 def _time(fn: Callable[[ScreeningIn], Any], screenings: list[ScreeningIn], repeat: int) -> float:
@@ -265,6 +263,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--diff", type=int, default=100_000, help="Screenings for the rules-diff timing (0: skip)."
+    )
     args = parser.parse_args()
     result = run(args.count, args.repeat, args.seed)
     print(f"screenings: {result['screenings']}")
@@ -275,7 +276,26 @@ def main() -> int:
         f"ratio trace off: {result['ratio_trace_off']:.2f}x (target <= 2x), "
         f"trace on: {result['ratio_trace_on']:.2f}x (target <= 4x)"
     )
+    if args.diff:
+        seconds = time_diff(args.diff)
+        print(f"rules diff over generated:{args.diff}: {seconds:.2f} s (target < 10 s)")
     return 0
+
+
+def time_diff(count: int) -> float:
+    """Wall time of ``rules diff`` (generation included) between the protocol and a variant."""
+    import tempfile
+    from pathlib import Path
+
+    from app.rules.diff import diff_rule_sets
+
+    text = DEFAULT_RULES_PATH.read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory() as tmp:
+        new = Path(tmp) / "new.yaml"
+        new.write_text(text.replace("value: 72, if_missing", "value: 48, if_missing"))
+        started = time.perf_counter()
+        diff_rule_sets(DEFAULT_RULES_PATH, new, f"generated:{count}")
+        return time.perf_counter() - started
 
 
 if __name__ == "__main__":

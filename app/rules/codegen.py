@@ -10,10 +10,21 @@ closures do not (see bench/rules.py).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from app.rules.symbols import Field, Kind
-from app.rules.syntax import AllOf, AnyOf, Compare, Condition, Not, Ref, RuleFile, refs_in
+from app.rules.syntax import (
+    AllOf,
+    AnyOf,
+    Compare,
+    Condition,
+    Not,
+    Ref,
+    RuleFile,
+    fields_read,
+    refs_in,
+)
 
 #: (fired rule indices, is the person treated as a child, lacks capacity to consent)
 MatchResult = tuple[list[int], bool, bool]
@@ -117,13 +128,35 @@ def generate(rule_file: RuleFile) -> tuple[str, dict[str, Any]]:
     body.append(f"    return fired, d_{policy.child}, d_{policy.lacks_capacity}")
     prelude = [f"    {local} = x.{parent}" for parent, local in sorted(gen.groups.items())]
     source = "def match(x):\n" + "\n".join(prelude + body) + "\n"
+    for index, rule in enumerate(rule_file.rules):
+        items = []
+        for field in fields_read(rule.when, rule_file.definitions):
+            value = f"x.{field.path}"
+            if field.kind is Kind.choices:
+                value = f"sorted({value})"
+            items.append(f"{field.path!r}: {value}")
+        source += f"\ndef inputs_{index}(x):\n    return {{{', '.join(items)}}}\n"
     return source, gen.constants
 
 
-def compile_rule_file(rule_file: RuleFile, filename: str) -> tuple[MatchFunction, str]:
+InputsFunction = Callable[[Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Compiled:
+    match: MatchFunction
+    #: per rule: the values it read, for the trace (sets as sorted lists)
+    inputs: tuple[InputsFunction, ...]
+    source: str
+
+
+def compile_rule_file(rule_file: RuleFile, filename: str) -> Compiled:
     source, constants = generate(rule_file)
-    namespace: dict[str, Any] = {"__builtins__": {"bool": bool}, **constants}
+    namespace: dict[str, Any] = {"__builtins__": {"bool": bool, "sorted": sorted}, **constants}
     code = compile(source, f"<rules {filename}>", "exec")
     exec(code, namespace)  # noqa: S102 - source generated from validated nodes only
-    match: MatchFunction = namespace["match"]
-    return match, source
+    return Compiled(
+        match=namespace["match"],
+        inputs=tuple(namespace[f"inputs_{i}"] for i in range(len(rule_file.rules))),
+        source=source,
+    )

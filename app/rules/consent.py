@@ -62,7 +62,7 @@ class ConsentOutcome:
             "consent.lacks_capacity": consent.lacks_capacity,
         }
         return [
-            FiredRule.model_construct(
+            FiredRule(
                 rule_id=f"consent-policy/{kind.replace('_', '-')}",
                 guideline=self.policy.guideline,
                 service=service,

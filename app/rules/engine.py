@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from enum import Enum
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from app.rules.codegen import MatchFunction, compile_rule_file
+from app.rules.codegen import InputsFunction, MatchFunction, compile_rule_file
 from app.rules.consent import ConsentOutcome, ConsentStep, PlainReferral
 from app.rules.errors import RuleFileError, RuleProblem
 from app.rules.loader import parse_rule_file
-from app.rules.syntax import Rule, RuleFile, fields_read
+from app.rules.syntax import Rule, RuleFile
 from app.schemas.decision import (
     DecidedReferral,
     Decision,
@@ -47,15 +45,6 @@ Summary = tuple[
 ]
 
 
-def plain(value: Any) -> Any:
-    """A screening value as JSON: enums by value, sets sorted."""
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, frozenset | set):
-        return sorted(plain(v) for v in value)
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
     """What evaluation needs of a rule, precomputed once."""
@@ -67,15 +56,15 @@ class CompiledRule:
     basis_rank: int
     flags: frozenset[ReferralFlag]
     reason: Reason | None
-    inputs: tuple[tuple[str, Any], ...]  # (dotted path, getter)
+    inputs: InputsFunction  # generated: the values the rule read
 
     def fired(self, screening: Any) -> FiredRule:
-        return FiredRule.model_construct(
+        return FiredRule(
             rule_id=self.rule.id,
             guideline=self.rule.guideline,
             service=self.service,
             text=self.rule.reason,
-            inputs={path: plain(get(screening)) for path, get in self.inputs},
+            inputs=self.inputs(screening),
         )
 
 
@@ -87,25 +76,27 @@ class RuleSet:
         self.version = rule_file.version
         self.sha256 = sha256
         self.source_name = source_name
-        self.match: MatchFunction
-        self.match, self.python_source = compile_rule_file(rule_file, source_name)
+        compiled = compile_rule_file(rule_file, source_name)
+        self.match: MatchFunction = compiled.match
+        self.python_source = compiled.source
+        self._inputs = compiled.inputs
         self.rules = tuple(self._compile(i, r) for i, r in enumerate(rule_file.rules))
         self.by_id = {c.rule.id: c for c in self.rules}
         self.consent_step = ConsentStep(rule_file.consent_policy)
+        self._summaries: dict[tuple[Any, ...], Summary] = {}
 
     def _compile(self, index: int, rule: Rule) -> CompiledRule:
         reason = None
         if rule.service is not None:
             assert rule.urgency is not None
             assert rule.legal_basis is not None
-            reason = Reason.model_construct(
+            reason = Reason(
                 rule_id=rule.id,
                 guideline=rule.guideline,
                 text=rule.reason,
                 urgency=rule.urgency,
                 legal_basis=rule.legal_basis,
             )
-        fields = fields_read(rule.when, self.rule_file.definitions)
         return CompiledRule(
             rule=rule,
             index=index,
@@ -114,7 +105,7 @@ class RuleSet:
             basis_rank=rule.legal_basis.rank if rule.legal_basis else 0,
             flags=rule.flags,
             reason=reason,
-            inputs=tuple((f.path, attrgetter(f.path)) for f in fields),
+            inputs=self._inputs[index],
         )
 
     def fired_ids(self, screening: ScreeningIn) -> list[str]:
@@ -125,6 +116,12 @@ class RuleSet:
         self, screening: Any, trace: bool
     ) -> tuple[list[int], list[PlainReferral], ConsentOutcome]:
         fired, child, lacks_capacity = self.match(screening)
+        referrals, outcome = self._aggregate(fired, child, lacks_capacity, screening.consent, trace)
+        return fired, referrals, outcome
+
+    def _aggregate(
+        self, fired: list[int], child: bool, lacks_capacity: bool, consent: Any, trace: bool
+    ) -> tuple[list[PlainReferral], ConsentOutcome]:
         rules = self.rules
         # service -> [urgency rank, basis rank, reasons, flags]
         by_service: dict[ServiceCategory, list[Any]] = {}
@@ -150,10 +147,9 @@ class RuleSet:
                 agg[1] = rule.basis_rank
             agg[2].append(rule.reason)
             agg[3] = agg[3] | rule.flags
-        referrals, outcome = self.consent_step.apply(
-            screening.consent, by_service, every_referral, child, lacks_capacity, trace
+        return self.consent_step.apply(
+            consent, by_service, every_referral, child, lacks_capacity, trace
         )
-        return fired, referrals, outcome
 
     def evaluate(self, screening: ScreeningIn | Any, *, trace: bool = True) -> Decision:
         """The decision for one screening. Pure; ``trace=False`` is the fast path.
@@ -162,7 +158,7 @@ class RuleSet:
         checked view ``rules diff`` uses, see corpus.py).
         """
         fired, plain_referrals, outcome = self._decide(screening, trace)
-        construct = DecidedReferral.model_construct
+        construct = DecidedReferral
         referrals = tuple(
             construct(
                 service=service,
@@ -175,7 +171,7 @@ class RuleSet:
             for service, urgency_rank, basis, identifying, flags, reasons in plain_referrals
         )
         if not trace:
-            return Decision.model_construct(
+            return Decision(
                 referrals=referrals,
                 non_identifying_notification=outcome.non_identifying_notification,
                 trace=None,
@@ -183,10 +179,10 @@ class RuleSet:
         rules = self.rules
         fired_rules = [rules[i].fired(screening) for i in fired]
         fired_rules.extend(outcome.overrides(screening))
-        return Decision.model_construct(
+        return Decision(
             referrals=referrals,
             non_identifying_notification=outcome.non_identifying_notification,
-            trace=Trace.model_construct(
+            trace=Trace(
                 rule_set_version=self.version,
                 rule_set_hash=self.sha256,
                 fired=tuple(fired_rules),
@@ -198,14 +194,32 @@ class RuleSet:
         """What ``rules diff`` compares: per service (urgency, basis, identifying, flags),
         and the non-identifying notification. Same logic as ``evaluate``, no pydantic objects.
         """
-        _fired, plain_referrals, outcome = self._decide(screening, False)
-        return (
+        fired, child, lacks_capacity = self.match(screening)
+        consent = screening.consent
+        # The result depends only on what fired and on consent, so repeats are looked up.
+        key = (
+            tuple(fired),
+            child,
+            lacks_capacity,
+            consent.given,
+            consent.scopes,
+            consent.share_identifying,
+        )
+        cached = self._summaries.get(key)
+        if cached is not None:
+            return cached
+        plain_referrals, outcome = self._aggregate(fired, child, lacks_capacity, consent, False)
+        result: Summary = (
             {
                 service: (URGENCY_BY_RANK[u], basis, identifying, flags)
                 for service, u, basis, identifying, flags, _reasons in plain_referrals
             },
             outcome.non_identifying_notification,
         )
+        if len(self._summaries) >= 100_000:
+            self._summaries.clear()
+        self._summaries[key] = result
+        return result
 
 
 def rule_set_from_text(text: str, *, source_name: str = "<text>") -> RuleSet:

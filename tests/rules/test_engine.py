@@ -130,9 +130,9 @@ def test_text_values_are_embedded_safely() -> None:
     assert rule_set.fired_ids(ScreeningIn.model_validate(base)) == ["r1"]
 
 
-def test_generated_code_has_no_builtins_beyond_bool() -> None:
+def test_generated_code_has_no_builtins_beyond_bool_and_sorted() -> None:
     rule_set = build(one_rule('{field: health.sti_symptoms, op: "==", value: true}'))
-    assert rule_set.match.__globals__["__builtins__"] == {"bool": bool}
+    assert rule_set.match.__globals__["__builtins__"] == {"bool": bool, "sorted": sorted}
 
 
 @pytest.mark.parametrize(
