@@ -269,8 +269,11 @@ def test_a_file_that_fails_never_yields_a_rule_set(tmp_path: object) -> None:
         "    urgency: routine\n    legal_basis: consent\n    reason: {es: r, en: r}\n"
         "    when: {field: nope, op: is_known}\n"
     )
-    with pytest.raises(RuleFileError):
+    with pytest.raises(RuleFileError) as info:
         build(text)
+    [problem] = info.value.problems
+    assert problem.rule_id == "bad"
+    assert "unknown field 'nope'" in problem.message
 
 
 def test_default_protocol_loads() -> None:
