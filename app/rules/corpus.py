@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -75,81 +75,81 @@ def _some(rng: random.Random, values: list[Any]) -> frozenset[Any]:
     return frozenset([values[int(r() * n)] for _ in range(k)])  # duplicates merge: fine
 
 
-def generate_document(rng: random.Random) -> dict[str, Any]:
+def generate_document(rng: random.Random, make: Callable[..., Any] = dict) -> Any:
     """One random screening as a Python-mode document (enum members, frozensets).
 
-    ``ScreeningIn.model_validate`` accepts every one (tests check thousands); ``trusted_view``
-    turns one into an evaluable object without validating it again.
+    ``ScreeningIn.model_validate`` accepts every one (tests check thousands). With
+    ``make=ScreeningView`` the same draws build an evaluable view directly, for ``rules diff``.
     """
     r = rng.random
     age: int | None = 8 + int(r() * 53) if r() < 0.85 else None
     given = r() < 0.8
     hours = round(r() * 300, 1) if r() < 0.15 else None
-    return {
-        "id": uuid.UUID(int=rng.getrandbits(128) & _UUID4_MASK | _UUID4_BITS),
-        "source": _SOURCE,
-        "subject": {
-            "case_code": "GEN-0001",
-            "age": age,
-            "age_band": _BANDS[int(r() * len(_BANDS))] if age is None and r() < 0.5 else None,
-            "age_estimated": r() < 0.3,
-            "age_disputed": r() < 0.05,
-            "minority_signs": r() < 0.1,
-            "sex": _SEXES[int(r() * len(_SEXES))],
-            "nationality": _NATIONALITIES[int(r() * len(_NATIONALITIES))] if r() < 0.9 else None,
-            "preferred_language": _LANGUAGES[int(r() * len(_LANGUAGES))],
-            "speaks_spanish": r() < 0.9,
-            "needs_interpreter": r() < 0.05,
-            "region": _REGIONS[int(r() * len(_REGIONS))],
-            "unaccompanied_minor": r() < 0.05,
-            "separated_child": r() < 0.03,
-            "caregiver_present": r() < 0.1,
-            "caregiver_suspected": r() < 0.05,
-        },
-        "consent": {
-            "given": given,
-            "scopes": frozenset(s for s in _SCOPES if r() < 0.7) if given else frozenset(),
-            "share_identifying": given and r() < 0.6,
-            "method": ConsentMethod.verbal if given else ConsentMethod.not_obtained,
-            "lacks_capacity": r() < 0.02,
-        },
-        "safety": {
-            "immediate_danger": r() < 0.05,
-            "trafficker_nearby": r() < 0.08,
-            "can_return_safely": _TRI[int(r() * len(_TRI))],
-            "threats": r() < 0.08,
-            "phone_controlled": r() < 0.1,
-        },
-        "indicators": {
-            "exploitation_types": _some(rng, _EXPLOITATION),
-            "control_methods": _some(rng, _CONTROL),
-            "recruitment": _some(rng, _RECRUITMENT),
-            "sectors": _some(rng, _SECTORS),
-        },
-        "health": {
-            "injury_severity": _SEVERITY[int(r() * len(_SEVERITY))],
-            "hours_since_sexual_violence": hours,
-            "pregnant": _PREGNANT[int(r() * len(_PREGNANT))],
-            "sti_symptoms": r() < 0.1,
-            "febrile_illness": r() < 0.1,
-            "mining_exposure": r() < 0.1,
-            "medical_care_withheld": r() < 0.05,
-        },
-        "mental_health": {
-            "suicidal": _SUICIDAL[int(r() * len(_SUICIDAL))],
-            "acute_distress": r() < 0.15,
-            "psychosis_signs": r() < 0.02,
-            "positive_screen": r() < 0.2,
-        },
-        "legal": {
-            "has_documents": _TRI[int(r() * len(_TRI))],
-            "documents_withheld": r() < 0.1,
-            "migration_status": _MIGRATION[int(r() * len(_MIGRATION))],
-            "wants_police_report": r() < 0.1,
-            "unpaid_wages": r() < 0.1,
-        },
-        "needs_expressed": _some(rng, _NEEDS),
-    }
+    return make(
+        id=uuid.UUID(int=rng.getrandbits(128) & _UUID4_MASK | _UUID4_BITS),
+        source=_SOURCE,
+        subject=make(
+            case_code="GEN-0001",
+            age=age,
+            age_band=_BANDS[int(r() * len(_BANDS))] if age is None and r() < 0.5 else None,
+            age_estimated=r() < 0.3,
+            age_disputed=r() < 0.05,
+            minority_signs=r() < 0.1,
+            sex=_SEXES[int(r() * len(_SEXES))],
+            nationality=_NATIONALITIES[int(r() * len(_NATIONALITIES))] if r() < 0.9 else None,
+            preferred_language=_LANGUAGES[int(r() * len(_LANGUAGES))],
+            speaks_spanish=r() < 0.9,
+            needs_interpreter=r() < 0.05,
+            region=_REGIONS[int(r() * len(_REGIONS))],
+            unaccompanied_minor=r() < 0.05,
+            separated_child=r() < 0.03,
+            caregiver_present=r() < 0.1,
+            caregiver_suspected=r() < 0.05,
+        ),
+        consent=make(
+            given=given,
+            scopes=frozenset(s for s in _SCOPES if r() < 0.7) if given else frozenset(),
+            share_identifying=given and r() < 0.6,
+            method=ConsentMethod.verbal if given else ConsentMethod.not_obtained,
+            lacks_capacity=r() < 0.02,
+        ),
+        safety=make(
+            immediate_danger=r() < 0.05,
+            trafficker_nearby=r() < 0.08,
+            can_return_safely=_TRI[int(r() * len(_TRI))],
+            threats=r() < 0.08,
+            phone_controlled=r() < 0.1,
+        ),
+        indicators=make(
+            exploitation_types=_some(rng, _EXPLOITATION),
+            control_methods=_some(rng, _CONTROL),
+            recruitment=_some(rng, _RECRUITMENT),
+            sectors=_some(rng, _SECTORS),
+        ),
+        health=make(
+            injury_severity=_SEVERITY[int(r() * len(_SEVERITY))],
+            hours_since_sexual_violence=hours,
+            pregnant=_PREGNANT[int(r() * len(_PREGNANT))],
+            sti_symptoms=r() < 0.1,
+            febrile_illness=r() < 0.1,
+            mining_exposure=r() < 0.1,
+            medical_care_withheld=r() < 0.05,
+        ),
+        mental_health=make(
+            suicidal=_SUICIDAL[int(r() * len(_SUICIDAL))],
+            acute_distress=r() < 0.15,
+            psychosis_signs=r() < 0.02,
+            positive_screen=r() < 0.2,
+        ),
+        legal=make(
+            has_documents=_TRI[int(r() * len(_TRI))],
+            documents_withheld=r() < 0.1,
+            migration_status=_MIGRATION[int(r() * len(_MIGRATION))],
+            wants_police_report=r() < 0.1,
+            unpaid_wages=r() < 0.1,
+        ),
+        needs_expressed=_some(rng, _NEEDS),
+    )
 
 
 _UUID4_MASK = ~(0xF000 << 64) & ~(0xC000 << 48)
@@ -167,7 +167,7 @@ def trusted_view(doc: dict[str, Any]) -> ScreeningView:
 
 def generate_views(count: int, seed: int = 0) -> list[ScreeningView]:
     rng = random.Random(seed)  # noqa: S311 - test data, not secrets
-    return [trusted_view(generate_document(rng)) for _ in range(count)]
+    return [generate_document(rng, ScreeningView) for _ in range(count)]
 
 
 def generate_documents(count: int, seed: int = 0) -> list[dict[str, Any]]:

@@ -23,10 +23,10 @@ from pydantic import ValidationError
 
 from app.rules.corpus import (
     CorpusError,
+    ScreeningView,
     generate_document,
     parse_corpus_spec,
     screening_view,
-    trusted_view,
 )
 from app.rules.engine import RuleSet, Summary, rule_set_from_text
 from app.schemas.screening import ScreeningIn
@@ -117,7 +117,9 @@ def _generated_chunk(
 ) -> ChunkResult:
     rng = random.Random(f"{seed}:{chunk}")  # noqa: S311 - test data, not secrets
     start = chunk * CHUNK
-    views = [(f"generated#{start + i}", trusted_view(generate_document(rng))) for i in range(count)]
+    views = [
+        (f"generated#{start + i}", generate_document(rng, ScreeningView)) for i in range(count)
+    ]
     return _diff_views(_rule_set(*old_text), _rule_set(*new_text), views)
 
 

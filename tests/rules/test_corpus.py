@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from app.rules import load_rule_set
 from app.rules.corpus import (
     CorpusError,
+    ScreeningView,
+    generate_document,
     generate_documents,
     parse_corpus_spec,
     read_jsonl,
@@ -45,6 +48,14 @@ def test_views_decide_exactly_like_models() -> None:
         expected = RULE_SET.evaluate(model, trace=True)
         assert RULE_SET.evaluate(trusted_view(doc), trace=True) == expected
         assert RULE_SET.evaluate(screening_view(json_doc), trace=True) == expected
+
+
+def test_generated_views_equal_generated_documents() -> None:
+    docs = generate_documents(500, seed=4)
+    rng = random.Random(4)
+    for doc in docs:
+        view = generate_document(rng, ScreeningView)
+        assert RULE_SET.evaluate(view) == RULE_SET.evaluate(ScreeningIn.model_validate(doc))
 
 
 def test_screening_view_fills_defaults_like_the_model() -> None:
