@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.rules.symbols import SYMBOLS, Field, Kind
+from app.rules.symbols import SYMBOLS, Kind
 from app.schemas.screening import (
     AgeBand,
     ConsentMethod,
@@ -191,99 +191,165 @@ def generate_screenings(count: int, seed: int = 0) -> list[ScreeningIn]:
 # validates whole documents with ScreeningIn instead; tests show both give equal decisions.
 
 
-def _view_plan() -> dict[str, list[tuple[str, Any, Any]]]:
-    from pydantic_core import PydanticUndefined
-
-    plan: dict[str, list[tuple[str, Any, Any]]] = {}
-    for path, field in SYMBOLS.items():
-        *parents, name = path.split(".")
-        model: Any = ScreeningIn
-        for parent in parents:
-            annotation = model.model_fields[parent].annotation
-            model = annotation
-        info = model.model_fields[name]
-        default = info.default if info.default is not PydanticUndefined else _REQUIRED
-        plan.setdefault(".".join(parents), []).append((name, default, field))
-    return plan
-
-
-_REQUIRED = object()
-
-
-def _check(field: Field, value: Any) -> Any:
-    if value is None:
-        if field.nullable:
-            return None
-        raise ValueError(field.path)
-    kind = field.kind
-    if kind is Kind.boolean:
-        if type(value) is not bool:
-            raise ValueError(field.path)
-        return value
-    if kind is Kind.integer or kind is Kind.number:
-        if type(value) is not int and not (kind is Kind.number and type(value) is float):
-            raise ValueError(field.path)
-        if (field.minimum is not None and value < field.minimum) or (
-            field.maximum is not None and value > field.maximum
-        ):
-            raise ValueError(field.path)
-        return value
-    if kind is Kind.choices or kind is Kind.choice:
-        enum = field.enum
-        assert enum is not None
-        try:
-            if kind is Kind.choice:
-                if enum is Region and isinstance(value, str):
-                    return parse_region(value)
-                return enum(value)
-            if not isinstance(value, list | frozenset | set):
-                raise ValueError(field.path)
-            return frozenset(enum(v) for v in value)
-        except ValueError:
-            raise ValueError(field.path) from None
-    if type(value) is not str or (field.pattern is not None and not field.pattern.fullmatch(value)):
-        raise ValueError(field.path)
-    return value
-
-
 class ScreeningView(SimpleNamespace):
     """The rule-readable fields of a screening document, checked, as attributes."""
 
 
-_PLAN: dict[str, list[tuple[str, Any, Any]]] | None = None
+_REQUIRED = object()
+_BAD = object()
+
+
+def _defaults() -> dict[str, Any]:
+    from pydantic_core import PydanticUndefined
+
+    out: dict[str, Any] = {}
+    for path in SYMBOLS:
+        *parents, name = path.split(".")
+        model: Any = ScreeningIn
+        for parent in parents:
+            model = model.model_fields[parent].annotation
+        info = model.model_fields[name]
+        out[path] = info.default if info.default is not PydanticUndefined else _REQUIRED
+    return out
+
+
+def _group(doc: Any, path: tuple[str, ...]) -> dict[str, Any]:
+    source = doc
+    for part in path:
+        source = source.get(part)
+        if source is None:
+            return {}
+        if type(source) is not dict:
+            raise ValueError(".".join(path))
+    return source  # type: ignore[no-any-return]
+
+
+def _generate_view_builder() -> Any:
+    """Compile ``view(doc)``: check each rule-readable field of a JSON document, fill the
+    model's defaults, and build nested ``ScreeningView`` objects. Generated from the symbol
+    table only (paths, kinds, enums, ranges), like the rules themselves."""
+    defaults = _defaults()
+    ns: dict[str, Any] = {
+        "__builtins__": {
+            "type": type,
+            "isinstance": isinstance,
+            "frozenset": frozenset,
+            "ValueError": ValueError,
+        },
+        "NS": ScreeningView,
+        "_group": _group,
+        "_REQUIRED": _REQUIRED,
+        "_BAD": _BAD,
+        "int": int,
+        "float": float,
+        "str": str,
+        "list": list,
+        "dict": dict,
+        "bool": bool,
+        "KeyError": KeyError,
+        "TypeError": TypeError,
+        "parse_region": parse_region,
+    }
+    lines = [
+        "def view(doc):",
+        "    if type(doc) is not dict:",
+        "        raise ValueError('document')",
+    ]
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for k, (path, field) in enumerate(SYMBOLS.items()):
+        *parents, name = path.split(".")
+        group = ".".join(parents)
+        gvar = "g_" + "_".join(parents) if parents else "doc"
+        if group and group not in groups:
+            lines.append(f"    {gvar} = _group(doc, {tuple(parents)!r})")
+        groups.setdefault(group, []).append((name, f"v{k}"))
+        ns[f"D{k}"] = defaults[path]
+        v = f"v{k}"
+        bad = f"        raise ValueError({path!r})"
+        lines.append(f"    {v} = {gvar}.get({name!r}, D{k})")
+        lines.append(f"    if {v} is _REQUIRED:")
+        lines.append(bad)
+        none_ok = f"{v} is not None and " if field.nullable else ""
+        kind = field.kind
+        if kind is Kind.boolean:
+            lines.append(f"    if {none_ok}type({v}) is not bool:")
+            lines.append(bad)
+        elif kind in (Kind.integer, Kind.number):
+            types_ok = f"type({v}) is int" + (
+                f" or type({v}) is float" if kind is Kind.number else ""
+            )
+            checks = [f"not ({types_ok})"]
+            if field.minimum is not None:
+                checks.append(f"{v} < {field.minimum!r}")
+            if field.maximum is not None:
+                checks.append(f"{v} > {field.maximum!r}")
+            lines.append(f"    if {none_ok}({' or '.join(checks)}):")
+            lines.append(bad)
+        elif kind is Kind.text:
+            ns[f"P{k}"] = field.pattern
+            test = f"type({v}) is not str"
+            if field.pattern is not None:
+                test += f" or P{k}.fullmatch({v}) is None"
+            lines.append(f"    if {none_ok}({test}):")
+            lines.append(bad)
+        elif kind is Kind.choice:
+            assert field.enum is not None
+            ns[f"E{k}"] = {m.value: m for m in field.enum}
+            lines.append(f"    if {v} is not None:")
+            lines.append(f"        raw = {v}")
+            lines.append(f"        {v} = E{k}.get(raw, _BAD) if isinstance(raw, str) else _BAD")
+            lines.append(f"        if {v} is _BAD:")
+            if field.enum is Region:
+                lines.append("            try:")
+                lines.append(
+                    f"                {v} = parse_region(raw) if type(raw) is str else _BAD"
+                )
+                lines.append("            except ValueError:")
+                lines.append(f"                {v} = _BAD")
+                lines.append(f"        if {v} is _BAD:")
+            lines.append("    " + bad)
+            if not field.nullable:
+                lines.append(f"    if {v} is None:")
+                lines.append(bad)
+        else:
+            assert field.enum is not None
+            ns[f"E{k}"] = {m.value: m for m in field.enum} | {m: m for m in field.enum}
+            lines.append(f"    if type({v}) is not frozenset:")
+            lines.append(f"        if type({v}) is not list:")
+            lines.append("    " + bad)
+            lines.append("        try:")
+            lines.append(f"            {v} = frozenset([E{k}[x] for x in {v}])")
+            lines.append("        except (KeyError, TypeError):")
+            lines.append("    " + bad)
+    # Nested groups are built innermost first, then attached to their parents.
+    built: dict[str, str] = {}
+    for group in sorted(groups, key=lambda g: -g.count(".") if g else 1):
+        if not group:
+            continue
+        items = [f"{name}={var}" for name, var in groups[group]]
+        children = [g for g in built if g.rsplit(".", 1)[0] == group and "." in g]
+        items += [f"{g.rsplit('.', 1)[1]}={built[g]}" for g in children]
+        var = "n_" + group.replace(".", "_")
+        lines.append(f"    {var} = NS({', '.join(items)})")
+        built[group] = var
+    top = [f"{name}={var}" for name, var in groups.get("", [])]
+    top += [f"{g}={built[g]}" for g in built if "." not in g]
+    lines.append(f"    return NS({', '.join(top)})")
+    source = "\n".join(lines) + "\n"
+    exec(compile(source, "<screening view>", "exec"), ns)  # noqa: S102 - from the schema only
+    return ns["view"]
+
+
+_VIEW: Any = None
 
 
 def screening_view(doc: dict[str, Any]) -> ScreeningView:
     """Raises ``ValueError`` naming the field path (never its value) when a field is invalid."""
-    global _PLAN
-    if _PLAN is None:
-        _PLAN = _view_plan()
-    groups: dict[str, Any] = {}
-    for group in sorted(_PLAN, key=lambda g: g.count(".") + (1 if g else 0), reverse=True):
-        source: Any = doc
-        for part in group.split(".") if group else ():
-            source = source.get(part) if isinstance(source, dict) else None
-            if source is None:
-                source = {}
-        if not isinstance(source, dict):
-            raise ValueError(group)
-        values = {}
-        for name, default, field in _PLAN[group]:
-            raw = source.get(name, default)
-            if raw is _REQUIRED:
-                raise ValueError(field.path)
-            values[name] = _check(field, raw)
-        groups[group] = values
-    for group in sorted(groups, key=lambda g: g.count("."), reverse=True):
-        if not group:
-            continue
-        *parents, name = group.split(".")
-        parent = ".".join(parents)
-        groups.setdefault(parent, {})[name] = ScreeningView(**groups[group])
-    root = groups.get("", {})
-    for top in ScreeningIn.model_fields:
-        root.setdefault(top, None)
-    return ScreeningView(**root)
+    global _VIEW
+    if _VIEW is None:
+        _VIEW = _generate_view_builder()
+    result: ScreeningView = _VIEW(doc)
+    return result
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, ScreeningIn]]:

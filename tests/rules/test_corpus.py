@@ -58,6 +58,13 @@ def test_generated_views_equal_generated_documents() -> None:
         assert RULE_SET.evaluate(view) == RULE_SET.evaluate(ScreeningIn.model_validate(doc))
 
 
+def test_screening_view_accepts_region_names_and_ubigeo_like_the_model() -> None:
+    for region in ("Madre de Dios", "17", "madre_de_dios"):
+        body = screening(subject__region=region, subject__ubigeo=...)
+        model = ScreeningIn.model_validate(body)
+        assert screening_view(body).subject.region is model.subject.region
+
+
 def test_screening_view_fills_defaults_like_the_model() -> None:
     body = screening()
     for group in ("safety", "indicators", "health", "mental_health", "legal"):
@@ -72,6 +79,11 @@ def test_screening_view_fills_defaults_like_the_model() -> None:
         (("subject", "age"), "16"),
         (("subject", "age"), 500),
         (("subject", "sex"), "robot"),
+        (("subject", "sex"), ["female"]),
+        (("subject", "region"), "Atlantis"),
+        (("consent", "scopes"), "medical"),
+        (("indicators", "sectors"), [["mining"]]),
+        (("health", "hours_since_sexual_violence"), True),
         (("consent", "given"), "yes"),
         (("indicators", "sectors"), ["gold"]),
         (("subject", "nationality"), "Peru"),
