@@ -1,0 +1,118 @@
+"""The active rule set (`GET /v1/rules`) and a dry run (`POST /v1/rules/evaluate`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.auth import Principal
+from app.deps import AdminDep, require_roles
+from app.errors import ServiceUnavailable, ValidationFailed, field_error
+from app.models import Role
+from app.rules import RuleFileError, RuleSet, rule_set_from_text
+from app.schemas.decision import Decision
+from app.schemas.examples import EXAMPLE_SCREENING
+from app.schemas.screening import ScreeningIn
+
+router = APIRouter(prefix="/v1/rules", tags=["rules"])
+
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+MAX_RULE_FILE_CHARS = 512_000
+
+
+def get_rule_set(request: Request) -> RuleSet:
+    """The rule set loaded at startup (``app.state.rule_set``)."""
+    rule_set: RuleSet | None = getattr(request.app.state, "rule_set", None)
+    if rule_set is None:
+        raise ServiceUnavailable("No rule set is loaded.")
+    return rule_set
+
+
+RuleSetDep = Annotated[RuleSet, Depends(get_rule_set)]
+RulesReaderDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.auditor, Role.clinic))]
+
+
+class RuleSetInfo(BaseModel):
+    version: str
+    sha256: str = Field(description="sha256 of the rule file's bytes, hex.")
+    title: str
+    rules: int = Field(description="How many rules the set has.")
+
+    @classmethod
+    def of(cls, rule_set: RuleSet) -> RuleSetInfo:
+        return cls(
+            version=rule_set.version,
+            sha256=rule_set.sha256,
+            title=rule_set.rule_file.title,
+            rules=len(rule_set.rules),
+        )
+
+
+class EvaluateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    screening: ScreeningIn
+    rules: str | None = Field(
+        default=None,
+        max_length=MAX_RULE_FILE_CHARS,
+        description="A rule file's text to dry-run instead of the active rule set.",
+    )
+
+
+class EvaluateOut(BaseModel):
+    rule_set: RuleSetInfo
+    decision: Decision
+
+
+@router.get(
+    "",
+    response_model=RuleSetInfo,
+    summary="The active rule set",
+    description="Version and content hash of the rule set every decision is made with.",
+)
+async def active(rule_set: RuleSetDep, principal: RulesReaderDep) -> RuleSetInfo:
+    return RuleSetInfo.of(rule_set)
+
+
+@router.post(
+    "/evaluate",
+    response_model=EvaluateOut,
+    summary="Dry-run a screening",
+    description=(
+        "Evaluates a screening against the active rule set, or against the rule file text in "
+        "`rules`, and returns the decision with its trace. Nothing is stored or forwarded."
+    ),
+    responses={422: {"description": "Invalid screening or rule file", **PROBLEM}},
+)
+async def evaluate(
+    body: Annotated[
+        EvaluateIn,
+        Body(openapi_examples={"example": {"value": {"screening": EXAMPLE_SCREENING}}}),
+    ],
+    active_set: RuleSetDep,
+    principal: AdminDep,
+) -> EvaluateOut:
+    rule_set = active_set
+    if body.rules is not None:
+        try:
+            rule_set = rule_set_from_text(body.rules, source_name="<submitted>")
+        except RuleFileError as exc:
+            raise ValidationFailed(
+                [
+                    field_error(
+                        (
+                            "rules",
+                            *([p.rule_id] if p.rule_id else []),
+                            *([p.path] if p.path else []),
+                        ),
+                        p.message + (f" (line {p.line})" if p.line else ""),
+                        "rule_file_invalid",
+                    )
+                    for p in exc.problems
+                ],
+                detail="The rule file is not valid; see `errors`.",
+            ) from None
+    decision = rule_set.evaluate(body.screening, trace=True)
+    return EvaluateOut(rule_set=RuleSetInfo.of(rule_set), decision=decision)
