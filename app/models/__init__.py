@@ -2,6 +2,7 @@
 
 from app.models.base import Base
 from app.models.client import ApiClient, Role
+from app.models.partner import PartnerRow
 from app.models.screening import Screening, Subject
 
-__all__ = ["ApiClient", "Base", "Role", "Screening", "Subject"]
+__all__ = ["ApiClient", "Base", "PartnerRow", "Role", "Screening", "Subject"]
