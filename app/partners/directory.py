@@ -40,7 +40,7 @@ from app.schemas.screening import (
 LIMA = ZoneInfo("America/Lima")
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format prefix, not a secret
 #: A partner id appears in URLs and audit events: a short lowercase slug.
-PartnerId = Annotated[str, Field(min_length=2, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+PartnerId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 
 
 class PartnerStatus(StrEnum):
