@@ -9,6 +9,7 @@ path in the body is inside the category's allowlist.
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -84,69 +85,56 @@ FORBIDDEN_PREFIXES = {
 ALWAYS_FORBIDDEN = ("notes", "consent.", "source.", "subject.case_code", "id", "schema_version")
 
 
-def _maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.one_of(st.none(), strategy)
+def _values(enum: Any) -> list[str]:
+    return [e.value for e in enum]
 
 
-def _sets(enum: Any) -> st.SearchStrategy[list[str]]:
-    return st.lists(st.sampled_from([e.value for e in enum]), unique=True, max_size=4)
+def random_document(rng: random.Random) -> dict[str, Any]:
+    """A screening document with canaries in every personal field that is present.
 
+    Built from one random source rather than one Hypothesis draw per field: drawing ~60
+    fields through Hypothesis costs ~25 ms a screening, too slow for 10,000 of them.
+    """
 
-@st.composite
-def screenings(draw: st.DrawFn) -> ScreeningIn:
-    code = draw(st.sampled_from(sorted(UBIGEO_DEPARTMENTS)))
-    region = UBIGEO_DEPARTMENTS[code]
-    contact = draw(
-        _maybe(
-            st.fixed_dictionaries(
-                {},
-                optional={
-                    "phone": st.just(CANARY_PHONE),
-                    "email": st.just(CANARY_EMAIL),
-                    "address": st.just(CANARY_ADDRESS),
-                },
-            )
-        )
-    )
-    safe_contact = draw(
-        _maybe(
-            st.fixed_dictionaries(
-                {"channel": st.sampled_from([c.value for c in SafeChannel])},
-                optional={
-                    "number_or_handle": st.just(CANARY_HANDLE),
-                    "safe_times": st.just(CANARY_TIMES),
-                    "code_word": st.just(CANARY_CODE),
-                },
-            )
-        )
-    )
+    def maybe(value: Any) -> Any:
+        return value if rng.random() < 0.5 else None
+
+    def subset(enum: Any) -> list[str]:
+        return rng.sample(_values(enum), rng.randint(0, 4))
+
+    def optional_fields(fields: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in fields.items() if rng.random() < 0.6}
+
+    code = rng.choice(sorted(UBIGEO_DEPARTMENTS))
     subject: dict[str, Any] = {
         "case_code": CANARY_CASE,
-        "age": draw(_maybe(st.integers(0, 90))),
-        "age_band": draw(_maybe(st.sampled_from([b.value for b in AgeBand]))),
-        "age_estimated": draw(st.booleans()),
-        "age_disputed": draw(st.booleans()),
-        "minority_signs": draw(st.booleans()),
-        "sex": draw(st.sampled_from([s.value for s in Sex])),
-        "nationality": draw(_maybe(st.sampled_from(["PE", "VE", "BO", "CO"]))),
-        "preferred_language": draw(st.sampled_from([lang.value for lang in Language])),
-        "speaks_spanish": draw(st.booleans()),
-        "needs_interpreter": draw(st.booleans()),
-        "region": region.value,
-        "ubigeo": draw(_maybe(st.just(code + "0101"))),
-        "unaccompanied_minor": draw(st.booleans()),
-        "caregiver_suspected": draw(st.booleans()),
-        "caregiver_present": draw(st.booleans()),
+        "age": maybe(rng.randint(0, 90)),
+        "age_band": maybe(rng.choice(_values(AgeBand))),
+        "age_estimated": rng.random() < 0.5,
+        "age_disputed": rng.random() < 0.5,
+        "minority_signs": rng.random() < 0.5,
+        "sex": rng.choice(_values(Sex)),
+        "nationality": maybe(rng.choice(["PE", "VE", "BO", "CO"])),
+        "preferred_language": rng.choice(_values(Language)),
+        "speaks_spanish": rng.random() < 0.5,
+        "needs_interpreter": rng.random() < 0.5,
+        "region": UBIGEO_DEPARTMENTS[code].value,
+        "ubigeo": maybe(code + "0101"),
+        "unaccompanied_minor": rng.random() < 0.5,
+        "caregiver_suspected": rng.random() < 0.5,
+        "caregiver_present": rng.random() < 0.5,
     }
-    if draw(st.booleans()):
+    if rng.random() < 0.5:
         subject["name"] = CANARY_NAME
-    if draw(st.booleans()):
+    if rng.random() < 0.5:
         subject["date_of_birth"] = CANARY_DOB
-    if contact is not None:
-        subject["contact"] = contact
-    given_consent = draw(st.booleans())
+    if rng.random() < 0.7:
+        subject["contact"] = optional_fields(
+            {"phone": CANARY_PHONE, "email": CANARY_EMAIL, "address": CANARY_ADDRESS}
+        )
+    given_consent = rng.random() < 0.7
     document: dict[str, Any] = {
-        "id": str(uuid.UUID(int=draw(st.integers(0, 2**64)))),
+        "id": str(uuid.UUID(int=rng.getrandbits(128))),
         "source": {
             "site": CANARY_SITE,
             "screener": CANARY_SCREENER,
@@ -157,46 +145,63 @@ def screenings(draw: st.DrawFn) -> ScreeningIn:
         "subject": subject,
         "consent": {
             "given": given_consent,
-            "share_identifying": given_consent and draw(st.booleans()),
+            "share_identifying": given_consent and rng.random() < 0.5,
         },
         "safety": {
-            "immediate_danger": draw(st.booleans()),
-            "trafficker_nearby": draw(st.booleans()),
-            "can_return_safely": draw(_maybe(st.booleans())),
-            "phone_controlled": draw(st.booleans()),
-            "threats": draw(st.booleans()),
+            "immediate_danger": rng.random() < 0.5,
+            "trafficker_nearby": rng.random() < 0.5,
+            "can_return_safely": maybe(rng.random() < 0.5),
+            "phone_controlled": rng.random() < 0.5,
+            "threats": rng.random() < 0.5,
         },
         "indicators": {
-            "exploitation_types": draw(_sets(ExploitationType)),
-            "control_methods": draw(_sets(ControlMethod)),
-            "recruitment": draw(_sets(Recruitment)),
-            "sectors": draw(_sets(Sector)),
+            "exploitation_types": subset(ExploitationType),
+            "control_methods": subset(ControlMethod),
+            "recruitment": subset(Recruitment),
+            "sectors": subset(Sector),
         },
         "health": {
-            "injury_severity": draw(st.sampled_from([i.value for i in InjurySeverity])),
-            "hours_since_sexual_violence": draw(_maybe(st.floats(0, 500))),
-            "pregnant": draw(_maybe(st.booleans())),
-            "sti_symptoms": draw(st.booleans()),
-            "mining_exposure": draw(st.booleans()),
+            "injury_severity": rng.choice(_values(InjurySeverity)),
+            "hours_since_sexual_violence": maybe(rng.uniform(0, 500)),
+            "pregnant": maybe(rng.random() < 0.5),
+            "sti_symptoms": rng.random() < 0.5,
+            "mining_exposure": rng.random() < 0.5,
         },
         "mental_health": {
-            "suicidal": draw(st.sampled_from([s.value for s in Suicidality])),
-            "psychosis_signs": draw(st.booleans()),
-            "positive_screen": draw(st.booleans()),
+            "suicidal": rng.choice(_values(Suicidality)),
+            "psychosis_signs": rng.random() < 0.5,
+            "positive_screen": rng.random() < 0.5,
         },
         "legal": {
-            "has_documents": draw(_maybe(st.booleans())),
-            "documents_withheld": draw(st.booleans()),
-            "migration_status": draw(st.sampled_from([m.value for m in MigrationStatus])),
-            "unpaid_wages": draw(st.booleans()),
+            "has_documents": maybe(rng.random() < 0.5),
+            "documents_withheld": rng.random() < 0.5,
+            "migration_status": rng.choice(_values(MigrationStatus)),
+            "unpaid_wages": rng.random() < 0.5,
         },
-        "needs_expressed": draw(_sets(Need)),
+        "needs_expressed": subset(Need),
     }
-    if safe_contact is not None:
-        document["safety"]["safe_contact"] = safe_contact
-    if draw(st.booleans()):
+    if rng.random() < 0.7:
+        document["safety"]["safe_contact"] = {
+            "channel": rng.choice(_values(SafeChannel)),
+            **optional_fields(
+                {
+                    "number_or_handle": CANARY_HANDLE,
+                    "safe_times": CANARY_TIMES,
+                    "code_word": CANARY_CODE,
+                }
+            ),
+        }
+    if rng.random() < 0.5:
         document["notes"] = CANARY_NOTES
-    return ScreeningIn.model_validate(document)
+    return document
+
+
+@st.composite
+def screenings(draw: st.DrawFn) -> ScreeningIn:
+    # One drawn seed: Hypothesis records every call on st.randoms() as a choice, which
+    # costs ~20 ms a screening; a seeded generator is replayable and fast.
+    seed = draw(st.integers(min_value=0, max_value=2**64 - 1))
+    return ScreeningIn.model_validate(random_document(random.Random(seed)))
 
 
 def leaf_paths(node: Any, prefix: str = "") -> set[str]:
@@ -235,11 +240,8 @@ def check_body(s: ScreeningIn, service: ServiceCategory, identifying: bool) -> N
 
     for canary in NEVER_CANARIES:
         assert canary not in text, (service, canary)
-    present = {
-        path: canary
-        for path, canary in IDENTIFYING_CANARIES.items()
-        if canary in s.model_dump_json()
-    }
+    source = s.model_dump_json()
+    present = {path for path, canary in IDENTIFYING_CANARIES.items() if canary in source}
     for path, canary in IDENTIFYING_CANARIES.items():
         if identifying and path in present:
             assert canary in text, (service, path)  # shared when the basis allows it
@@ -248,9 +250,9 @@ def check_body(s: ScreeningIn, service: ServiceCategory, identifying: bool) -> N
     # Safety-critical contact instructions always travel.
     safe = s.safety.safe_contact
     if safe is not None and safe.code_word:
-        assert body["contact_instructions"]["code_word"] == CANARY_CODE
+        assert body["contact_instructions"]["code_word"] == safe.code_word
     if safe is not None and safe.safe_times:
-        assert body["contact_instructions"]["safe_times"] == CANARY_TIMES
+        assert body["contact_instructions"]["safe_times"] == safe.safe_times
     assert body["contact_instructions"]["phone_controlled"] is s.safety.phone_controlled
     if s.subject.caregiver_suspected:
         assert body["contact_instructions"]["do_not_contact_caregiver"] is True
@@ -302,8 +304,17 @@ def check_body(s: ScreeningIn, service: ServiceCategory, identifying: bool) -> N
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+@given(screenings(), st.sampled_from(list(ServiceCategory)), st.booleans())
+def test_outbound_bodies_stay_inside_the_allowlist(
+    s: ScreeningIn, service: ServiceCategory, identifying: bool
+) -> None:
+    """10,000 generated screenings, each rendered for a drawn service and basis."""
+    check_body(s, service, identifying)
+
+
+@hsettings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(screenings())
-def test_outbound_bodies_stay_inside_the_allowlist(s: ScreeningIn) -> None:
+def test_every_service_and_basis_for_the_same_screening(s: ScreeningIn) -> None:
     for service in ServiceCategory:
         for identifying in (False, True):
             check_body(s, service, identifying)
