@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -163,15 +164,22 @@ def _url_policy(url: str, relaxed: bool) -> None:
         raise ValidationFailed([field_error(("endpoint", "url"), str(exc), "url_policy")]) from None
 
 
+_CURSOR_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
 def _encode_cursor(partner_id: str) -> str:
     return base64.urlsafe_b64encode(partner_id.encode()).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
+        padded = cursor + "=" * (-len(cursor) % 4)
+        after = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
         raise BadRequest("The cursor is not valid.") from None
+    if not _CURSOR_ID.match(after):
+        raise BadRequest("The cursor is not valid.")
+    return after
 
 
 @router.get("", response_model=PartnerPage, summary="List partners", responses=RESPONSES)
