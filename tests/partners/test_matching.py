@@ -156,7 +156,11 @@ def test_language_match_is_preferred_over_priority() -> None:
 def test_interpreter_flag_when_no_partner_speaks_the_language() -> None:
     aymara = SubjectFacts(region=Region.puno, age=30, preferred_language=Language.ay)
     result = match(
-        decided(), aymara, [partner("p", service_area={"regions": ["puno"]})], NOW, settings=SETTINGS
+        decided(),
+        aymara,
+        [partner("p", service_area={"regions": ["puno"]})],
+        NOW,
+        settings=SETTINGS,
     )
     assert result.partner_id == "p"
     assert result.interpreter_needed

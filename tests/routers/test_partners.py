@@ -151,7 +151,8 @@ async def test_rotate_returns_the_secret_once_and_keeps_the_old_one_valid(
     assert rotated.status_code == 200, rotated.text
     assert rotated.headers["cache-control"] == "no-store"
     new = rotated.json()["secret"]
-    assert new.startswith("whsec_") and new != NEW_SECRET
+    assert new.startswith("whsec_")
+    assert new != NEW_SECRET
     assert rotated.json()["previous_valid_until"] is not None
 
     for path in ("/v1/partners/hospital-demo", "/v1/partners"):
@@ -251,9 +252,7 @@ async def test_sync_demo_directory_keeps_runtime_state_and_overrides(
         await session.commit()
     assert len(report.created) == len(directory.partners)
     async with sessionmaker() as session:
-        await service.set_status(
-            session, "hospital-santa-rosa-mdd", PartnerStatus.paused, now=now
-        )
+        await service.set_status(session, "hospital-santa-rosa-mdd", PartnerStatus.paused, now=now)
         await service.update_partner(
             session, "hospital-santa-rosa-mdd", {"priority": 1, "capacity.available": 0}, now=now
         )
