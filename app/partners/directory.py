@@ -26,7 +26,14 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from app.schemas.screening import (
     UBIGEO_DEPARTMENTS,
@@ -193,7 +200,9 @@ def _check_secret(value: SecretStr) -> SecretStr:
     return value
 
 
-SigningSecret = Annotated[SecretStr, Field(description="whsec_<base64>, write-only")]
+SigningSecret = Annotated[
+    SecretStr, AfterValidator(_check_secret), Field(description="whsec_<base64>, write-only")
+]
 
 
 class Endpoint(Strict):
@@ -211,11 +220,6 @@ class Endpoint(Strict):
     def _url_shape(cls, value: str) -> str:
         check_partner_url(value, relaxed=True)  # the shape; the network policy comes later
         return value
-
-    @field_validator("secrets")
-    @classmethod
-    def _secrets(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
-        return tuple(_check_secret(s) for s in value)
 
 
 class Partner(Strict):
