@@ -89,12 +89,12 @@ def export_directory(
 
     async def run() -> list[Any]:
         from app.db import create_engine, create_sessionmaker
-        from app.partners.service import active_partners
+        from app.partners.service import directory_partners
 
         engine = create_engine(settings.database_url)
         try:
             async with create_sessionmaker(engine)() as session:
-                return await active_partners(session)
+                return await directory_partners(session)
         finally:
             await engine.dispose()
 

@@ -267,9 +267,14 @@ def build_referral_body(
     allowed = policy.allowed_paths(decided.service, identifying)
     shared: dict[str, Any] = {}
     fields: list[str] = []
+    phone_controlled = screening.safety.phone_controlled or ReferralFlag.phone_controlled in flags
     for path in sorted(allowed):
         if path.startswith("safety.safe_contact."):
             continue  # travels in contact_instructions below
+        if path == "subject.contact.phone" and phone_controlled:
+            # Someone else controls that phone: the number is useless to the partner and a
+            # call or message to it can endanger the person. Only the safe channel leaves.
+            continue
         value = _get(document, path)
         if value is None or value == []:
             continue
@@ -279,7 +284,6 @@ def build_referral_body(
     safety = screening.safety
     subject = screening.subject
     safe = safety.safe_contact
-    phone_controlled = safety.phone_controlled or ReferralFlag.phone_controlled in flags
     no_caregiver = subject.caregiver_suspected or ReferralFlag.do_not_contact_caregiver in flags
     contact: dict[str, Any] = {
         "phone_controlled": phone_controlled,

@@ -271,7 +271,7 @@ async def list_partners(
     return rows, (rows[-1].id if more and rows else None)
 
 
-async def active_partners(session: AsyncSession) -> list[Partner]:
+async def directory_partners(session: AsyncSession) -> list[Partner]:
     """Every partner as matching reads it (paused ones included: matching explains them)."""
     rows = (await session.execute(select(PartnerRow).order_by(PartnerRow.id))).scalars()
     return [to_partner(row) for row in rows]

@@ -242,6 +242,8 @@ def check_body(s: ScreeningIn, service: ServiceCategory, identifying: bool) -> N
         assert canary not in text, (service, canary)
     source = s.model_dump_json()
     present = {path for path, canary in IDENTIFYING_CANARIES.items() if canary in source}
+    if s.safety.phone_controlled:
+        present.discard("subject.contact.phone")  # a controlled phone's number never leaves
     for path, canary in IDENTIFYING_CANARIES.items():
         if identifying and path in present:
             assert canary in text, (service, path)  # shared when the basis allows it

@@ -269,5 +269,5 @@ async def test_sync_demo_directory_keeps_runtime_state_and_overrides(
         assert (row.status, row.priority, row.capacity_available) == ("paused", 1, 0)
         assert row.overridden == ["priority"]
         assert len(service.signing_secrets(settings, row, now)) == 1
-        partners = await service.active_partners(session)
+        partners = await service.directory_partners(session)
     assert len(partners) == len(directory.partners)
