@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.crypto import decrypt_field, encrypt_field
@@ -433,9 +434,17 @@ async def load_and_sync(
     directory = load_directory(
         path, relaxed=settings.relaxed_network, env=directory_env(settings.public_base_url)
     )
-    async with sessionmaker() as session:
-        report = await sync_directory(session, settings, directory, now=now)
-        await session.commit()
+    for attempt in range(3):
+        try:
+            async with sessionmaker() as session:
+                report = await sync_directory(session, settings, directory, now=now)
+                await session.commit()
+            break
+        except IntegrityError:
+            # Another replica starting at the same moment inserted the same partner first;
+            # sync again against what it wrote.
+            if attempt == 2:
+                raise
     log.info(
         "partner_directory_synced",
         path=str(path),
