@@ -383,3 +383,34 @@ def test_moving_a_name_out_of_identifying_is_refused() -> None:
     doc["data_categories"]["demographics"].append("subject.name")
     with pytest.raises(PolicyError, match="identifying"):
         parse_policy(doc)
+
+
+def test_safety_instructions_travel_without_identifying_basis() -> None:
+    from tests.factories import screening
+
+    doc = screening(
+        subject__caregiver_suspected=True,
+        subject__contact={"phone": CANARY_PHONE},
+        safety__phone_controlled=True,
+        safety__safe_contact={
+            "channel": "whatsapp",
+            "number_or_handle": CANARY_HANDLE,
+            "safe_times": CANARY_TIMES,
+            "code_word": CANARY_CODE,
+        },
+    )
+    s = ScreeningIn.model_validate(doc)
+    plain = render(s, ServiceCategory.protection, False, thin=False)
+    contact = plain.body["contact_instructions"]
+    assert contact["code_word"] == CANARY_CODE
+    assert contact["safe_times"] == CANARY_TIMES
+    assert contact["phone_controlled"] is True
+    assert contact["do_not_contact_caregiver"] is True
+    assert contact["contact_through_referrer"] is True
+    assert "number_or_handle" not in contact
+    assert CANARY_PHONE not in plain.to_bytes().decode()
+    # With an identifying basis the safe handle leaves, the controlled phone still does not.
+    full = render(s, ServiceCategory.protection, True, thin=False)
+    assert full.body["contact_instructions"]["number_or_handle"] == CANARY_HANDLE
+    assert CANARY_PHONE not in full.to_bytes().decode()
+    assert "contact" in full.data_categories
