@@ -3,6 +3,16 @@
 from app.models.audit import AuditCheckpoint, AuditEvent
 from app.models.base import Base
 from app.models.client import ApiClient, Role
+from app.models.partner import PartnerRow
 from app.models.screening import Screening, Subject
 
-__all__ = ["ApiClient", "AuditCheckpoint", "AuditEvent", "Base", "Role", "Screening", "Subject"]
+__all__ = [
+    "ApiClient",
+    "AuditCheckpoint",
+    "AuditEvent",
+    "Base",
+    "PartnerRow",
+    "Role",
+    "Screening",
+    "Subject",
+]

@@ -1,0 +1,1 @@
+"""Partners: the directory, eligibility matching and the need-to-know minimiser."""

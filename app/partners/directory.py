@@ -1,0 +1,426 @@
+"""The partner directory: who can receive which referrals, where, for whom, and how.
+
+Field names follow Open Referral HSDS where it has one: an ``organization`` offers a
+``service`` in a ``service_area`` with ``eligibility`` and ``languages``. Ruta adds what
+routing needs: capacity, priority, status and the endpoint a referral is delivered to.
+
+A directory file (YAML or JSON) is validated as a whole when loaded; every error names the
+partner and the field path, and never quotes the value (a file may carry secrets).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import os
+import re
+import socket
+from collections.abc import Mapping
+from datetime import datetime, time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from app.schemas.screening import (
+    UBIGEO_DEPARTMENTS,
+    Language,
+    Region,
+    ServiceCategory,
+    Sex,
+    Strict,
+)
+
+LIMA = ZoneInfo("America/Lima")
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the format prefix, not a secret
+#: A partner id appears in URLs and audit events: a short lowercase slug.
+PartnerId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+
+
+class PartnerStatus(StrEnum):
+    active = "active"
+    paused = "paused"
+
+
+class PayloadFormat(StrEnum):
+    ruta_json = "ruta-json"
+    fhir_r4 = "fhir-r4"
+
+
+class Weekday(StrEnum):
+    mon = "mon"
+    tue = "tue"
+    wed = "wed"
+    thu = "thu"
+    fri = "fri"
+    sat = "sat"
+    sun = "sun"
+
+
+WEEKDAYS = tuple(Weekday)
+
+
+class Organisation(Strict):
+    """HSDS ``organization``."""
+
+    id: PartnerId
+    name: str = Field(min_length=1, max_length=200)
+
+
+class ServiceArea(Strict):
+    """HSDS ``service_area``: departments and/or ubigeo prefixes, or the whole country."""
+
+    national: bool = False
+    regions: frozenset[Region] = frozenset()
+    ubigeo_prefixes: frozenset[Annotated[str, Field(pattern=r"^[0-9]{2}([0-9]{2}){0,2}$")]] = (
+        frozenset()
+    )
+
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _regions(cls, value: Any) -> Any:
+        from app.schemas.screening import parse_region
+
+        if isinstance(value, list | tuple | set | frozenset):
+            return [parse_region(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ServiceArea:
+        if not self.national and not self.regions and not self.ubigeo_prefixes:
+            raise ValueError("a service area needs national: true, regions or ubigeo_prefixes")
+        return self
+
+    def serves(self, region: Region, ubigeo: str | None) -> bool:
+        """Whether a person in ``region`` (district ``ubigeo`` if known) is in this area.
+
+        A prefix finer than the department matches only a known ubigeo: a province-level
+        partner is not assumed to serve a person whose district is unknown.
+        """
+        if self.national or region in self.regions:
+            return True
+        for prefix in self.ubigeo_prefixes:
+            if len(prefix) == 2 and UBIGEO_DEPARTMENTS.get(prefix) is region:
+                return True
+            if ubigeo is not None and ubigeo.startswith(prefix):
+                return True
+        return False
+
+
+class Eligibility(Strict):
+    """HSDS ``eligibility``. An empty ``sexes`` means every sex is accepted."""
+
+    min_age: int | None = Field(default=None, ge=0, le=120)
+    max_age: int | None = Field(default=None, ge=0, le=120)
+    sexes: frozenset[Sex] = frozenset()
+
+    @model_validator(mode="after")
+    def _range(self) -> Eligibility:
+        if self.min_age is not None and self.max_age is not None and self.min_age > self.max_age:
+            raise ValueError("min_age is greater than max_age")
+        return self
+
+    @property
+    def accepts_minors(self) -> bool:
+        return self.min_age is None or self.min_age < 18
+
+    @property
+    def accepts_adults(self) -> bool:
+        return self.max_age is None or self.max_age >= 18
+
+
+class Capacity(Strict):
+    """How many new referrals the partner can take now. Partners report it at runtime."""
+
+    available: int = Field(ge=0, le=100_000)
+    maximum: int = Field(ge=0, le=100_000)
+    updated_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _within_maximum(self) -> Capacity:
+        if self.available > self.maximum:
+            raise ValueError("available exceeds maximum")
+        if self.updated_at is not None and self.updated_at.tzinfo is None:
+            raise ValueError("updated_at needs a timezone offset")
+        return self
+
+
+class OpeningHours(Strict):
+    """HSDS ``schedule``, simplified: the same hours on the listed days, America/Lima."""
+
+    days: frozenset[Weekday] = Field(min_length=1)
+    opens: time
+    closes: time
+
+    @model_validator(mode="after")
+    def _order(self) -> OpeningHours:
+        if self.opens >= self.closes:
+            raise ValueError("opens must be before closes (split overnight hours in two)")
+        return self
+
+
+class Hours(Strict):
+    timezone: Literal["America/Lima"] = "America/Lima"
+    always_open: bool = False
+    schedule: tuple[OpeningHours, ...] = ()
+
+    def open_at(self, moment: datetime) -> bool:
+        if self.always_open:
+            return True
+        local = moment.astimezone(LIMA)
+        day = WEEKDAYS[local.weekday()]
+        return any(
+            day in slot.days and slot.opens <= local.time() < slot.closes for slot in self.schedule
+        )
+
+
+def _check_secret(value: SecretStr) -> SecretStr:
+    raw = value.get_secret_value()
+    if not raw.startswith(SECRET_PREFIX):
+        raise ValueError("a signing secret starts with whsec_")
+    try:
+        key = base64.b64decode(raw[len(SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a signing secret is whsec_ followed by base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError("a signing secret must hold 24 to 64 random bytes")
+    return value
+
+
+SigningSecret = Annotated[
+    SecretStr, AfterValidator(_check_secret), Field(description="whsec_<base64>, write-only")
+]
+
+
+class Endpoint(Strict):
+    url: str = Field(min_length=8, max_length=2000)
+    #: Several secrets overlap during rotation; every one signs (Standard Webhooks).
+    secrets: tuple[SigningSecret, ...] = Field(default=(), max_length=4)
+    format: PayloadFormat = PayloadFormat.ruta_json
+    thin: bool = Field(
+        default=False,
+        description="Send only ids and a link; the partner fetches the details itself.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_shape(cls, value: str) -> str:
+        check_partner_url(value, relaxed=True)  # the shape; the network policy comes later
+        return value
+
+
+class Partner(Strict):
+    id: PartnerId
+    organisation: Organisation
+    name: str = Field(min_length=1, max_length=200, description="HSDS service name.")
+    description: str | None = Field(default=None, max_length=1000)
+    services: frozenset[ServiceCategory] = Field(min_length=1)
+    service_area: ServiceArea
+    eligibility: Eligibility = Eligibility()
+    languages: frozenset[Language] = Field(min_length=1)
+    capacity: Capacity
+    hours: Hours = Hours(always_open=True)
+    endpoint: Endpoint
+    status: PartnerStatus = PartnerStatus.active
+    #: Lower is tried first among otherwise equal partners.
+    priority: int = Field(default=100, ge=0, le=10_000)
+
+
+class Directory(Strict):
+    version: Literal[1] = 1
+    partners: tuple[Partner, ...]
+
+    @model_validator(mode="after")
+    def _unique(self) -> Directory:
+        seen: set[str] = set()
+        for partner in self.partners:
+            if partner.id in seen:
+                raise ValueError(f"duplicate partner id {partner.id}")
+            seen.add(partner.id)
+        return self
+
+
+# --- URL policy --------------------------------------------------------------------------
+
+_BLOCKED_HOST_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa")
+_BLOCKED_HOSTS = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$")
+
+
+class UnsafePartnerURL(ValueError):
+    """A partner URL that the network policy refuses. The message never quotes the URL."""
+
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """A globally routable unicast address (not private, loopback, link-local, reserved…).
+
+    The delivery worker applies the same test to every address a hostname resolves to.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        mapped = address.ipv4_mapped or address.sixtofour
+        if mapped is not None:
+            return is_public_address(mapped)
+    return bool(address.is_global) and not address.is_multicast
+
+
+def check_partner_url(url: str, relaxed: bool) -> str:
+    """Refuse partner URLs the network policy does not allow; return the URL unchanged.
+
+    Always: http(s) only, a host, no credentials in the URL, no fragment. Unless
+    ``relaxed`` (development and tests): https only, and no loopback, private, link-local
+    or otherwise non-public literal address or local hostname. DNS is not resolved here:
+    the delivery worker checks resolved addresses with :func:`is_public_address` at
+    connect time, which also defeats DNS rebinding.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise UnsafePartnerURL("not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise UnsafePartnerURL("the scheme must be https (or http in development)")
+    if not parts.hostname:
+        raise UnsafePartnerURL("the URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise UnsafePartnerURL("credentials must not be part of the URL")
+    if parts.fragment:
+        raise UnsafePartnerURL("the URL must not have a fragment")
+    if port == 0:
+        raise UnsafePartnerURL("port 0 is not allowed")
+    if relaxed:
+        return url
+    if parts.scheme != "https":
+        raise UnsafePartnerURL("partner URLs must use https")
+    host = parts.hostname.lower().rstrip(".")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        if not is_public_address(address):
+            raise UnsafePartnerURL("the URL points at a non-public address")
+        return url
+    if _NUMERIC_HOST.match(host):
+        # "127.1", "2130706433", "0x7f.0.0.1": resolvers read these as IPv4 addresses.
+        try:
+            packed = socket.inet_aton(host)
+        except OSError:
+            raise UnsafePartnerURL("numeric host names are not allowed") from None
+        if not is_public_address(ipaddress.IPv4Address(packed)):
+            raise UnsafePartnerURL("the URL points at a non-public address")
+        raise UnsafePartnerURL("write IPv4 addresses in dotted-quad form")
+    if host in _BLOCKED_HOSTS or host.endswith(_BLOCKED_HOST_SUFFIXES) or "." not in host:
+        raise UnsafePartnerURL("the URL points at a local host name")
+    return url
+
+
+# --- loading -----------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
+
+
+class DirectoryError(ValueError):
+    """A directory file that does not validate. ``errors`` name partner and field path."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__(f"{source}: " + "; ".join(errors))
+
+
+def _expand(value: Any, env: Mapping[str, str], where: str, missing: list[str]) -> Any:
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                missing.append(f"{where}: ${{{name}}} is not set")
+                return ""
+            return env[name]
+
+        return _PLACEHOLDER.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, env, f"{where}.{k}", missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, env, f"{where}[{i}]", missing) for i, v in enumerate(value)]
+    return value
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(root)"
+
+
+def parse_directory(
+    document: Any, *, relaxed: bool, env: Mapping[str, str] | None = None, source: str = "directory"
+) -> Directory:
+    """Validate a parsed directory document; see :func:`load_directory`."""
+    if not isinstance(document, dict) or not isinstance(document.get("partners"), list):
+        raise DirectoryError(source, ["the file needs a top-level `partners` list"])
+    environment = dict(os.environ if env is None else env)
+    errors: list[str] = []
+    partners: list[Partner] = []
+    for index, raw in enumerate(document["partners"]):
+        pid = raw.get("id") if isinstance(raw, dict) else None
+        label = f"partners[{index}]" + (f" (id={pid})" if isinstance(pid, str) else "")
+        missing: list[str] = []
+        expanded = _expand(raw, environment, label, missing)
+        errors.extend(missing)
+        try:
+            partner = Partner.model_validate(expanded)
+        except ValidationError as exc:
+            for err in exc.errors():
+                errors.append(f"{label}: {_loc(tuple(err['loc']))}: {err['msg']}")
+            continue
+        try:
+            check_partner_url(partner.endpoint.url, relaxed=relaxed)
+        except UnsafePartnerURL as exc:
+            errors.append(f"{label}: endpoint.url: {exc}")
+            continue
+        partners.append(partner)
+    extra = set(document) - {"version", "partners"}
+    if extra:
+        errors.append(f"unknown top-level keys: {', '.join(sorted(extra))}")
+    if errors:
+        raise DirectoryError(source, errors)
+    try:
+        return Directory(version=document.get("version", 1), partners=tuple(partners))
+    except ValidationError as exc:
+        errors = [f"{_loc(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise DirectoryError(source, errors) from None
+
+
+def load_directory(path: Path, *, relaxed: bool, env: Mapping[str, str] | None = None) -> Directory:
+    """Load a YAML or JSON directory file; ``${VAR}`` placeholders come from ``env``.
+
+    Secrets belong in the environment, referenced as ``${PARTNER_X_SECRET}``, not in the file.
+    """
+    text = path.read_text(encoding="utf-8")
+    try:
+        document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise DirectoryError(str(path), [f"not valid YAML/JSON{where}"]) from None
+    return parse_directory(document, relaxed=relaxed, env=env, source=str(path))
+
+
+DEMO_DIRECTORY = Path(__file__).parent / "demo" / "directory.yaml"
+
+
+def directory_env(public_base_url: str) -> dict[str, str]:
+    """The environment placeholders expand from, with the service's own public URL."""
+    env = dict(os.environ)
+    env["RUTA_PUBLIC_BASE_URL"] = public_base_url.rstrip("/")
+    return env

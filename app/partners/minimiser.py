@@ -1,0 +1,347 @@
+"""The payload minimiser: the only code that builds what leaves Ruta for a partner.
+
+The need-to-know policy is data (``policy.yaml``): per service category, the data
+categories that may leave, and per data category, the screening fields it holds. The
+minimiser copies only those fields, so a field nobody listed is dropped (default deny).
+
+Both delivery (the webhook body) and the thin-mode details endpoint call
+:func:`build_referral_body`; nothing else assembles an outbound body.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from uuid import UUID
+
+import yaml
+from pydantic import BaseModel
+
+from app.schemas.decision import DecidedReferral, ReferralFlag
+from app.schemas.screening import ScreeningIn, ServiceCategory
+
+POLICY_PATH = Path(__file__).parent / "policy.yaml"
+PAYLOAD_FORMAT = "ruta-json/1"
+
+#: Contact-instruction fields the payload may carry (``number_or_handle`` only with basis).
+CONTACT_INSTRUCTION_KEYS = frozenset(
+    {
+        "channel",
+        "number_or_handle",
+        "safe_times",
+        "code_word",
+        "phone_controlled",
+        "do_not_contact_caregiver",
+        "contact_through_referrer",
+        "instructions",
+    }
+)
+REFERRAL_KEYS = frozenset(
+    {
+        "id",
+        "partner_id",
+        "service",
+        "urgency",
+        "legal_basis",
+        "identifying",
+        "respond_by",
+        "flags",
+        "reasons",
+        "referring_organisation",
+        "status_url",
+        "details_url",
+    }
+)
+
+
+class PolicyError(ValueError):
+    pass
+
+
+def screening_leaf_paths(model: type[BaseModel] = ScreeningIn, prefix: str = "") -> set[str]:
+    """Every leaf field path of the screening schema, e.g. ``subject.contact.phone``."""
+    paths: set[str] = set()
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        nested = _model_of(field.annotation)
+        if nested is not None:
+            paths |= screening_leaf_paths(nested, f"{path}.")
+        else:
+            paths.add(path)
+    return paths
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    categories: dict[str, tuple[str, ...]]
+    identifying_categories: frozenset[str]
+    services: dict[ServiceCategory, frozenset[str]]
+
+    def allowed_categories(self, service: ServiceCategory, identifying: bool) -> list[str]:
+        allowed = self.services[service]
+        return [
+            c
+            for c in self.categories
+            if c in allowed and (identifying or c not in self.identifying_categories)
+        ]
+
+    def allowed_paths(self, service: ServiceCategory, identifying: bool) -> frozenset[str]:
+        return frozenset(
+            p for c in self.allowed_categories(service, identifying) for p in self.categories[c]
+        )
+
+    def category_of(self, path: str) -> str:
+        for category, paths in self.categories.items():
+            if path in paths:
+                return category
+        raise KeyError(path)
+
+
+def parse_policy(document: Any) -> Policy:
+    """Validate a policy document against the screening schema; see policy.yaml."""
+    if not isinstance(document, dict) or document.get("version") != 1:
+        raise PolicyError("the policy needs `version: 1`")
+    raw_categories = document.get("data_categories") or {}
+    categories = {str(k): tuple(str(p) for p in v) for k, v in raw_categories.items()}
+    never = {str(p) for p in document.get("never") or ()}
+    leaves = screening_leaf_paths()
+    seen: dict[str, str] = {}
+    for category, paths in categories.items():
+        for path in paths:
+            if path not in leaves:
+                raise PolicyError(f"data_categories.{category}: {path} is not a screening field")
+            if path in seen or path in never:
+                raise PolicyError(f"{path} is classified twice")
+            seen[path] = category
+    unknown_never = never - leaves
+    if unknown_never:
+        raise PolicyError(f"never: not screening fields: {', '.join(sorted(unknown_never))}")
+    unclassified = leaves - set(seen) - never
+    if unclassified:
+        raise PolicyError(f"unclassified screening fields: {', '.join(sorted(unclassified))}")
+    identifying = frozenset(str(c) for c in document.get("identifying_categories") or ())
+    if not identifying <= set(categories):
+        raise PolicyError("identifying_categories names an unknown category")
+    for path in ("subject.name", "subject.date_of_birth", "safety.safe_contact.number_or_handle"):
+        if seen.get(path) not in identifying:
+            raise PolicyError(f"{path} must be in an identifying category")
+    if any(seen.get(p) not in identifying for p in leaves if p.startswith("subject.contact.")):
+        raise PolicyError("subject.contact.* must be in an identifying category")
+    if "notes" not in never:
+        raise PolicyError("notes must be listed under never")
+    services: dict[ServiceCategory, frozenset[str]] = {}
+    for service in ServiceCategory:
+        listed = (document.get("services") or {}).get(service.value)
+        if listed is None:
+            raise PolicyError(f"services.{service.value} is missing")
+        names = frozenset(str(c) for c in listed)
+        if not names <= set(categories):
+            raise PolicyError(f"services.{service.value} names an unknown category")
+        services[service] = names
+    for service_name, banned in (document.get("forbidden") or {}).items():
+        clash = services[ServiceCategory(service_name)] & set(banned)
+        if clash:
+            raise PolicyError(f"services.{service_name} may never receive {sorted(clash)}")
+    # The protocol's own invariant, whatever the file says (domain.md, rule 15).
+    if services[ServiceCategory.legal] & {"clinical", "mental_health"}:
+        raise PolicyError("legal aid never receives clinical details")
+    return Policy(categories=categories, identifying_categories=identifying, services=services)
+
+
+@lru_cache(maxsize=1)
+def default_policy() -> Policy:
+    return parse_policy(yaml.safe_load(POLICY_PATH.read_text(encoding="utf-8")))
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundReferral:
+    """A minimised body and what it shares, for the outbox row and the audit event."""
+
+    body: dict[str, Any]
+    #: Data categories present in the body (only those with a value), sorted.
+    data_categories: tuple[str, ...]
+    #: Dotted screening paths present in the body, sorted (no values).
+    fields: tuple[str, ...]
+    thin: bool
+
+    def to_bytes(self) -> bytes:
+        """Canonical bytes: store them once; every retry sends exactly these bytes."""
+        return json.dumps(
+            self.body, ensure_ascii=False, sort_keys=True, separators=(",", ":")
+        ).encode()
+
+
+_INSTRUCTIONS = {
+    "phone_controlled": {
+        "es": "Otra persona controla el teléfono de la persona: no llame ni escriba a ese "
+        "teléfono; use solo el canal seguro.",
+        "en": "Someone else controls the person's phone: do not call or message it; use only "
+        "the safe channel.",
+    },
+    "do_not_contact_caregiver": {
+        "es": "No contacte a padres, tutores ni cuidadores: se sospecha su participación.",
+        "en": "Do not contact parents, guardians or caregivers: they are suspected of involvement.",
+    },
+    "code_word": {
+        "es": "Use la palabra clave para identificarse antes de hablar del caso.",
+        "en": "Use the code word to identify yourself before discussing the case.",
+    },
+    "through_referrer": {
+        "es": "Contacte a la persona solo a través de la organización que deriva.",
+        "en": "Contact the person only through the referring organisation.",
+    },
+}
+
+
+def _get(document: dict[str, Any], path: str) -> Any:
+    node: Any = document
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _put(document: dict[str, Any], path: str, value: Any) -> None:
+    keys = path.split(".")
+    node = document
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+
+
+def build_referral_body(
+    *,
+    referral_id: UUID,
+    partner_id: str,
+    decided: DecidedReferral,
+    screening: ScreeningIn,
+    respond_by: datetime,
+    flags: frozenset[ReferralFlag],
+    referring_organisation: str,
+    public_base_url: str,
+    thin: bool = False,
+    policy: Policy | None = None,
+    event: Literal["referral.created", "referral.details"] = "referral.created",
+) -> OutboundReferral:
+    """The ``ruta-json`` body for one partner (see docs/partners.md for the format).
+
+    ``flags`` are the match result's flags (the decided flags plus ``interpreter_needed``).
+    In thin mode the body carries ids, service, urgency, deadline and the details link only;
+    the details endpoint calls this again with ``thin=False, event="referral.details"``.
+    """
+    policy = policy or default_policy()
+    base = public_base_url.rstrip("/")
+    referral: dict[str, Any] = {
+        "id": str(referral_id),
+        "partner_id": partner_id,
+        "service": decided.service.value,
+        "urgency": decided.urgency.value,
+        "respond_by": respond_by.isoformat(),
+        "status_url": f"{base}/v1/referrals/{referral_id}/status",
+    }
+    if thin:
+        referral["details_url"] = f"{base}/v1/referrals/{referral_id}/details"
+        return OutboundReferral(
+            body={"type": event, "format": PAYLOAD_FORMAT, "thin": True, "referral": referral},
+            data_categories=(),
+            fields=(),
+            thin=True,
+        )
+
+    identifying = decided.identifying
+    document = screening.model_dump(mode="json")
+    allowed = policy.allowed_paths(decided.service, identifying)
+    shared: dict[str, Any] = {}
+    fields: list[str] = []
+    phone_controlled = screening.safety.phone_controlled or ReferralFlag.phone_controlled in flags
+    for path in sorted(allowed):
+        if path.startswith("safety.safe_contact."):
+            continue  # travels in contact_instructions below
+        if path == "subject.contact.phone" and phone_controlled:
+            # Someone else controls that phone: the number is useless to the partner and a
+            # call or message to it can endanger the person. Only the safe channel leaves.
+            continue
+        value = _get(document, path)
+        if value is None or value == []:
+            continue
+        _put(shared, path, value)
+        fields.append(path)
+
+    safety = screening.safety
+    subject = screening.subject
+    safe = safety.safe_contact
+    no_caregiver = subject.caregiver_suspected or ReferralFlag.do_not_contact_caregiver in flags
+    contact: dict[str, Any] = {
+        "phone_controlled": phone_controlled,
+        "do_not_contact_caregiver": no_caregiver,
+    }
+    notes = []
+    may_contact = "safety.safe_contact.number_or_handle" in allowed
+    if safe is not None and "safe_contact" in policy.allowed_categories(
+        decided.service, identifying
+    ):
+        contact["channel"] = safe.channel.value
+        fields.append("safety.safe_contact.channel")
+        if safe.safe_times:
+            contact["safe_times"] = safe.safe_times
+            fields.append("safety.safe_contact.safe_times")
+        if safe.code_word:
+            contact["code_word"] = safe.code_word
+            fields.append("safety.safe_contact.code_word")
+            notes.append("code_word")
+        if may_contact and safe.number_or_handle:
+            contact["number_or_handle"] = safe.number_or_handle
+            fields.append("safety.safe_contact.number_or_handle")
+    has_direct = "number_or_handle" in contact or (
+        identifying and any(p.startswith("subject.contact.") for p in fields)
+    )
+    contact["contact_through_referrer"] = not has_direct or (
+        safe is not None and safe.channel.value == "through_clinic"
+    )
+    if phone_controlled:
+        notes.append("phone_controlled")
+    if no_caregiver:
+        notes.append("do_not_contact_caregiver")
+    if contact["contact_through_referrer"]:
+        notes.append("through_referrer")
+    contact["instructions"] = [_INSTRUCTIONS[n] for n in notes]
+
+    referral.update(
+        {
+            "legal_basis": decided.legal_basis.value,
+            "identifying": identifying,
+            "flags": sorted(f.value for f in flags),
+            "reasons": [
+                {"rule_id": r.rule_id, "guideline": r.guideline, "text": dict(r.text)}
+                for r in decided.reasons
+            ],
+            "referring_organisation": referring_organisation,
+        }
+    )
+    categories = sorted({policy.category_of(p) for p in fields})
+    body = {
+        "type": event,
+        "format": PAYLOAD_FORMAT,
+        "thin": False,
+        "referral": referral,
+        "contact_instructions": contact,
+        "screening": shared,
+        "data_categories": categories,
+    }
+    return OutboundReferral(
+        body=body, data_categories=tuple(categories), fields=tuple(sorted(fields)), thin=False
+    )

@@ -1,0 +1,341 @@
+"""The partner directory over HTTP: admins manage it; partners report their capacity.
+
+No response carries a signing secret, except ``POST …/secrets/rotate``, which returns the
+new one exactly once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.deps import AdminDep, PartnerDep, SessionDep, SettingsDep
+from app.errors import BadRequest, ValidationFailed, field_error
+from app.models import PartnerRow
+from app.models.base import utcnow
+from app.partners import service
+from app.partners.directory import (
+    Capacity,
+    Eligibility,
+    Hours,
+    Organisation,
+    Partner,
+    PartnerStatus,
+    PayloadFormat,
+    ServiceArea,
+    UnsafePartnerURL,
+    check_partner_url,
+)
+from app.schemas.screening import Language, ServiceCategory, Strict
+
+router = APIRouter(prefix="/v1/partners", tags=["partners"])
+
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No or invalid API key", **PROBLEM},
+    403: {"description": "Not an admin", **PROBLEM},
+    404: {"description": "No such partner", **PROBLEM},
+    422: {"description": "Invalid; `errors` names each field path", **PROBLEM},
+}
+
+
+class EndpointOut(BaseModel):
+    url: str
+    format: PayloadFormat
+    thin: bool
+    has_signing_secret: bool
+    secret_rotated_at: datetime | None
+
+
+class PartnerOut(BaseModel):
+    """A partner as the API shows it. There is deliberately no field for secrets."""
+
+    id: str
+    organisation: Organisation
+    name: str
+    description: str | None
+    services: list[ServiceCategory]
+    service_area: ServiceArea
+    eligibility: Eligibility
+    languages: list[Language]
+    capacity: Capacity
+    hours: Hours
+    endpoint: EndpointOut
+    status: PartnerStatus
+    priority: int
+    source: str = Field(description="`file` (the directory file) or `api`.")
+    overridden: list[str] = Field(
+        description="Fields an admin changed at runtime; file syncs leave them alone."
+    )
+    created_at: datetime
+    updated_at: datetime
+
+
+class PartnerPage(BaseModel):
+    items: list[PartnerOut]
+    next_cursor: str | None
+
+
+class EndpointPatch(Strict):
+    url: str | None = Field(default=None, min_length=8, max_length=2000)
+    format: PayloadFormat | None = None
+    thin: bool | None = None
+
+
+class CapacityPatch(Strict):
+    available: int | None = Field(default=None, ge=0, le=100_000)
+    maximum: int | None = Field(default=None, ge=0, le=100_000)
+
+
+class PartnerPatch(Strict):
+    """Only the fields given change. Secrets cannot be set here: rotate them."""
+
+    organisation: Organisation | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=1000)
+    services: frozenset[ServiceCategory] | None = Field(default=None, min_length=1)
+    service_area: ServiceArea | None = None
+    eligibility: Eligibility | None = None
+    languages: frozenset[Language] | None = Field(default=None, min_length=1)
+    hours: Hours | None = None
+    endpoint: EndpointPatch | None = None
+    capacity: CapacityPatch | None = None
+    status: PartnerStatus | None = None
+    priority: int | None = Field(default=None, ge=0, le=10_000)
+
+
+class RotatedSecret(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"description": "Shown once; store it now."})
+
+    partner_id: str
+    secret: str = Field(description="The new `whsec_…` secret. It is not shown again.")
+    rotated_at: datetime
+    previous_valid_until: datetime | None = Field(
+        description="Until when the previous secret(s) still verify (the overlap window)."
+    )
+
+
+class CapacityReport(Strict):
+    available: int = Field(ge=0, le=100_000)
+    partner_id: str | None = Field(
+        default=None, description="One of your organisation's partners; default: all of them."
+    )
+
+
+def partner_out(row: PartnerRow) -> PartnerOut:
+    partner = service.to_partner(row)
+    return PartnerOut(
+        id=row.id,
+        organisation=partner.organisation,
+        name=row.name,
+        description=row.description,
+        services=sorted(partner.services),
+        service_area=partner.service_area,
+        eligibility=partner.eligibility,
+        languages=sorted(partner.languages),
+        capacity=partner.capacity,
+        hours=partner.hours,
+        endpoint=EndpointOut(
+            url=row.endpoint_url,
+            format=PayloadFormat(row.payload_format),
+            thin=row.thin,
+            has_signing_secret=row.secrets_ct is not None,
+            secret_rotated_at=row.secret_rotated_at,
+        ),
+        status=partner.status,
+        priority=row.priority,
+        source=row.source,
+        overridden=list(row.overridden or []),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _url_policy(url: str, relaxed: bool) -> None:
+    try:
+        check_partner_url(url, relaxed=relaxed)
+    except UnsafePartnerURL as exc:
+        raise ValidationFailed([field_error(("endpoint", "url"), str(exc), "url_policy")]) from None
+
+
+_CURSOR_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+def _encode_cursor(partner_id: str) -> str:
+    return base64.urlsafe_b64encode(partner_id.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        after = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadRequest("The cursor is not valid.") from None
+    if not _CURSOR_ID.match(after):
+        raise BadRequest("The cursor is not valid.")
+    return after
+
+
+@router.get("", response_model=PartnerPage, summary="List partners", responses=RESPONSES)
+async def list_partners(
+    _admin: AdminDep,
+    session: SessionDep,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> PartnerPage:
+    after = _decode_cursor(cursor) if cursor else None
+    rows, last = await service.list_partners(session, after=after, limit=limit)
+    return PartnerPage(
+        items=[partner_out(r) for r in rows],
+        next_cursor=_encode_cursor(last) if last else None,
+    )
+
+
+@router.patch(
+    "/me/capacity",
+    response_model=list[PartnerOut],
+    summary="Report your available capacity (partner role)",
+    responses=RESPONSES,
+)
+async def report_capacity(
+    body: CapacityReport, principal: PartnerDep, session: SessionDep
+) -> list[PartnerOut]:
+    assert principal.organisation is not None  # partner clients always have one
+    rows = await service.report_capacity(
+        session,
+        principal.organisation,
+        available=body.available,
+        partner_id=body.partner_id,
+        now=utcnow(),
+    )
+    return [partner_out(r) for r in rows]
+
+
+@router.get(
+    "/{partner_id}", response_model=PartnerOut, summary="Get a partner", responses=RESPONSES
+)
+async def get_partner(partner_id: str, _admin: AdminDep, session: SessionDep) -> PartnerOut:
+    return partner_out(await service.get_partner(session, partner_id))
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=PartnerOut,
+    summary="Create a partner",
+    description="`endpoint.secrets` is optional and write-only; without it a random secret "
+    "is generated, to be obtained with `POST /v1/partners/{id}/secrets/rotate`.",
+    responses={**RESPONSES, 409: {"description": "The id exists", **PROBLEM}},
+)
+async def create_partner(
+    body: Partner,
+    _admin: AdminDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+) -> PartnerOut:
+    _url_policy(body.endpoint.url, settings.relaxed_network)
+    row = await service.create_partner(session, settings, body, now=utcnow())
+    response.headers["Location"] = f"/v1/partners/{row.id}"
+    return partner_out(row)
+
+
+@router.patch(
+    "/{partner_id}", response_model=PartnerOut, summary="Update a partner", responses=RESPONSES
+)
+async def update_partner(
+    partner_id: str,
+    body: PartnerPatch,
+    _admin: AdminDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> PartnerOut:
+    changes: dict[str, Any] = {}
+    for name in body.model_fields_set:
+        value = getattr(body, name)
+        if value is None and name != "description":
+            raise ValidationFailed([field_error((name,), "must not be null", "null")])
+        if name == "organisation":
+            changes["organisation"] = (value.id, value.name)
+        elif name in ("services", "languages"):
+            changes[name] = sorted(v.value for v in value)
+        elif name in ("service_area", "eligibility", "hours"):
+            changes[name] = value.model_dump(mode="json")
+        elif name == "status":
+            changes["status"] = value.value
+        elif name == "endpoint":
+            for key in value.model_fields_set:
+                item = getattr(value, key)
+                if item is None:
+                    raise ValidationFailed(
+                        [field_error(("endpoint", key), "must not be null", "null")]
+                    )
+                if key == "url":
+                    _url_policy(item, settings.relaxed_network)
+                changes[f"endpoint.{key}"] = item.value if key == "format" else item
+        elif name == "capacity":
+            for key in value.model_fields_set:
+                item = getattr(value, key)
+                if item is None:
+                    raise ValidationFailed(
+                        [field_error(("capacity", key), "must not be null", "null")]
+                    )
+                changes[f"capacity.{key}"] = item
+        else:
+            changes[name] = value
+    row = await service.update_partner(session, partner_id, changes, now=utcnow())
+    return partner_out(row)
+
+
+@router.post(
+    "/{partner_id}/pause",
+    response_model=PartnerOut,
+    summary="Pause a partner: matching passes it over until resumed",
+    responses=RESPONSES,
+)
+async def pause_partner(partner_id: str, _admin: AdminDep, session: SessionDep) -> PartnerOut:
+    row = await service.set_status(session, partner_id, PartnerStatus.paused, now=utcnow())
+    return partner_out(row)
+
+
+@router.post(
+    "/{partner_id}/resume",
+    response_model=PartnerOut,
+    summary="Resume a partner",
+    responses=RESPONSES,
+)
+async def resume_partner(partner_id: str, _admin: AdminDep, session: SessionDep) -> PartnerOut:
+    row = await service.set_status(session, partner_id, PartnerStatus.active, now=utcnow())
+    return partner_out(row)
+
+
+@router.post(
+    "/{partner_id}/secrets/rotate",
+    response_model=RotatedSecret,
+    summary="Rotate the signing secret (returns the new secret once)",
+    description="The previous secret keeps verifying for `overlap_hours` (default 24), and "
+    "during that window deliveries carry a signature under each secret.",
+    responses=RESPONSES,
+)
+async def rotate_secret(
+    partner_id: str,
+    _admin: AdminDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    overlap_hours: Annotated[float, Query(ge=0, le=24 * 7)] = 24,
+) -> RotatedSecret:
+    now = utcnow()
+    row, secret, previous_until = await service.rotate_secret(
+        session, settings, partner_id, now=now, overlap=timedelta(hours=overlap_hours)
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return RotatedSecret(
+        partner_id=row.id, secret=secret, rotated_at=now, previous_valid_until=previous_until
+    )

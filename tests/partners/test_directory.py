@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from app.partners.directory import (
+    DEMO_DIRECTORY,
+    DirectoryError,
+    Hours,
+    UnsafePartnerURL,
+    check_partner_url,
+    directory_env,
+    is_public_address,
+    load_directory,
+)
+from app.schemas.screening import Region
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://partner.example.org/hook",
+        "https://127.0.0.1/hook",
+        "https://10.1.2.3/hook",
+        "https://192.168.0.10/hook",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/hook",
+        "https://[::ffff:127.0.0.1]/hook",
+        "https://[fe80::1]/hook",
+        "https://localhost/hook",
+        "https://LOCALHOST./hook",
+        "https://api.localhost/hook",
+        "https://printer.local/hook",
+        "https://intranet/hook",
+        "https://2130706433/hook",
+        "https://127.1/hook",
+        "https://0x7f.0.0.1/hook",
+        "https://0.0.0.0/hook",
+        "https://user:pass@partner.example.org/hook",
+        "ftp://partner.example.org/hook",
+        "https://partner.example.org/hook#frag",
+    ],
+)
+def test_unsafe_urls_are_refused_outside_development(url: str) -> None:
+    with pytest.raises(UnsafePartnerURL) as excinfo:
+        check_partner_url(url, relaxed=False)
+    assert url not in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://partner.example.org/hook", "https://93.184.216.34:8443/x"]
+)
+def test_public_https_urls_pass(url: str) -> None:
+    assert check_partner_url(url, relaxed=False) == url
+
+
+def test_relaxed_allows_loopback_http_but_not_credentials() -> None:
+    assert check_partner_url("http://127.0.0.1:8000/demo", relaxed=True)
+    with pytest.raises(UnsafePartnerURL):
+        check_partner_url("http://u:p@127.0.0.1/", relaxed=True)
+
+
+def test_is_public_address() -> None:
+    assert is_public_address(ipaddress.ip_address("93.184.216.34"))
+    assert not is_public_address(ipaddress.ip_address("100.64.0.1"))  # carrier-grade NAT
+    assert not is_public_address(ipaddress.ip_address("::ffff:10.0.0.1"))
+
+
+def test_demo_directory_covers_the_regions_of_domain_md() -> None:
+    directory = load_directory(DEMO_DIRECTORY, relaxed=True, env=directory_env("http://x:1/"))
+    regions = {r for p in directory.partners for r in p.service_area.regions}
+    named = {"amazonas", "callao", "cajamarca", "cusco", "loreto", "lima", "madre_de_dios"}
+    named |= {"pasco", "piura", "puno", "tacna", "tumbes"}
+    assert {Region(r) for r in named} <= regions
+    assert all("(demo)" in p.name for p in directory.partners)
+    assert all(p.endpoint.url.startswith("http://x:1/demo/partners/") for p in directory.partners)
+    assert all(not p.endpoint.secrets for p in directory.partners)
+    assert any(p.service_area.national for p in directory.partners)
+
+
+def test_loader_errors_name_partner_and_path_without_values(tmp_path: Path) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text(
+        """
+version: 1
+partners:
+  - id: ok-one
+    organisation: {id: ok-one, name: OK}
+    name: OK
+    services: [medical]
+    service_area: {regions: [Cusco]}
+    languages: [es]
+    capacity: {available: 1, maximum: 1}
+    endpoint: {url: "https://ok.example.org/x", secrets: ["${OK_SECRET}"]}
+  - id: broken
+    organisation: {id: broken, name: Broken}
+    name: Broken
+    services: [medicine]
+    service_area: {}
+    languages: [es]
+    capacity: {available: 5, maximum: 1}
+    endpoint: {url: "https://127.0.0.1/x", secrets: ["whsec_TOPSECRETVALUE"]}
+"""
+    )
+    with pytest.raises(DirectoryError) as excinfo:
+        load_directory(path, relaxed=False, env={})
+    message = str(excinfo.value)
+    assert "partners[0] (id=ok-one): ${OK_SECRET} is not set" in message.replace(
+        "partners[0] (id=ok-one).endpoint.secrets[0]", "partners[0] (id=ok-one)"
+    )
+    assert "partners[1] (id=broken): services.0" in message
+    assert "partners[1] (id=broken): service_area" in message
+    assert "partners[1] (id=broken): capacity" in message
+    assert "partners[1] (id=broken): endpoint.secrets.0" in message
+    assert "TOPSECRETVALUE" not in message
+    assert "127.0.0.1" not in message
+
+
+def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
+    text = DEMO_DIRECTORY.read_text()
+    path = tmp_path / "dup.yaml"
+    first = text.index("- id:")
+    second = text.index("- id:", first + 1)
+    path.write_text(text + text[first:second])
+    with pytest.raises(DirectoryError, match="duplicate partner id"):
+        load_directory(path, relaxed=True, env=directory_env("http://x"))
+
+
+def test_opening_hours_in_lima_time() -> None:
+    hours = Hours.model_validate(
+        {"schedule": [{"days": ["mon"], "opens": "08:00", "closes": "17:00"}]}
+    )
+    # Monday 2026-11-23 09:00 in Lima is 14:00 UTC.
+    assert hours.open_at(datetime(2026, 11, 23, 14, 0, tzinfo=UTC))
+    assert not hours.open_at(datetime(2026, 11, 23, 23, 0, tzinfo=UTC))
