@@ -29,6 +29,12 @@ Matrix = dict[str, Access | dict[str, Access]]
 
 
 @lru_cache(maxsize=1)
+def development_only(path: Path = MATRIX_PATH) -> frozenset[str]:
+    raw: dict[str, Any] = yaml.safe_load(path.read_text())
+    return frozenset(raw.get("development_only", []))
+
+
+@lru_cache(maxsize=1)
 def load_matrix(path: Path = MATRIX_PATH) -> Matrix:
     raw: dict[str, Any] = yaml.safe_load(path.read_text())
     roles = list(raw["roles"])

@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import audit
 from app.audit.cli import audit_cli
+from app.partners.cli import partners_cli
+from app.rules.cli import rules_cli
 from app.settings import Environment, Settings, get_settings
 
 cli = typer.Typer(
@@ -25,6 +27,8 @@ cli = typer.Typer(
 clients_cli = typer.Typer(help="API clients and their keys.", no_args_is_help=True)
 cli.add_typer(clients_cli, name="clients")
 cli.add_typer(audit_cli, name="audit")
+cli.add_typer(rules_cli, name="rules")
+cli.add_typer(partners_cli, name="partners")
 
 
 def _settings() -> Settings:

@@ -13,10 +13,13 @@ from app.auth import JwtVerifier
 from app.background import BackgroundTasks
 from app.db import create_engine, create_sessionmaker
 from app.middleware import BodySizeLimit
+from app.models.base import utcnow
 from app.observability import RequestContext, configure_logging
+from app.partners.service import load_and_sync
 from app.ratelimit import create_rate_limiter
 from app.routers import audit as audit_routes
-from app.routers import health, metrics, screenings, subjects
+from app.routers import demo_partners, health, metrics, partners, rules, screenings, subjects
+from app.rules import DEFAULT_RULES_PATH, load_rule_set
 from app.settings import Settings, get_settings
 
 log = structlog.get_logger("ruta")
@@ -51,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "rate_limits_per_process",
                 hint="set RUTA_RATE_LIMIT_BACKEND=redis so limits hold across replicas",
             )
+        await load_and_sync(app.state.sessionmaker, settings, now=utcnow())
         background = BackgroundTasks(app.state.sessionmaker, settings)
         background.start()
         try:
@@ -68,12 +72,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Loaded and compiled once, before the app exists: a rule file that does not validate
+    # stops the start (RuleFileError), and a half-valid rule set is never used.
+    app.state.rule_set = load_rule_set(settings.rules_path or DEFAULT_RULES_PATH)
     app.state.jwt_verifier = JwtVerifier(settings) if settings.jwt_enabled else None
     problems.install(app)
     app.include_router(health.router)
     app.include_router(screenings.router)
     app.include_router(subjects.router)
     app.include_router(audit_routes.router)
+    app.include_router(rules.router)
+    app.include_router(partners.router)
+    demo_partners.install(app, settings)
     app.include_router(metrics.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Outermost: every response, including 413s from the size cap, gets a request id.

@@ -70,6 +70,7 @@ class Shape(StrEnum):
     bool = "bool"
     timestamp = "timestamp"
     route = "route"
+    version = "version"
 
 
 #: A short code: lowercase, no spaces. Lowercase-only keeps capitalised names out.
@@ -77,6 +78,8 @@ CODE_RE = re.compile(r"^[a-z0-9][a-z0-9_.:+\-]{0,63}$")
 #: Identifiers that travel as refs (request ids may be upper-case ULIDs or UUIDs).
 REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+#: A dotted version such as 2026.11.1 (rule sets): digits, but only in short dotted groups.
+VERSION_RE = re.compile(r"^[0-9]{1,4}(\.[0-9]{1,4}){0,3}(-[a-z0-9]{1,16})?$")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$")
 ROUTE_RE = re.compile(r"^/[A-Za-z0-9_./{}\-]{0,127}$")
@@ -93,7 +96,7 @@ KEYS: dict[str, Shape] = {
     "batch": Shape.bool,
     # decisions
     "decision_id": Shape.uuid,
-    "rule_set_version": Shape.code,
+    "rule_set_version": Shape.version,
     "rule_set_hash": Shape.hash,
     "rules_fired": Shape.codes,
     "legal_basis": Shape.code,
@@ -236,6 +239,9 @@ def _check_value(shape: Shape, value: Any, path: str) -> None:
         case Shape.route:
             if not isinstance(value, str) or not ROUTE_RE.fullmatch(value):
                 raise AuditDataRejected(f"{path}: expected a route template")
+        case Shape.version:
+            if not isinstance(value, str) or not VERSION_RE.fullmatch(value):
+                raise AuditDataRejected(f"{path}: expected a dotted version like 2026.11.1")
 
 
 def validate_data(action: Action, data: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 from app.models.audit import AuditCheckpoint, AuditEvent
 from app.models.base import Base
 from app.models.client import ApiClient, Role
+from app.models.delivery import Delivery, DeliveryAttempt, PartnerCircuit
 from app.models.partner import PartnerRow
+from app.models.referral import Decision, Referral, ReferralEvent
 from app.models.screening import Screening, Subject
 
 __all__ = [
@@ -11,7 +13,13 @@ __all__ = [
     "AuditCheckpoint",
     "AuditEvent",
     "Base",
+    "Decision",
+    "Delivery",
+    "DeliveryAttempt",
+    "PartnerCircuit",
     "PartnerRow",
+    "Referral",
+    "ReferralEvent",
     "Role",
     "Screening",
     "Subject",

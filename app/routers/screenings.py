@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request, Response
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.deps import ClinicDep, SessionDep, SettingsDep
 from app.errors import PayloadTooLarge, RutaError, ValidationFailed
@@ -13,6 +14,7 @@ from app.models import Screening
 from app.models.base import utcnow
 from app.openapi import problem, responses
 from app.problems import validation_errors
+from app.referrals.views import decision_view
 from app.schemas.examples import SCREENING_EXAMPLE
 from app.schemas.outcome import (
     BatchIn,
@@ -29,16 +31,19 @@ router = APIRouter(prefix="/v1/screenings", tags=["screenings"], responses=respo
 _screening_adapter: TypeAdapter[ScreeningIn] = TypeAdapter(ScreeningIn)
 
 
-def receipt(screening: Screening, *, replayed: bool) -> ScreeningReceipt:
+async def receipt(
+    session: AsyncSession, screening: Screening, *, replayed: bool
+) -> ScreeningReceipt:
+    decision = await decision_view(session, screening.id)
     return ScreeningReceipt(
         id=screening.id,
         organisation=screening.organisation,
-        status="received",
+        status="decided" if decision is not None else "received",
         schema_version=screening.schema_version,
         screened_at=screening.screened_at,
         received_at=screening.received_at,
         replayed=replayed,
-        decision=None,
+        decision=decision,
     )
 
 
@@ -65,11 +70,19 @@ async def submit(
     response: Response,
     request: Request,
 ) -> ScreeningReceipt:
-    result = await intake.submit_screening(session, settings, principal, screening, now=utcnow())
+    result = await intake.submit_screening(
+        session,
+        settings,
+        principal,
+        screening,
+        rule_set=request.app.state.rule_set,
+        now=utcnow(),
+        request_id=request.state.request_id,
+    )
     response.headers["Location"] = f"/v1/screenings/{result.screening.id}"
     if not result.created:
         response.status_code = 200
-    return receipt(result.screening, replayed=not result.created)
+    return await receipt(session, result.screening, replayed=not result.created)
 
 
 @router.post(
@@ -124,6 +137,7 @@ async def submit_batch(
                     settings,
                     principal,
                     screening,
+                    rule_set=request.app.state.rule_set,
                     now=now,
                     batch=True,
                     request_id=request.state.request_id,
@@ -138,7 +152,7 @@ async def submit_batch(
                 id=str(screening.id),
                 status="created" if result.created else "replayed",
                 http_status=201 if result.created else 200,
-                receipt=receipt(result.screening, replayed=not result.created),
+                receipt=await receipt(session, result.screening, replayed=not result.created),
             )
         )
     created = sum(r.status == "created" for r in results)
@@ -175,7 +189,7 @@ async def get_screening(
     screening_id: uuid.UUID, principal: ClinicDep, session: SessionDep
 ) -> ScreeningDetail:
     screening = await intake.get_screening_for(session, principal, screening_id)
-    base = receipt(screening, replayed=False)
+    base = await receipt(session, screening, replayed=False)
     return ScreeningDetail(
         **base.model_dump(),
         screening=screening.data,

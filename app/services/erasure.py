@@ -23,7 +23,8 @@ from app.audit.writer import Actor
 from app.auth import Principal
 from app.errors import NotFound
 from app.models import Role, Screening, Subject
-from app.services.intake import decrypt_personal, get_screening_for
+from app.services.intake import get_screening_for
+from app.services.personal import decrypt_personal
 from app.settings import Settings
 
 

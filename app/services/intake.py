@@ -14,7 +14,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -26,8 +26,12 @@ from app.audit import Action
 from app.auth import Principal
 from app.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.models import Screening, Subject
+from app.referrals.service import create_referrals
 from app.schemas.screening import ScreeningIn, age_of, split_personal
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.rules import RuleSet
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,7 @@ async def submit_screening(
     principal: Principal,
     screening: ScreeningIn,
     *,
+    rule_set: RuleSet,
     now: datetime,
     batch: bool = False,
     request_id: str | None = None,
@@ -193,6 +198,37 @@ async def submit_screening(
         return await _replay(session, principal, raced, organisation, print_, batch=batch)
     stored = await session.get(Screening, screening.id)
     assert stored is not None
+    await _audit_received(session, principal, stored, subject, personal, batch, request_id)
+    # Rules read the age derived from a date of birth; they never see personal fields.
+    facts = (
+        screening
+        if screening.subject.age is not None or derived_age is None
+        else screening.model_copy(
+            update={"subject": screening.subject.model_copy(update={"age": derived_age})}
+        )
+    )
+    decision = rule_set.evaluate(facts, trace=True)
+    await create_referrals(
+        session,
+        settings,
+        screening_row=stored,
+        screening=facts,
+        decision=decision,
+        actor=principal,
+        now=now,
+    )
+    return IntakeResult(screening=stored, created=True)
+
+
+async def _audit_received(
+    session: AsyncSession,
+    principal: Principal,
+    stored: Screening,
+    subject: Subject,
+    personal: dict[str, Any],
+    batch: bool,
+    request_id: str | None,
+) -> None:
     await audit.record(
         session,
         action=Action.screening_received,
@@ -206,7 +242,6 @@ async def submit_screening(
             "batch": batch,
         },
     )
-    return IntakeResult(screening=stored, created=True)
 
 
 async def _replay(
@@ -246,18 +281,3 @@ async def get_screening_for(
         # Another organisation's screening is indistinguishable from a missing one.
         raise NotFound("No screening with this id.")
     return screening
-
-
-def decrypt_personal(settings: Settings, subject: Subject, screening: Screening) -> dict[str, Any]:
-    if screening.personal_ct is None:
-        return {}
-    if subject.wrapped_dek is None:
-        return {}
-    dek = crypto.unwrap_with_any(
-        settings.keks_by_id(), subject.wrapped_dek, subject.id, subject.kek_id
-    )
-    plaintext = crypto.decrypt_field(
-        dek, screening.personal_ct, table="screenings", column="personal_ct", row_id=screening.id
-    )
-    loaded: dict[str, Any] = json.loads(plaintext)
-    return loaded

@@ -1,0 +1,197 @@
+"""The transactional outbox: enqueue inside the caller's transaction; claim with leases.
+
+Claiming takes a short transaction that leases rows (``lease_owner``, ``lease_expires_at``)
+and commits, so no row lock is held across the slow HTTP call. On PostgreSQL concurrent
+workers skip each other's rows with ``FOR UPDATE SKIP LOCKED``; on SQLite every transaction
+already holds the write lock (``BEGIN IMMEDIATE``). A worker that dies mid-delivery leaves
+its lease to expire, and the row is claimed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import crypto
+from app.models import Delivery, PartnerCircuit, Subject
+from app.schemas.decision import Urgency
+from app.settings import Settings
+
+PENDING = "pending"
+TERMINAL = frozenset({"delivered", "rejected", "dead", "cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimConfig:
+    lease_seconds: float = 30.0
+    batch: int = 20
+    #: Deliveries in flight to one partner at once, per claim round.
+    per_partner_cap: int = 4
+
+
+async def enqueue(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    referral_id: uuid.UUID,
+    partner_id: str,
+    subject_id: uuid.UUID,
+    event_type: str,
+    body: bytes,
+    urgency: Urgency,
+    now: datetime,
+) -> Delivery:
+    """Write a delivery in the caller's transaction. The body is encrypted under the
+    subject's data key, so erasing the subject also makes queued bodies unreadable."""
+    subject = await session.get(Subject, subject_id)
+    assert subject is not None
+    assert subject.wrapped_dek is not None, "cannot forward for an erased subject"
+    dek = crypto.unwrap_with_any(
+        settings.keks_by_id(), subject.wrapped_dek, subject.id, subject.kek_id
+    )
+    delivery_id = uuid.uuid4()
+    delivery = Delivery(
+        id=delivery_id,
+        webhook_id=f"msg_{uuid.uuid4().hex}",
+        referral_id=referral_id,
+        partner_id=partner_id,
+        subject_id=subject_id,
+        event_type=event_type,
+        urgency_rank=urgency.rank,
+        body_ct=crypto.encrypt_field(
+            dek, body, table="deliveries", column="body_ct", row_id=delivery_id
+        ),
+        body_sha256=hashlib.sha256(body).hexdigest(),
+        status=PENDING,
+        attempt_count=0,
+        next_attempt_at=now,
+        needs_human=False,
+        replays=0,
+        created_at=now,
+    )
+    session.add(delivery)
+    return delivery
+
+
+async def body_of(session: AsyncSession, settings: Settings, delivery: Delivery) -> bytes | None:
+    """The exact bytes to send, or None when the subject was erased."""
+    subject = await session.get(Subject, delivery.subject_id)
+    if subject is None or subject.wrapped_dek is None:
+        return None
+    dek = crypto.unwrap_with_any(
+        settings.keks_by_id(), subject.wrapped_dek, subject.id, subject.kek_id
+    )
+    return crypto.decrypt_field(
+        dek, delivery.body_ct, table="deliveries", column="body_ct", row_id=delivery.id
+    )
+
+
+async def claim(
+    session: AsyncSession, *, worker_id: str, now: datetime, config: ClaimConfig
+) -> list[Delivery]:
+    """Lease up to ``config.batch`` due deliveries: emergencies first, then the oldest due.
+
+    A partner whose circuit is open gets at most one delivery (the probe) per probe
+    interval; a partner with ``per_partner_cap`` leases in flight gets no more this round.
+    The caller commits.
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    circuit = PartnerCircuit
+    query = (
+        select(Delivery)
+        .outerjoin(circuit, circuit.partner_id == Delivery.partner_id)
+        .where(
+            Delivery.status == PENDING,
+            Delivery.next_attempt_at <= now,
+            or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now),
+            or_(
+                circuit.state.is_(None),
+                circuit.state == "closed",
+                and_(circuit.state == "open", circuit.next_probe_at <= now),
+            ),
+        )
+        .order_by(Delivery.urgency_rank.desc(), Delivery.next_attempt_at, Delivery.created_at)
+        .limit(config.batch * 3)
+    )
+    if postgres:
+        query = query.with_for_update(of=Delivery, skip_locked=True)
+    candidates = list((await session.execute(query)).scalars())
+    if not candidates:
+        return []
+    in_flight = dict(
+        (
+            await session.execute(
+                select(Delivery.partner_id, func.count())
+                .where(Delivery.status == PENDING, Delivery.lease_expires_at >= now)
+                .group_by(Delivery.partner_id)
+            )
+        ).all()
+    )
+    open_partners = set(
+        (
+            await session.execute(
+                select(circuit.partner_id).where(
+                    circuit.state == "open",
+                    circuit.partner_id.in_({d.partner_id for d in candidates}),
+                )
+            )
+        ).scalars()
+    )
+    chosen: list[Delivery] = []
+    probed: set[str] = set()
+    for delivery in candidates:
+        if len(chosen) >= config.batch:
+            break
+        partner = delivery.partner_id
+        if partner in open_partners:
+            if partner in probed or not await _take_probe(session, partner, now):
+                continue
+            probed.add(partner)
+        elif in_flight.get(partner, 0) >= config.per_partner_cap:
+            continue
+        in_flight[partner] = in_flight.get(partner, 0) + 1
+        chosen.append(delivery)
+    lease_until = now + timedelta(seconds=config.lease_seconds)
+    for delivery in chosen:
+        delivery.lease_owner = worker_id
+        delivery.lease_expires_at = lease_until
+    await session.flush()
+    return chosen
+
+
+async def _take_probe(session: AsyncSession, partner_id: str, now: datetime) -> bool:
+    """Atomically take the one probe an open circuit allows per interval."""
+    row = await session.get(PartnerCircuit, partner_id)
+    assert row is not None
+    result = await session.execute(
+        update(PartnerCircuit)
+        .where(
+            PartnerCircuit.partner_id == partner_id,
+            PartnerCircuit.state == "open",
+            PartnerCircuit.next_probe_at <= now,
+        )
+        .values(next_probe_at=now + timedelta(seconds=row.probe_interval_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def cancel_pending(session: AsyncSession, referral_id: uuid.UUID, *, now: datetime) -> int:
+    """Cancel a referral's undelivered messages (it moved to another partner, or was
+    revoked), so an old partner never receives it late."""
+    result = await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.referral_id == referral_id,
+            Delivery.status == PENDING,
+            Delivery.event_type == "referral.created",
+        )
+        .values(status="cancelled", finished_at=now, lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0))

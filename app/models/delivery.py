@@ -1,0 +1,90 @@
+"""The transactional outbox: one row per message to a partner, one row per attempt."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Uuid,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, UTCDateTime, utcnow
+
+
+class Delivery(Base):
+    """A message for a partner, written in the same transaction as what caused it.
+
+    The body is stored once, encrypted under the subject's data key, and every attempt and
+    every replay sends exactly these bytes with the same ``webhook_id``.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        # The claim query: due work, most urgent first, oldest first.
+        Index("ix_deliveries_claim", "status", "urgency_rank", "next_attempt_at"),
+        Index("ix_deliveries_partner_status", "partner_id", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    webhook_id: Mapped[str] = mapped_column(String(64), unique=True)
+    referral_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("referrals.id"), index=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
+    subject_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("subjects.id"))
+    event_type: Mapped[str] = mapped_column(String(32))
+    urgency_rank: Mapped[int] = mapped_column(SmallInteger)
+    body_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    #: pending | delivered | rejected | dead | cancelled
+    status: Mapped[str] = mapped_column(String(16))
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    needs_human: Mapped[bool] = mapped_column(Boolean, default=False)
+    replays: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    attempt_no: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    #: retry | delivered | rejected | gone | dead | probe_failed
+    outcome: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(String(200))
+    #: The first bytes of the partner's answer (partners never receive notes back, and
+    #: what they say is kept short).
+    response_excerpt: Mapped[str | None] = mapped_column(String(512))
+
+
+class PartnerCircuit(Base):
+    """Per-partner circuit breaker, in the database so it holds across workers and replicas."""
+
+    __tablename__ = "partner_circuits"
+
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"), primary_key=True)
+    #: closed | open
+    state: Mapped[str] = mapped_column(String(8), default="closed")
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: While open: no delivery to this partner is claimed before this time, and then only
+    #: one (the probe).
+    next_probe_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    probe_interval_seconds: Mapped[int] = mapped_column(Integer, default=30)

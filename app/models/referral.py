@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, JSONType, UTCDateTime, utcnow
+
+
+class Decision(Base):
+    """The rules engine's decision on one screening, with its trace."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    screening_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("screenings.id"), unique=True)
+    rule_set_version: Mapped[str] = mapped_column(String(64))
+    rule_set_hash: Mapped[str] = mapped_column(String(64))
+    non_identifying_notification: Mapped[bool] = mapped_column(Boolean, default=False)
+    trace: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Referral(Base):
+    """One service a decision asks for, and the partner it is with now.
+
+    Holds no personal data: the outbound body lives encrypted in the delivery outbox.
+    """
+
+    __tablename__ = "referrals"
+    __table_args__ = (
+        Index("ix_referrals_status_deadline", "status", "deadline_at"),
+        Index("ix_referrals_partner_status", "partner_id", "status"),
+        Index("ix_referrals_created_at", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    screening_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("screenings.id"), index=True)
+    decision_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("decisions.id"))
+    subject_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("subjects.id"), index=True)
+    organisation: Mapped[str] = mapped_column(String(200))
+    region: Mapped[str] = mapped_column(String(32))
+    service: Mapped[str] = mapped_column(String(16))
+    urgency: Mapped[str] = mapped_column(String(16))
+    legal_basis: Mapped[str] = mapped_column(String(32))
+    identifying: Mapped[bool] = mapped_column(Boolean)
+    flags: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    status: Mapped[str] = mapped_column(String(16))
+    partner_id: Mapped[str | None] = mapped_column(ForeignKey("partners.id"))
+    #: Why this partner was chosen and why others were passed over (ids and codes only).
+    match: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    #: Partners already tried (rejected, timed out or undeliverable), in order.
+    tried_partner_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Data categories the current partner received (e.g. "demographics", "clinical").
+    data_categories: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    needs_human: Mapped[bool] = mapped_column(Boolean, default=False)
+    human_reason: Mapped[str | None] = mapped_column(String(64))
+    assignment: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ReferralEvent(Base):
+    """Every status a referral has had, who set it, and why (codes only)."""
+
+    __tablename__ = "referral_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    referral_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("referrals.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    partner_id: Mapped[str | None] = mapped_column(String(64))
+    actor_role: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

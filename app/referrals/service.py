@@ -1,0 +1,619 @@
+"""The referral lifecycle: from a decision to a partner, and on until it ends.
+
+Everything here runs inside the caller's transaction and only flushes: intake commits a
+screening with its decision, referrals, outbox deliveries and audit events together, and the
+worker and the status endpoint commit theirs the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import audit
+from app.audit import Action
+from app.audit.writer import Actor, actor_of
+from app.auth import Principal
+from app.delivery import outbox
+from app.errors import Conflict, NotFound, ValidationFailed, field_error
+from app.models import Decision as DecisionRow
+from app.models import PartnerRow, Referral, ReferralEvent, Screening, Subject
+from app.partners.directory import Partner
+from app.partners.matching import MatchResult, SubjectFacts, match
+from app.partners.minimiser import OutboundReferral, build_referral_body
+from app.partners.service import directory_partners
+from app.referrals.state import (
+    AWAITING_RESPONSE,
+    REVOCABLE,
+    PartnerStatus,
+    ReferralStatus,
+    RejectReason,
+    is_terminal,
+    partner_may_report,
+)
+from app.schemas.decision import (
+    DecidedReferral,
+    Decision,
+    LegalBasis,
+    Reason,
+    ReferralFlag,
+    Urgency,
+)
+from app.schemas.screening import ScreeningIn, ServiceCategory, merge_personal
+from app.services.personal import decrypt_personal
+from app.settings import Settings
+
+ROUTER = audit.system("referral-router")
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    referral: Referral
+    match: MatchResult
+
+
+def decided_of(row: Referral) -> DecidedReferral:
+    """Rebuild the decided referral a row was made from (for fallback and thin details)."""
+    known = {f.value for f in ReferralFlag}
+    return DecidedReferral(
+        service=ServiceCategory(row.service),
+        urgency=Urgency(row.urgency),
+        legal_basis=LegalBasis(row.legal_basis),
+        identifying=row.identifying,
+        flags=frozenset(ReferralFlag(f) for f in row.flags if f in known),
+        reasons=tuple(Reason.model_validate(r) for r in row.reasons),
+    )
+
+
+async def load_screening(
+    session: AsyncSession, settings: Settings, screening_id: uuid.UUID
+) -> tuple[Screening, ScreeningIn]:
+    """The stored screening, personal fields decrypted (none once the subject is erased)."""
+    row = await session.get(Screening, screening_id)
+    if row is None:
+        raise NotFound("No screening with this id.")
+    subject = await session.get(Subject, row.subject_id)
+    assert subject is not None
+    document = merge_personal(row.data, decrypt_personal(settings, subject, row))
+    document["subject"] = {k: v for k, v in document["subject"].items() if k != "age_source"}
+    return row, ScreeningIn.model_validate(document)
+
+
+def _history(
+    session: AsyncSession,
+    referral: Referral,
+    to_status: ReferralStatus,
+    *,
+    actor: Principal | Actor,
+    reason: str | None,
+    now: datetime,
+) -> str:
+    """Move the referral to ``to_status`` and keep the step in its history; returns the
+    previous status."""
+    previous = referral.status
+    referral.status = to_status.value
+    referral.updated_at = now
+    if is_terminal(to_status):
+        referral.closed_at = now
+    who = actor_of(actor)
+    session.add(
+        ReferralEvent(
+            referral_id=referral.id,
+            from_status=previous,
+            to_status=to_status.value,
+            reason=reason,
+            partner_id=referral.partner_id,
+            actor_role=who.role or who.type,
+            actor_id=who.id,
+            at=now,
+        )
+    )
+    return previous
+
+
+async def _dispatch(
+    session: AsyncSession,
+    settings: Settings,
+    referral: Referral,
+    decided: DecidedReferral,
+    screening: ScreeningIn,
+    partner: Partner,
+    result: MatchResult,
+    *,
+    now: datetime,
+) -> OutboundReferral:
+    """Build the partner's body with the minimiser and put it in the outbox."""
+    outbound = build_referral_body(
+        referral_id=referral.id,
+        partner_id=partner.id,
+        decided=decided,
+        screening=screening,
+        respond_by=result.respond_by,
+        flags=result.flags,
+        referring_organisation=referral.organisation,
+        public_base_url=settings.public_base_url,
+        thin=partner.endpoint.thin,
+    )
+    referral.data_categories = list(outbound.data_categories)
+    await outbox.enqueue(
+        session,
+        settings,
+        referral_id=referral.id,
+        partner_id=partner.id,
+        subject_id=referral.subject_id,
+        event_type="referral.created",
+        body=outbound.to_bytes(),
+        urgency=decided.urgency,
+        now=now,
+    )
+    return outbound
+
+
+async def create_referrals(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    screening_row: Screening,
+    screening: ScreeningIn,
+    decision: Decision,
+    actor: Principal,
+    now: datetime,
+    partners: Sequence[Partner] | None = None,
+) -> tuple[DecisionRow, list[Created]]:
+    """Store the decision, match each decided referral to a partner, and enqueue delivery.
+
+    A referral with no eligible partner is kept as ``held`` and flagged for a person; it is
+    never dropped.
+    """
+    trace = decision.trace.model_dump(mode="json") if decision.trace is not None else {}
+    decision_row = DecisionRow(
+        id=uuid.uuid4(),
+        screening_id=screening_row.id,
+        rule_set_version=str(trace.get("rule_set_version", "")),
+        rule_set_hash=str(trace.get("rule_set_hash", "")),
+        non_identifying_notification=decision.non_identifying_notification,
+        trace=trace,
+        created_at=now,
+    )
+    session.add(decision_row)
+    fired = sorted({f.rule_id for f in (decision.trace.fired if decision.trace else ())})
+    await audit.record(
+        session,
+        action=Action.decision_made,
+        actor=actor,
+        screening_id=screening_row.id,
+        subject_id=screening_row.subject_id,
+        data={
+            "decision_id": str(decision_row.id),
+            "rule_set_version": decision_row.rule_set_version,
+            "rule_set_hash": decision_row.rule_set_hash,
+            "services": sorted(r.service.value for r in decision.referrals),
+            "rules_fired": fired,
+        },
+    )
+    if partners is None:
+        partners = await directory_partners(session)
+    facts = SubjectFacts.from_screening(screening, now.date())
+    created: list[Created] = []
+    for decided in decision.referrals:
+        result = match(decided, facts, list(partners), now, settings=settings)
+        referral = Referral(
+            id=uuid.uuid4(),
+            screening_id=screening_row.id,
+            decision_id=decision_row.id,
+            subject_id=screening_row.subject_id,
+            organisation=screening_row.organisation,
+            region=screening.subject.region.value,
+            service=decided.service.value,
+            urgency=decided.urgency.value,
+            legal_basis=decided.legal_basis.value,
+            identifying=decided.identifying,
+            flags=sorted(f.value for f in result.flags),
+            reasons=[r.model_dump(mode="json") for r in decided.reasons],
+            status=(ReferralStatus.queued if result.matched else ReferralStatus.held).value,
+            partner_id=result.partner_id,
+            match=result.model_dump(mode="json"),
+            tried_partner_ids=[],
+            deadline_at=result.respond_by if result.matched else None,
+            data_categories=[],
+            needs_human=result.needs_human,
+            human_reason=result.unmatched_reason.value if result.unmatched_reason else None,
+            assignment=1,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(referral)
+        session.add(
+            ReferralEvent(
+                referral_id=referral.id,
+                from_status=None,
+                to_status=referral.status,
+                reason=referral.human_reason,
+                partner_id=referral.partner_id,
+                actor_role=actor.role.value,
+                actor_id=str(actor.client_id),
+                at=now,
+            )
+        )
+        await session.flush()
+        if result.matched:
+            partner = next(p for p in partners if p.id == result.partner_id)
+            await _dispatch(
+                session, settings, referral, decided, screening, partner, result, now=now
+            )
+        await audit.record(
+            session,
+            action=Action.referral_created,
+            actor=actor,
+            screening_id=screening_row.id,
+            referral_id=referral.id,
+            partner_id=referral.partner_id,
+            subject_id=screening_row.subject_id,
+            data={
+                "decision_id": str(decision_row.id),
+                "service": referral.service,
+                "urgency": referral.urgency,
+                "legal_basis": referral.legal_basis,
+                "flags": list(referral.flags),
+                **({"reason": referral.human_reason} if referral.human_reason else {}),
+            },
+        )
+        created.append(Created(referral=referral, match=result))
+    return decision_row, created
+
+
+async def owns(session: AsyncSession, principal: Principal, referral: Referral) -> bool:
+    """A partner client owns the referrals sent to its organisation's partners."""
+    if referral.partner_id is None or principal.organisation is None:
+        return False
+    row = await session.get(PartnerRow, referral.partner_id)
+    return row is not None and principal.organisation in (
+        row.organisation_id,
+        row.organisation_name,
+    )
+
+
+async def get_referral(session: AsyncSession, referral_id: uuid.UUID) -> Referral:
+    postgres = session.get_bind().dialect.name == "postgresql"
+    referral = await session.get(Referral, referral_id, with_for_update=postgres)
+    if referral is None:
+        raise NotFound("No referral with this id.")
+    return referral
+
+
+async def report_status(
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    referral_id: uuid.UUID,
+    status: PartnerStatus,
+    reason: RejectReason | None,
+    *,
+    now: datetime,
+) -> Referral:
+    """A partner reports on one of its own referrals (FHIR Task status vocabulary)."""
+    referral = await get_referral(session, referral_id)
+    if not await owns(session, principal, referral):
+        # Another partner's referral is indistinguishable from a missing one.
+        raise NotFound("No referral with this id.")
+    current = ReferralStatus(referral.status)
+    if status is PartnerStatus.rejected and reason is None:
+        raise ValidationFailed([field_error(("reason",), "a rejection needs a reason", "missing")])
+    if status is not PartnerStatus.rejected and reason is not None:
+        raise ValidationFailed(
+            [field_error(("reason",), "a reason goes with a rejection only", "unexpected")]
+        )
+    if not partner_may_report(current, status):
+        raise Conflict(
+            "This status cannot follow the referral's current status.",
+            current_status=current.value,
+            reported_status=status.value,
+        )
+    previous = _history(
+        session,
+        referral,
+        ReferralStatus(status.value),
+        actor=principal,
+        reason=reason.value if reason else None,
+        now=now,
+    )
+    await audit.record(
+        session,
+        action=Action.referral_status_changed,
+        actor=principal,
+        referral_id=referral.id,
+        partner_id=referral.partner_id,
+        screening_id=referral.screening_id,
+        data={
+            "previous_status": previous,
+            "status": status.value,
+            **({"reason": reason.value} if reason else {}),
+        },
+    )
+    if status is PartnerStatus.rejected:
+        assert reason is not None
+        await fall_back(session, settings, referral, reason=f"rejected_{reason.value}", now=now)
+    return referral
+
+
+async def fall_back(
+    session: AsyncSession, settings: Settings, referral: Referral, *, reason: str, now: datetime
+) -> None:
+    """Move the referral to the next eligible partner, or escalate it to a person."""
+    await outbox.cancel_pending(session, referral.id, now=now)
+    previous_partner = referral.partner_id
+    if previous_partner is not None:
+        referral.tried_partner_ids = [*referral.tried_partner_ids, previous_partner]
+    partners = await directory_partners(session)
+    _row, screening = await load_screening(session, settings, referral.screening_id)
+    decided = decided_of(referral)
+    facts = SubjectFacts.from_screening(screening, now.date())
+    result = match(
+        decided,
+        facts,
+        partners,
+        now,
+        settings=settings,
+        exclude=frozenset(referral.tried_partner_ids),
+    )
+    if not result.matched:
+        referral.partner_id = None
+        referral.needs_human = True
+        referral.human_reason = "no_partner_left"
+        referral.deadline_at = None
+        _history(session, referral, ReferralStatus.escalated, actor=ROUTER, reason=reason, now=now)
+        await audit.record(
+            session,
+            action=Action.referral_escalated,
+            actor=ROUTER,
+            referral_id=referral.id,
+            screening_id=referral.screening_id,
+            partner_id=previous_partner,
+            data={
+                "reason": "no_partner_left",
+                "service": referral.service,
+                "urgency": referral.urgency,
+                "attempt": referral.assignment,
+            },
+        )
+        return
+    partner = next(p for p in partners if p.id == result.partner_id)
+    referral.partner_id = partner.id
+    referral.assignment += 1
+    referral.deadline_at = result.respond_by
+    referral.match = result.model_dump(mode="json")
+    referral.flags = sorted(f.value for f in result.flags)
+    _history(session, referral, ReferralStatus.queued, actor=ROUTER, reason=reason, now=now)
+    await _dispatch(session, settings, referral, decided, screening, partner, result, now=now)
+    await audit.record(
+        session,
+        action=Action.referral_fallback,
+        actor=ROUTER,
+        referral_id=referral.id,
+        screening_id=referral.screening_id,
+        partner_id=previous_partner,
+        data={"reason": reason, "next_partner_id": partner.id, "attempt": referral.assignment},
+    )
+
+
+async def mark_delivered(
+    session: AsyncSession,
+    referral: Referral,
+    *,
+    delivery_id: uuid.UUID,
+    body_sha256: str,
+    attempt: int,
+    now: datetime,
+) -> None:
+    """The partner's endpoint took the referral: record what was disclosed, to whom, why."""
+    if referral.status == ReferralStatus.queued.value:
+        _history(session, referral, ReferralStatus.delivered, actor=ROUTER, reason=None, now=now)
+    await audit.record(
+        session,
+        action=Action.referral_forwarded,
+        actor=audit.system("delivery-worker"),
+        referral_id=referral.id,
+        screening_id=referral.screening_id,
+        partner_id=referral.partner_id,
+        data={
+            "delivery_id": str(delivery_id),
+            "payload_hash": body_sha256,
+            "fields_shared": list(referral.data_categories),
+            "legal_basis": referral.legal_basis,
+            "service": referral.service,
+            "attempt": attempt,
+        },
+    )
+
+
+async def mark_undeliverable(
+    session: AsyncSession, referral: Referral, *, reason: str, now: datetime
+) -> None:
+    """Retries are exhausted: a dead letter that a person must act on."""
+    referral.needs_human = True
+    referral.human_reason = reason[:64]
+    _history(session, referral, ReferralStatus.undeliverable, actor=ROUTER, reason=reason, now=now)
+    await audit.record(
+        session,
+        action=Action.referral_escalated,
+        actor=ROUTER,
+        referral_id=referral.id,
+        screening_id=referral.screening_id,
+        partner_id=referral.partner_id,
+        data={
+            "reason": reason[:64],
+            "service": referral.service,
+            "urgency": referral.urgency,
+            "attempt": referral.assignment,
+        },
+    )
+
+
+async def sweep_deadlines(session: AsyncSession, settings: Settings, *, now: datetime) -> int:
+    """Referrals whose partner let the response deadline pass move to the next partner."""
+    overdue = (
+        (
+            await session.execute(
+                select(Referral)
+                .where(
+                    Referral.status.in_([s.value for s in AWAITING_RESPONSE]),
+                    Referral.deadline_at.is_not(None),
+                    Referral.deadline_at < now,
+                )
+                .limit(100)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for referral in overdue:
+        await fall_back(session, settings, referral, reason="deadline_missed", now=now)
+    return len(overdue)
+
+
+async def retry_held(session: AsyncSession, settings: Settings, *, now: datetime) -> int:
+    """Held referrals (no eligible partner) are matched again as the directory changes."""
+    held = (
+        (
+            await session.execute(
+                select(Referral).where(Referral.status == ReferralStatus.held.value).limit(100)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if not held:
+        return 0
+    partners = await directory_partners(session)
+    routed = 0
+    for referral in held:
+        _row, screening = await load_screening(session, settings, referral.screening_id)
+        decided = decided_of(referral)
+        facts = SubjectFacts.from_screening(screening, now.date())
+        result = match(decided, facts, partners, now, settings=settings)
+        if not result.matched:
+            continue
+        partner = next(p for p in partners if p.id == result.partner_id)
+        referral.partner_id = partner.id
+        referral.needs_human = False
+        referral.human_reason = None
+        referral.deadline_at = result.respond_by
+        referral.match = result.model_dump(mode="json")
+        referral.flags = sorted(f.value for f in result.flags)
+        _history(
+            session,
+            referral,
+            ReferralStatus.queued,
+            actor=ROUTER,
+            reason="partner_found",
+            now=now,
+        )
+        await _dispatch(session, settings, referral, decided, screening, partner, result, now=now)
+        await audit.record(
+            session,
+            action=Action.referral_fallback,
+            actor=ROUTER,
+            referral_id=referral.id,
+            screening_id=referral.screening_id,
+            data={"reason": "partner_found", "next_partner_id": partner.id, "attempt": 1},
+        )
+        routed += 1
+    return routed
+
+
+def _child_protection(referral: Referral) -> bool:
+    return (
+        referral.service == ServiceCategory.protection.value
+        and referral.legal_basis == LegalBasis.child_protection_duty.value
+    )
+
+
+async def withdraw_consent(
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    screening_id: uuid.UUID,
+    *,
+    now: datetime,
+) -> list[Referral]:
+    """Revoke the screening's pending referrals and tell their partners; a child's
+    protection referral is not revoked."""
+    referrals = (
+        (await session.execute(select(Referral).where(Referral.screening_id == screening_id)))
+        .scalars()
+        .all()
+    )
+    revoked: list[Referral] = []
+    for referral in referrals:
+        if ReferralStatus(referral.status) not in REVOCABLE or _child_protection(referral):
+            continue
+        partner_id = referral.partner_id
+        await outbox.cancel_pending(session, referral.id, now=now)
+        previous = _history(
+            session,
+            referral,
+            ReferralStatus.revoked,
+            actor=principal,
+            reason="consent_withdrawn",
+            now=now,
+        )
+        if partner_id is not None and referral.data_categories:
+            await outbox.enqueue(
+                session,
+                settings,
+                referral_id=referral.id,
+                partner_id=partner_id,
+                subject_id=referral.subject_id,
+                event_type="referral.revoked",
+                body=_revocation_body(referral, partner_id),
+                urgency=Urgency(referral.urgency),
+                now=now,
+            )
+        await audit.record(
+            session,
+            action=Action.referral_revoked,
+            actor=principal,
+            referral_id=referral.id,
+            screening_id=screening_id,
+            partner_id=partner_id,
+            data={
+                "reason": "consent_withdrawn",
+                "service": referral.service,
+                "previous_status": previous,
+            },
+        )
+        revoked.append(referral)
+    await audit.record(
+        session,
+        action=Action.consent_withdrawn,
+        actor=principal,
+        screening_id=screening_id,
+        data={"count": len(revoked)},
+    )
+    return revoked
+
+
+def _revocation_body(referral: Referral, partner_id: str) -> bytes:
+    document: dict[str, Any] = {
+        "type": "referral.revoked",
+        "format": "ruta-json",
+        "referral": {
+            "id": str(referral.id),
+            "partner_id": partner_id,
+            "reason": "consent_withdrawn",
+            "instruction": {
+                "es": "La persona retiró su consentimiento: suspenda la derivación y elimine "
+                "los datos recibidos según su política de protección de datos.",
+                "en": "The person withdrew consent: stop the referral and delete the data "
+                "you received under your data-protection policy.",
+            },
+        },
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()

@@ -1,0 +1,67 @@
+"""What the API shows of a decision and its referrals (no personal data)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Decision, PartnerRow, Referral
+
+
+def referral_view(referral: Referral, partner_names: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": str(referral.id),
+        "service": referral.service,
+        "urgency": referral.urgency,
+        "legal_basis": referral.legal_basis,
+        "identifying": referral.identifying,
+        "flags": list(referral.flags),
+        "status": referral.status,
+        "partner": (
+            {"id": referral.partner_id, "name": partner_names.get(referral.partner_id, "")}
+            if referral.partner_id
+            else None
+        ),
+        "respond_by": referral.deadline_at.isoformat() if referral.deadline_at else None,
+        "needs_human": referral.needs_human,
+        "human_reason": referral.human_reason,
+        "data_categories": list(referral.data_categories),
+        "reasons": list(referral.reasons),
+    }
+
+
+async def partner_names(session: AsyncSession, ids: set[str]) -> dict[str, str]:
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(PartnerRow.id, PartnerRow.name).where(PartnerRow.id.in_(ids))
+    )
+    return {row.id: row.name for row in rows}
+
+
+async def decision_view(session: AsyncSession, screening_id: uuid.UUID) -> dict[str, Any] | None:
+    decision = (
+        await session.execute(select(Decision).where(Decision.screening_id == screening_id))
+    ).scalar_one_or_none()
+    if decision is None:
+        return None
+    referrals = list(
+        (
+            await session.execute(
+                select(Referral)
+                .where(Referral.screening_id == screening_id)
+                .order_by(Referral.service)
+            )
+        ).scalars()
+    )
+    names = await partner_names(session, {r.partner_id for r in referrals if r.partner_id})
+    return {
+        "id": str(decision.id),
+        "rule_set": {"version": decision.rule_set_version, "sha256": decision.rule_set_hash},
+        "non_identifying_notification": decision.non_identifying_notification,
+        "referrals": [referral_view(r, names) for r in referrals],
+        "trace": decision.trace,
+    }
