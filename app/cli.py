@@ -94,6 +94,38 @@ def serve(
     )
 
 
+@cli.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Deliveries in flight at once.")] = 10,
+) -> None:
+    """Run a delivery worker (production: one or more beside the API replicas)."""
+    import signal
+
+    from app.delivery.worker import DeliveryWorker
+
+    settings = _settings()
+
+    async def run() -> None:
+        from app.db import create_engine, create_sessionmaker
+
+        engine = create_engine(settings.database_url)
+        maker = create_sessionmaker(engine)
+        audit.configure_sessionmaker(maker, settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        delivery_worker = DeliveryWorker(maker, settings, concurrency=concurrency)
+        typer.echo(f"delivery worker {delivery_worker.worker_id} started", err=True)
+        try:
+            await delivery_worker.run(stop)
+        finally:
+            await engine.dispose()
+        typer.echo("delivery worker stopped", err=True)
+
+    asyncio.run(run())
+
+
 @clients_cli.command("create")
 def clients_create(
     name: Annotated[str, typer.Option(help="A name for the client, e.g. the app or person.")],

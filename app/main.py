@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +13,7 @@ from app import audit, problems
 from app.auth import JwtVerifier
 from app.background import BackgroundTasks
 from app.db import create_engine, create_sessionmaker
+from app.delivery.worker import DeliveryWorker
 from app.middleware import BodySizeLimit
 from app.models.base import utcnow
 from app.observability import RequestContext, configure_logging
@@ -57,9 +59,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await load_and_sync(app.state.sessionmaker, settings, now=utcnow())
         background = BackgroundTasks(app.state.sessionmaker, settings)
         background.start()
+        worker_stop = asyncio.Event()
+        worker_task: asyncio.Task[None] | None = None
+        if settings.embedded_worker:
+            worker = DeliveryWorker(app.state.sessionmaker, settings)
+            app.state.delivery_worker = worker
+            worker_task = asyncio.create_task(worker.run(worker_stop), name="ruta-delivery")
         try:
             yield
         finally:
+            worker_stop.set()
+            if worker_task is not None:
+                await worker_task
             await background.stop()
             await app.state.rate_limiter.close()
             await engine.dispose()

@@ -78,6 +78,15 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
 
+    # --- Delivery ---
+    #: Run the delivery worker inside the API process (the embedded default). Production
+    #: deployments set false and run `ruta worker` processes instead.
+    embedded_worker: bool = True
+    worker_poll_seconds: float = Field(default=0.25, gt=0, le=10)
+    #: How long a claimed delivery stays leased; a dead worker's deliveries are claimed
+    #: again after this (well within 60 s).
+    delivery_lease_seconds: float = Field(default=30, ge=5, le=55)
+
     # --- JWT bearer tokens from an external identity provider (beside API keys) ---
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
@@ -144,6 +153,11 @@ class Settings(BaseSettings):
     @property
     def jwt_enabled(self) -> bool:
         return bool(self.jwt_issuer and self.jwt_audience and self.jwt_public_key_file)
+
+    @property
+    def loopback_only(self) -> bool:
+        """Tests may only ever send to this machine."""
+        return self.env is Environment.test
 
     @property
     def relaxed_network(self) -> bool:

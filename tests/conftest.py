@@ -138,10 +138,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
+    # The delivery worker is started explicitly by the tests that exercise it.
     return Settings(
         env=Environment.test,
         database_url=database_url,
         secret_key=TEST_SECRET,  # type: ignore[arg-type]
+        embedded_worker=False,
     )
 
 

@@ -31,9 +31,14 @@ class Sent:
     excerpt: str | None
 
 
-async def check_destination(url: str, *, relaxed: bool) -> None:
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+async def check_destination(url: str, *, relaxed: bool, loopback_only: bool = False) -> None:
     """Raise UnsafePartnerURL unless the URL may receive referrals."""
     check_partner_url(url, relaxed)
+    if loopback_only and (urlsplit(url).hostname or "") not in LOOPBACK_HOSTS:
+        raise UnsafePartnerURL("in tests, partners must listen on loopback")
     if relaxed:
         return
     host = urlsplit(url).hostname or ""
@@ -51,11 +56,17 @@ async def check_destination(url: str, *, relaxed: bool) -> None:
 
 
 async def post(
-    client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str], *, relaxed: bool
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    relaxed: bool,
+    loopback_only: bool = False,
 ) -> Sent:
     started = time.perf_counter()
     try:
-        await check_destination(url, relaxed=relaxed)
+        await check_destination(url, relaxed=relaxed, loopback_only=loopback_only)
     except (UnsafePartnerURL, OSError) as exc:
         # Not retried as a network error: the destination itself is refused.
         return Sent(

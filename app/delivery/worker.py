@@ -1,0 +1,373 @@
+"""The delivery worker: claim due deliveries, send them signed, record every attempt.
+
+It runs as a task inside the API process for the embedded default, and as its own process
+(``ruta worker``) in production, as many as needed: leases keep them off each other's work.
+Each delivery goes through three short transactions: the claim (lease), nothing during the
+HTTP call, then the outcome (attempt row, delivery state, referral state, circuit breaker,
+audit event) in one commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import httpx
+import structlog
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import audit
+from app.audit import Action
+from app.delivery import outbox, policy, sender, signing
+from app.delivery.policy import Outcome
+from app.metrics import DELIVERY_ATTEMPTS, DELIVERY_LATENCY
+from app.models import Delivery, DeliveryAttempt, PartnerCircuit, PartnerRow, Referral
+from app.models.base import utcnow
+from app.partners.service import signing_secrets
+from app.referrals import service as referrals
+from app.settings import Settings
+
+log = structlog.get_logger("ruta.delivery")
+ACTOR = audit.system("delivery-worker")
+
+#: Consecutive failures that open a partner's circuit, and the probe interval bounds.
+FAILURES_TO_OPEN = 5
+PROBE_MIN_SECONDS = 30
+PROBE_MAX_SECONDS = 600
+#: A paused partner's deliveries wait, without using up attempts.
+PAUSED_RECHECK = timedelta(minutes=1)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}".lower()
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        *,
+        worker_id: str | None = None,
+        config: outbox.ClaimConfig | None = None,
+        poll_seconds: float | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        client: httpx.AsyncClient | None = None,
+        concurrency: int = 10,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.settings = settings
+        self.worker_id = worker_id or default_worker_id()
+        self.config = config or outbox.ClaimConfig(lease_seconds=settings.delivery_lease_seconds)
+        self.poll_seconds = poll_seconds or settings.worker_poll_seconds
+        self.clock = clock
+        self._client = client
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._last_housekeeping: datetime | None = None
+        self.wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set; a failing round is logged and retried, never fatal."""
+        owned = self._client is None
+        self._client = self._client or sender.new_client()
+        try:
+            while not stop.is_set():
+                handled = 0
+                try:
+                    handled = await self.run_once()
+                    await self.housekeeping()
+                except Exception as exc:
+                    log.error("worker_round_failed", error_type=type(exc).__name__)
+                if handled == 0:
+                    self.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            _first(stop.wait(), self.wake.wait()), self.poll_seconds
+                        )
+        finally:
+            if owned and self._client is not None:
+                await self._client.aclose()
+                self._client = None
+
+    async def run_once(self) -> int:
+        """Claim one batch and deliver it; return how many deliveries were handled."""
+        async with self.sessionmaker() as session:
+            claimed = await outbox.claim(
+                session, worker_id=self.worker_id, now=self.clock(), config=self.config
+            )
+            ids = [d.id for d in claimed]
+            await session.commit()
+        if ids:
+            await asyncio.gather(*(self._guarded(i) for i in ids))
+        return len(ids)
+
+    async def _guarded(self, delivery_id: uuid.UUID) -> None:
+        async with self._semaphore:
+            try:
+                await self.deliver(delivery_id)
+            except Exception as exc:
+                # The lease expires and the delivery is claimed again: nothing is lost.
+                log.error(
+                    "delivery_failed_internally",
+                    delivery_id=str(delivery_id),
+                    error_type=type(exc).__name__,
+                )
+
+    async def deliver(self, delivery_id: uuid.UUID) -> None:
+        client = self._client or sender.new_client()
+        now = self.clock()
+        async with self.sessionmaker() as session:
+            delivery = await session.get(Delivery, delivery_id)
+            if delivery is None or delivery.status != outbox.PENDING:
+                return
+            if delivery.lease_owner != self.worker_id:
+                return
+            partner = await session.get(PartnerRow, delivery.partner_id)
+            body = await outbox.body_of(session, self.settings, delivery)
+            if body is None or partner is None:
+                reason = "subject_erased" if body is None else "partner_missing"
+                await self._finish_dead(session, delivery, reason=reason, now=now)
+                await session.commit()
+                return
+            if partner.status != "active":
+                delivery.next_attempt_at = now + PAUSED_RECHECK
+                delivery.lease_owner = None
+                delivery.lease_expires_at = None
+                await session.commit()
+                return
+            url = partner.endpoint_url
+            headers = signing.headers(
+                webhook_id=delivery.webhook_id,
+                body=body,
+                secrets=signing_secrets(self.settings, partner, now),
+                timestamp=now,
+            )
+            partner_id = partner.id
+            await session.commit()
+
+        sent = await sender.post(client, url, body, headers, relaxed=self.settings.relaxed_network)
+        DELIVERY_LATENCY.labels(partner_id).observe(sent.latency_ms / 1000)
+        async with self.sessionmaker() as session:
+            await self._record(session, delivery_id, sent, started=now)
+            await session.commit()
+        if self._client is None:
+            await client.aclose()
+
+    async def _record(
+        self,
+        session: AsyncSession,
+        delivery_id: uuid.UUID,
+        sent: sender.Sent,
+        *,
+        started: datetime,
+    ) -> None:
+        postgres = session.get_bind().dialect.name == "postgresql"
+        delivery = await session.get(Delivery, delivery_id, with_for_update=postgres)
+        assert delivery is not None
+        now = self.clock()
+        attempt_no = delivery.attempt_count + 1
+        result = sent.result
+        refused = (result.error or "").startswith("refused_destination")
+        outcome = Outcome.rejected if refused else policy.classify(result)
+        delay = policy.next_delay(attempt_no, result) if outcome is Outcome.retry else None
+        if outcome is Outcome.retry and delay is None:
+            outcome = Outcome.dead
+        session.add(
+            DeliveryAttempt(
+                delivery_id=delivery.id,
+                attempt_no=attempt_no,
+                worker=self.worker_id,
+                started_at=started,
+                latency_ms=sent.latency_ms,
+                status_code=result.status_code,
+                outcome=outcome.value,
+                error=(result.error or None) and str(result.error)[:200],
+                response_excerpt=sent.excerpt,
+            )
+        )
+        DELIVERY_ATTEMPTS.labels(delivery.partner_id, outcome.value).inc()
+        still_ours = delivery.status == outbox.PENDING
+        delivery.attempt_count = attempt_no
+        delivery.lease_owner = None
+        delivery.lease_expires_at = None
+        await audit.record(
+            session,
+            action=Action.referral_attempted,
+            actor=ACTOR,
+            referral_id=delivery.referral_id,
+            partner_id=delivery.partner_id,
+            data={
+                "delivery_id": str(delivery.id),
+                "attempt": attempt_no,
+                "http_status": result.status_code,
+                "outcome": outcome.value,
+                **({"reason": _code(result.error)} if result.error else {}),
+                **({"due_at": _stamp(now + timedelta(seconds=delay))} if delay is not None else {}),
+            },
+        )
+        await self._circuit(session, delivery.partner_id, outcome, now=now)
+        if not still_ours:
+            return  # cancelled meanwhile (fallback, revocation) or finished by another worker
+        referral = await session.get(Referral, delivery.referral_id)
+        assert referral is not None
+        is_referral = delivery.event_type == "referral.created"
+        current = is_referral and referral.partner_id == delivery.partner_id
+        match outcome:
+            case Outcome.delivered:
+                delivery.status = "delivered"
+                delivery.finished_at = now
+                delivery.last_error = None
+                if current:
+                    await referrals.mark_delivered(
+                        session,
+                        referral,
+                        delivery_id=delivery.id,
+                        body_sha256=delivery.body_sha256,
+                        attempt=attempt_no,
+                        now=now,
+                    )
+            case Outcome.retry:
+                assert delay is not None
+                delivery.next_attempt_at = now + timedelta(seconds=delay)
+                delivery.last_error = _code(result.error) or f"http_{result.status_code}"
+            case Outcome.rejected | Outcome.gone:
+                delivery.status = "rejected"
+                delivery.finished_at = now
+                delivery.last_error = (
+                    "endpoint_gone"
+                    if outcome is Outcome.gone
+                    else _code(result.error) or f"http_{result.status_code}"
+                )
+                if outcome is Outcome.gone:
+                    await self._pause_partner(session, delivery.partner_id, now=now)
+                if current:
+                    await referrals.fall_back(
+                        session,
+                        self.settings,
+                        referral,
+                        reason="endpoint_gone" if outcome is Outcome.gone else "delivery_refused",
+                        now=now,
+                    )
+            case Outcome.dead:
+                await self._finish_dead(
+                    session,
+                    delivery,
+                    reason=_code(result.error) or "retries_exhausted",
+                    now=now,
+                )
+
+    async def _finish_dead(
+        self, session: AsyncSession, delivery: Delivery, *, reason: str, now: datetime
+    ) -> None:
+        delivery.status = "dead"
+        delivery.needs_human = True
+        delivery.finished_at = now
+        delivery.last_error = reason[:200]
+        delivery.lease_owner = None
+        delivery.lease_expires_at = None
+        referral = await session.get(Referral, delivery.referral_id)
+        if (
+            referral is not None
+            and delivery.event_type == "referral.created"
+            and referral.partner_id == delivery.partner_id
+            and referral.status in ("queued", "delivered", "received")
+        ):
+            await referrals.mark_undeliverable(session, referral, reason="dead_letter", now=now)
+
+    async def _pause_partner(
+        self, session: AsyncSession, partner_id: str, *, now: datetime
+    ) -> None:
+        partner = await session.get(PartnerRow, partner_id)
+        if partner is None or partner.status == "paused":
+            return
+        partner.status = "paused"
+        partner.updated_at = now
+        await audit.record(
+            session,
+            action=Action.partner_disabled,
+            actor=ACTOR,
+            partner_id=partner_id,
+            data={"target_id": partner_id, "reason": "endpoint_gone"},
+        )
+
+    async def _circuit(
+        self, session: AsyncSession, partner_id: str, outcome: Outcome, *, now: datetime
+    ) -> None:
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        await session.execute(
+            insert(PartnerCircuit)
+            .values(
+                partner_id=partner_id,
+                state="closed",
+                consecutive_failures=0,
+                probe_interval_seconds=PROBE_MIN_SECONDS,
+            )
+            .on_conflict_do_nothing(index_elements=["partner_id"])
+        )
+        postgres = session.get_bind().dialect.name == "postgresql"
+        circuit = await session.get(
+            PartnerCircuit, partner_id, with_for_update=postgres, populate_existing=True
+        )
+        assert circuit is not None
+        if outcome in (Outcome.retry, Outcome.dead):
+            circuit.consecutive_failures += 1
+            if circuit.state == "open":
+                # The probe failed: wait longer before the next one.
+                circuit.probe_interval_seconds = min(
+                    circuit.probe_interval_seconds * 2, PROBE_MAX_SECONDS
+                )
+                circuit.next_probe_at = now + timedelta(seconds=circuit.probe_interval_seconds)
+            elif circuit.consecutive_failures >= FAILURES_TO_OPEN:
+                circuit.state = "open"
+                circuit.opened_at = now
+                circuit.probe_interval_seconds = PROBE_MIN_SECONDS
+                circuit.next_probe_at = now + timedelta(seconds=PROBE_MIN_SECONDS)
+                log.warning("circuit_opened", partner_id=partner_id)
+        else:
+            if circuit.state == "open":
+                log.info("circuit_closed", partner_id=partner_id)
+            circuit.state = "closed"
+            circuit.consecutive_failures = 0
+            circuit.probe_interval_seconds = PROBE_MIN_SECONDS
+            circuit.next_probe_at = None
+
+    async def housekeeping(self, *, force: bool = False) -> None:
+        """Every 30 s: missed response deadlines move on; held referrals try again."""
+        now = self.clock()
+        if (
+            not force
+            and self._last_housekeeping is not None
+            and now - self._last_housekeeping < timedelta(seconds=30)
+        ):
+            return
+        self._last_housekeeping = now
+        async with self.sessionmaker() as session:
+            await referrals.sweep_deadlines(session, self.settings, now=now)
+            await referrals.retry_held(session, self.settings, now=now)
+            await session.commit()
+
+
+async def _first(*waits: object) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]  # type: ignore[call-overload]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def _code(error: str | None) -> str:
+    if not error:
+        return ""
+    return "".join(c if c.isalnum() or c in "_:.-" else "_" for c in error.lower())[:64]
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,36 @@
+"""Prometheus metrics. Labels carry codes, partner ids and route templates only: never a
+person's data, a screening id or a free-text value."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DECISIONS = Counter(
+    "ruta_decisions_total",
+    "Referrals decided, by service, urgency and legal basis.",
+    ["service", "urgency", "legal_basis"],
+)
+RULES_FIRED = Counter("ruta_rules_fired_total", "Rules that fired, by rule id.", ["rule_id"])
+DELIVERY_ATTEMPTS = Counter(
+    "ruta_delivery_attempts_total",
+    "Delivery attempts by partner and outcome.",
+    ["partner_id", "outcome"],
+)
+DELIVERY_LATENCY = Histogram(
+    "ruta_delivery_latency_seconds",
+    "Partner endpoint latency by partner.",
+    ["partner_id"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0),
+)
+OUTBOX_BACKLOG = Gauge("ruta_outbox_backlog", "Deliveries not yet finished.")
+OUTBOX_OLDEST_DUE_AGE = Gauge(
+    "ruta_outbox_oldest_due_age_seconds", "Age of the oldest delivery that is due now."
+)
+DEAD_LETTERS = Gauge("ruta_dead_letters", "Deliveries that exhausted their retries.")
+CIRCUITS_OPEN = Gauge(
+    "ruta_circuit_open", "1 when a partner's circuit breaker is open.", ["partner_id"]
+)
+AUDIT_CHAIN_LENGTH = Gauge("ruta_audit_chain_length", "Events in the audit chain.")
+REFERRALS_NEEDING_A_PERSON = Gauge(
+    "ruta_referrals_needing_a_person", "Referrals held, escalated or undeliverable."
+)
