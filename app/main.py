@@ -20,7 +20,17 @@ from app.observability import RequestContext, configure_logging
 from app.partners.service import load_and_sync
 from app.ratelimit import create_rate_limiter
 from app.routers import audit as audit_routes
-from app.routers import demo_partners, health, metrics, partners, rules, screenings, subjects
+from app.routers import (
+    deliveries,
+    demo_partners,
+    health,
+    metrics,
+    partners,
+    referrals,
+    rules,
+    screenings,
+    subjects,
+)
 from app.rules import DEFAULT_RULES_PATH, load_rule_set
 from app.settings import Settings, get_settings
 
@@ -94,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_routes.router)
     app.include_router(rules.router)
     app.include_router(partners.router)
+    app.include_router(referrals.router)
+    app.include_router(deliveries.router)
     demo_partners.install(app, settings)
     app.include_router(metrics.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -73,6 +73,28 @@ async def _make_partner(http: httpx.AsyncClient, api_key: KeyFactory, org: str) 
     return str(body["id"])
 
 
+async def _make_referral(http: httpx.AsyncClient, api_key: KeyFactory, org: str) -> str:
+    admin = await api_key("admin")
+    partner = partner_body()
+    partner["organisation"] = {"id": "authz-org", "name": org}
+    partner["services"] = ["medical", "psychological", "legal", "protection"]
+    partner["capacity"] = {"available": 50, "maximum": 50}
+    assert (await http.post("/v1/partners", json=partner, headers=bearer(admin))).status_code == 201
+    clinic = await api_key("clinic", org)
+    body = screening()
+    receipt = await http.post("/v1/screenings", json=body, headers=bearer(clinic))
+    assert receipt.status_code == 201, receipt.text
+    referrals = receipt.json()["decision"]["referrals"]
+    return str(next(r["id"] for r in referrals if r["partner"]))
+
+
+async def _make_delivery(http: httpx.AsyncClient, api_key: KeyFactory, org: str) -> str:
+    referral_id = await _make_referral(http, api_key, org)
+    auditor = await api_key("auditor")
+    explained = await http.get(f"/v1/referrals/{referral_id}", headers=bearer(auditor))
+    return str(explained.json()["deliveries"][0]["id"])
+
+
 async def _capacity_body(http: httpx.AsyncClient, api_key: KeyFactory) -> Any:
     await _make_partner(http, api_key, OWN_ORG)
     return {"available": 1}
@@ -81,6 +103,8 @@ async def _capacity_body(http: httpx.AsyncClient, api_key: KeyFactory) -> Any:
 OBJECT_MAKERS: dict[str, ObjectMaker] = {
     "screening_id": _make_screening,
     "partner_id": _make_partner,
+    "referral_id": _make_referral,
+    "delivery_id": _make_delivery,
 }
 
 
@@ -117,6 +141,9 @@ CALLS: dict[str, Call] = {
     "POST /v1/partners": Call(body=partner_body),
     "PATCH /v1/partners/{partner_id}": Call(body=lambda: {"name": "Renamed partner"}),
     "PATCH /v1/partners/me/capacity": Call(make_body=_capacity_body),
+    "POST /v1/referrals/{referral_id}/status": Call(body=lambda: {"status": "received"}),
+    # Only a dead letter can be replayed: 409 on a pending one shows the call was allowed.
+    "POST /v1/deliveries/{delivery_id}/replay": Call(ok=(200, 409)),
 }
 
 

@@ -1,0 +1,379 @@
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import and_, or_, select
+
+from app import audit
+from app.audit import Action
+from app.deps import AuditorDep, ClinicDep, PartnerDep, SessionDep, SettingsDep
+from app.errors import BadRequest, NotFound
+from app.models import (
+    AuditEvent,
+    Decision,
+    Delivery,
+    DeliveryAttempt,
+    Referral,
+    ReferralEvent,
+    Screening,
+)
+from app.models.base import utcnow
+from app.openapi import responses
+from app.partners.matching import SubjectFacts, match
+from app.partners.minimiser import build_referral_body
+from app.partners.service import directory_partners
+from app.referrals import service
+from app.referrals.state import PartnerStatus, RejectReason
+from app.referrals.views import partner_names, referral_view
+from app.schemas.screening import ServiceCategory
+from app.services.intake import get_screening_for
+
+router = APIRouter(tags=["referrals"], responses=responses(404, 409))
+
+
+class StatusIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"status": "accepted"},
+                {"status": "rejected", "reason": "no_capacity"},
+                {"status": "completed"},
+            ]
+        },
+    )
+
+    status: PartnerStatus = Field(description="FHIR Task status.")
+    reason: RejectReason | None = Field(
+        default=None, description="Required with `rejected`, refused otherwise."
+    )
+
+
+@router.post(
+    "/v1/referrals/{referral_id}/status",
+    summary="A partner reports what happened to a referral",
+    description="Partners report on their own referrals with FHIR Task statuses. Allowed "
+    "transitions: delivered → received/accepted/rejected; received → accepted/rejected/"
+    "in-progress/on-hold; accepted, in-progress, on-hold → in-progress/on-hold/completed/"
+    "failed/cancelled. `rejected` (with a reason) sends the referral to the next eligible "
+    "partner, or escalates it to a person when none is left. Another partner's referral "
+    "answers 404.",
+)
+async def report_status(
+    referral_id: uuid.UUID,
+    body: StatusIn,
+    principal: PartnerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    referral = await service.report_status(
+        session, settings, principal, referral_id, body.status, body.reason, now=utcnow()
+    )
+    # After a rejection the referral belongs to another partner: show only what this
+    # partner may know.
+    return {"id": str(referral.id), "reported": body.status.value}
+
+
+@router.get(
+    "/v1/referrals/{referral_id}/details",
+    summary="Fetch a thin-mode referral's details",
+    description="For partners in thin mode: the referral's need-to-know body, built by the "
+    "same minimiser as a full delivery. Own referrals only; every fetch is recorded.",
+)
+async def details(
+    referral_id: uuid.UUID,
+    principal: PartnerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+) -> dict[str, Any]:
+    referral = await session.get(Referral, referral_id)
+    if referral is None or not await service.owns(session, principal, referral):
+        raise NotFound("No referral with this id.")
+    _row, screening = await service.load_screening(session, settings, referral.screening_id)
+    decided = service.decided_of(referral)
+    now = utcnow()
+    partners = await directory_partners(session)
+    result = match(
+        decided,
+        SubjectFacts.from_screening(screening, now.date()),
+        partners,
+        now,
+        settings=settings,
+    )
+    assert referral.partner_id is not None
+    outbound = build_referral_body(
+        referral_id=referral.id,
+        partner_id=referral.partner_id,
+        decided=decided,
+        screening=screening,
+        respond_by=referral.deadline_at or result.respond_by,
+        flags=frozenset(decided.flags),
+        referring_organisation=referral.organisation,
+        public_base_url=settings.public_base_url,
+        thin=False,
+        event="referral.details",
+    )
+    await audit.record(
+        session,
+        action=Action.personal_data_read,
+        actor=principal,
+        referral_id=referral.id,
+        screening_id=referral.screening_id,
+        partner_id=referral.partner_id,
+        request_id=request.state.request_id,
+        data={
+            "fields": list(outbound.fields),
+            "categories": list(outbound.data_categories),
+            "purpose": "thin_referral_fetch",
+        },
+    )
+    return outbound.body
+
+
+@router.post(
+    "/v1/screenings/{screening_id:uuid}/consent/withdraw",
+    summary="The person withdrew consent",
+    description="Revokes the screening's pending referrals and notifies their partners. A "
+    "child's protection referral (child-protection duty) is not revoked.",
+)
+async def withdraw_consent(
+    screening_id: uuid.UUID, principal: ClinicDep, session: SessionDep, settings: SettingsDep
+) -> dict[str, Any]:
+    await get_screening_for(session, principal, screening_id)
+    revoked = await service.withdraw_consent(
+        session, settings, principal, screening_id, now=utcnow()
+    )
+    return {"revoked": [str(r.id) for r in revoked]}
+
+
+class ReferralPage(BaseModel):
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def _encode(referral: Referral) -> str:
+    raw = f"{referral.created_at.isoformat()}|{referral.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        moment, ident = base64.urlsafe_b64decode(padded).decode().split("|")
+        return datetime.fromisoformat(moment), uuid.UUID(ident)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("The cursor is not valid.") from None
+
+
+@router.get(
+    "/v1/referrals",
+    response_model=ReferralPage,
+    summary="Referrals, for auditors",
+    description="Filter by status, service, urgency, partner, region and creation time; "
+    "newest first, with an opaque cursor.",
+)
+async def list_referrals(
+    principal: AuditorDep,
+    session: SessionDep,
+    status: Annotated[str | None, Query(max_length=16)] = None,
+    service_: Annotated[ServiceCategory | None, Query(alias="service")] = None,
+    urgency: Annotated[str | None, Query(pattern="^(emergency|urgent|routine)$")] = None,
+    partner_id: Annotated[str | None, Query(max_length=64)] = None,
+    region: Annotated[str | None, Query(max_length=32)] = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> ReferralPage:
+    query = select(Referral)
+    for column, value in (
+        (Referral.status, status),
+        (Referral.service, service_.value if service_ else None),
+        (Referral.urgency, urgency),
+        (Referral.partner_id, partner_id),
+        (Referral.region, region),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if created_from is not None:
+        query = query.where(Referral.created_at >= created_from)
+    if created_to is not None:
+        query = query.where(Referral.created_at < created_to)
+    if cursor:
+        moment, ident = _decode(cursor)
+        query = query.where(
+            or_(
+                Referral.created_at < moment,
+                and_(Referral.created_at == moment, Referral.id < ident),
+            )
+        )
+    rows = list(
+        (
+            await session.execute(
+                query.order_by(Referral.created_at.desc(), Referral.id.desc()).limit(limit + 1)
+            )
+        ).scalars()
+    )
+    page = rows[:limit]
+    names = await partner_names(session, {r.partner_id for r in page if r.partner_id})
+    return ReferralPage(
+        items=[
+            {
+                **referral_view(r, names),
+                "screening_id": str(r.screening_id),
+                "created_at": r.created_at.isoformat(),
+                "region": r.region,
+            }
+            for r in page
+        ],
+        next_cursor=_encode(page[-1]) if len(rows) > limit else None,
+    )
+
+
+@router.get(
+    "/v1/referrals/{referral_id}",
+    summary="A referral's history and explanation, for auditors",
+    description="The decision trace (rule-set version and hash, fired rules and the values "
+    "they read), why this partner was chosen and who was passed over, every status it has "
+    "had, and every delivery attempt.",
+)
+async def explain(
+    referral_id: uuid.UUID, principal: AuditorDep, session: SessionDep
+) -> dict[str, Any]:
+    referral = await session.get(Referral, referral_id)
+    if referral is None:
+        raise NotFound("No referral with this id.")
+    decision = await session.get(Decision, referral.decision_id)
+    assert decision is not None
+    history = (
+        await session.execute(
+            select(ReferralEvent)
+            .where(ReferralEvent.referral_id == referral.id)
+            .order_by(ReferralEvent.id)
+        )
+    ).scalars()
+    deliveries = list(
+        (
+            await session.execute(
+                select(Delivery)
+                .where(Delivery.referral_id == referral.id)
+                .order_by(Delivery.created_at)
+            )
+        ).scalars()
+    )
+    attempts = list(
+        (
+            await session.execute(
+                select(DeliveryAttempt)
+                .where(DeliveryAttempt.delivery_id.in_([d.id for d in deliveries]))
+                .order_by(DeliveryAttempt.id)
+            )
+        ).scalars()
+    )
+    names = await partner_names(
+        session,
+        {p for p in [referral.partner_id, *referral.tried_partner_ids] if p}
+        | {d.partner_id for d in deliveries},
+    )
+    return {
+        **referral_view(referral, names),
+        "screening_id": str(referral.screening_id),
+        "created_at": referral.created_at.isoformat(),
+        "tried_partners": list(referral.tried_partner_ids),
+        "decision": {
+            "id": str(decision.id),
+            "rule_set": {"version": decision.rule_set_version, "sha256": decision.rule_set_hash},
+            "trace": decision.trace,
+        },
+        "match": referral.match,
+        "history": [
+            {
+                "at": e.at.isoformat(),
+                "from": e.from_status,
+                "to": e.to_status,
+                "reason": e.reason,
+                "partner_id": e.partner_id,
+                "actor_role": e.actor_role,
+            }
+            for e in history
+        ],
+        "deliveries": [
+            {
+                "id": str(d.id),
+                "webhook_id": d.webhook_id,
+                "partner_id": d.partner_id,
+                "event_type": d.event_type,
+                "status": d.status,
+                "body_sha256": d.body_sha256,
+                "replays": d.replays,
+                "attempts": [
+                    {
+                        "attempt": a.attempt_no,
+                        "started_at": a.started_at.isoformat(),
+                        "latency_ms": a.latency_ms,
+                        "status_code": a.status_code,
+                        "outcome": a.outcome,
+                        "error": a.error,
+                    }
+                    for a in attempts
+                    if a.delivery_id == d.id
+                ],
+            }
+            for d in deliveries
+        ],
+    }
+
+
+@router.get(
+    "/v1/screenings/{screening_id:uuid}/disclosures",
+    summary="Which recipient received which data categories, when, and on what basis",
+    description="The disclosure list of one case, for auditors and data-protection officers, "
+    "read from the audit trail.",
+)
+async def disclosures(
+    screening_id: uuid.UUID, principal: AuditorDep, session: SessionDep
+) -> dict[str, Any]:
+    if await session.get(Screening, screening_id) is None:
+        raise NotFound("No screening with this id.")
+    events = list(
+        (
+            await session.execute(
+                select(AuditEvent)
+                .where(
+                    AuditEvent.screening_id == screening_id,
+                    AuditEvent.action.in_(
+                        [Action.referral_forwarded.value, Action.personal_data_read.value]
+                    ),
+                )
+                .order_by(AuditEvent.seq)
+            )
+        ).scalars()
+    )
+    names = await partner_names(session, {e.partner_id for e in events if e.partner_id})
+    return {
+        "screening_id": str(screening_id),
+        "disclosures": [
+            {
+                "seq": e.seq,
+                "at": e.occurred_at.isoformat(),
+                "kind": "forwarded" if e.action == Action.referral_forwarded.value else "read",
+                "recipient": (
+                    {"partner_id": e.partner_id, "name": names.get(e.partner_id, "")}
+                    if e.partner_id
+                    else {"actor_role": e.actor_role, "actor_id": e.actor_id}
+                ),
+                "referral_id": str(e.referral_id) if e.referral_id else None,
+                "categories": e.data.get("fields_shared") or e.data.get("categories") or [],
+                "fields": e.data.get("fields", []),
+                "legal_basis": e.data.get("legal_basis"),
+                "purpose": e.data.get("purpose"),
+            }
+            for e in events
+        ],
+    }
