@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from app.delivery.outbox import ClaimConfig
+from app.delivery.worker import DeliveryWorker
+from app.models import Delivery, Referral
+from app.models.base import utcnow
+from tests.conftest import KeyFactory, bearer
+from tests.delivery.partner_server import SECRET, PartnerServer
+from tests.factories import adult_consenting
+
+
+class Clock:
+    """A clock the test moves: the schedule runs in simulated time."""
+
+    def __init__(self) -> None:
+        # Ahead of the wall clock, so work that intake queues during the test is due.
+        self.now = utcnow() + timedelta(minutes=2)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def partner_server() -> Iterator[PartnerServer]:
+    server = PartnerServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def worker(app: FastAPI, clock: Clock) -> AsyncIterator[DeliveryWorker]:
+    client = httpx.AsyncClient(timeout=httpx.Timeout(1.0), follow_redirects=False, trust_env=False)
+    try:
+        yield DeliveryWorker(
+            app.state.sessionmaker,
+            app.state.settings,
+            worker_id="test-worker-a",
+            config=ClaimConfig(lease_seconds=30, batch=50, per_partner_cap=50),
+            clock=clock,
+            client=client,
+        )
+    finally:
+        await client.aclose()
+
+
+def partner_document(partner_id: str, url: str, **overrides: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "id": partner_id,
+        "organisation": {"id": partner_id, "name": f"Org {partner_id}"},
+        "name": f"Partner {partner_id}",
+        "services": ["medical", "psychological", "legal", "protection"],
+        "service_area": {"national": True},
+        "languages": ["es", "qu"],
+        "capacity": {"available": 100, "maximum": 100},
+        "endpoint": {"url": url, "secrets": [SECRET]},
+    }
+    document.update(overrides)
+    return document
+
+
+async def add_partner(
+    http: httpx.AsyncClient, api_key: KeyFactory, partner_id: str, url: str, **overrides: Any
+) -> None:
+    admin = await api_key("admin")
+    response = await http.post(
+        "/v1/partners", json=partner_document(partner_id, url, **overrides), headers=bearer(admin)
+    )
+    assert response.status_code == 201, response.text
+
+
+async def submit(http: httpx.AsyncClient, api_key: KeyFactory, **overrides: Any) -> dict[str, Any]:
+    clinic = await api_key("clinic", "Caravana de la Vida")
+    body = adult_consenting(**overrides)
+    response = await http.post("/v1/screenings", json=body, headers=bearer(clinic))
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def deliveries(app: FastAPI) -> list[Delivery]:
+    async with app.state.sessionmaker() as session:
+        return list(
+            (await session.execute(select(Delivery).order_by(Delivery.created_at))).scalars()
+        )
+
+
+async def referral(app: FastAPI, referral_id: str) -> Referral:
+    async with app.state.sessionmaker() as session:
+        row: Referral | None = await session.get(Referral, uuid.UUID(referral_id))
+        assert row is not None
+        return row
