@@ -9,12 +9,16 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import audit
+from app.db import create_engine, create_sessionmaker
 from app.delivery.outbox import ClaimConfig
 from app.delivery.worker import DeliveryWorker
 from app.models import Delivery, Referral
 from app.models.base import utcnow
-from tests.conftest import KeyFactory, bearer
+from app.settings import Environment, Settings
+from tests.conftest import TEST_SECRET, KeyFactory, _admin_execute, _db_url, bearer
 from tests.delivery.partner_server import SECRET, PartnerServer
 from tests.factories import adult_consenting
 
@@ -109,3 +113,31 @@ async def referral(app: FastAPI, referral_id: str) -> Referral:
         row: Referral | None = await session.get(Referral, uuid.UUID(referral_id))
         assert row is not None
         return row
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    admin_url, template = request.getfixturevalue("postgres_template")
+    name = f"ruta_t_{uuid.uuid4().hex[:12]}"
+    _admin_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield _db_url(admin_url, name)
+    finally:
+        _admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def pg_maker(postgres_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    settings = Settings(
+        env=Environment.test,
+        database_url=postgres_url,
+        secret_key=TEST_SECRET,  # type: ignore[arg-type]
+        embedded_worker=False,
+    )
+    engine = create_engine(postgres_url)
+    maker = create_sessionmaker(engine)
+    audit.configure_sessionmaker(maker, settings)
+    try:
+        yield maker
+    finally:
+        await engine.dispose()

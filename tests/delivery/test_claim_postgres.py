@@ -4,51 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import audit
-from app.db import create_engine, create_sessionmaker
 from app.delivery import outbox
 from app.main import create_app
 from app.models import Delivery
 from app.settings import Environment, Settings
-from tests.conftest import TEST_SECRET, _admin_execute, _db_url
+from tests.conftest import TEST_SECRET
 from tests.delivery.conftest import Clock
 
 
-@pytest.fixture
-def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    admin_url, template = request.getfixturevalue("postgres_template")
-    name = f"ruta_t_{uuid.uuid4().hex[:12]}"
-    _admin_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    try:
-        yield _db_url(admin_url, name)
-    finally:
-        _admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-async def pg_maker(postgres_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    settings = Settings(
-        env=Environment.test,
-        database_url=postgres_url,
-        secret_key=TEST_SECRET,  # type: ignore[arg-type]
-        embedded_worker=False,
-    )
-    engine = create_engine(postgres_url)
-    maker = create_sessionmaker(engine)
-    audit.configure_sessionmaker(maker, settings)
-    try:
-        yield maker
-    finally:
-        await engine.dispose()
-
-
-async def _seed(postgres_url: str, count: int) -> None:
+async def _seed(
+    postgres_url: str, count: int, *, url: str = "http://127.0.0.1:9/inbox", services: int = 1
+) -> None:
     """Queue ``count`` deliveries through the real intake path."""
     import httpx
 
@@ -86,7 +58,8 @@ async def _seed(postgres_url: str, count: int) -> None:
             await session.commit()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ruta.test") as http:
-            doc = partner_document("p", "http://127.0.0.1:9/inbox", services=["medical"])
+            offered = ["medical", "psychological", "legal", "protection"][:services]
+            doc = partner_document("p", url, services=offered)
             assert (
                 await http.post(
                     "/v1/partners", json=doc, headers={"Authorization": f"Bearer {admin}"}
