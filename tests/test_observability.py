@@ -64,3 +64,33 @@ async def test_metrics_count_requests_by_route_template(http: httpx.AsyncClient)
     assert 'ruta_http_requests_total{method="GET",route="/healthz",status="200"}' in text
     assert 'route="/v1/screenings/{screening_id}",status="401"' in text
     assert "0b7d2f7e" not in text
+
+
+async def test_metrics_cover_decisions_deliveries_backlog_and_the_audit_chain(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    from tests.delivery.conftest import add_partner
+
+    await add_partner(http, api_key, "metrics-partner", "http://127.0.0.1:9/inbox")
+    key = await api_key("clinic", "Caravana de la Vida")
+    assert (
+        await http.post("/v1/screenings", json=screening(), headers=bearer(key))
+    ).status_code == 201
+    text = (await http.get("/metrics")).text
+    assert 'ruta_decisions_total{legal_basis="child_protection_duty"' in text
+    assert "ruta_rules_fired_total{rule_id=" in text
+    backlog = next(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("ruta_outbox_backlog ")
+    )
+    assert backlog >= 1  # queued, no worker running in this test
+    assert "ruta_outbox_oldest_due_age_seconds" in text
+    assert "ruta_dead_letters 0.0" in text
+    chain = next(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("ruta_audit_chain_length ")
+    )
+    assert chain >= 4
+    assert "ruta_referrals_needing_a_person" in text

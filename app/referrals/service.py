@@ -23,6 +23,7 @@ from app.audit.writer import Actor, actor_of
 from app.auth import Principal
 from app.delivery import outbox
 from app.errors import Conflict, NotFound, ValidationFailed, field_error
+from app.metrics import DECISIONS, RULES_FIRED
 from app.models import Decision as DecisionRow
 from app.models import PartnerRow, Referral, ReferralEvent, Screening, Subject
 from app.partners.directory import Partner
@@ -198,6 +199,14 @@ async def create_referrals(
             "rules_fired": fired,
         },
     )
+    for rule_id in fired:
+        RULES_FIRED.labels(rule_id).inc()
+    for decided_referral in decision.referrals:
+        DECISIONS.labels(
+            decided_referral.service.value,
+            decided_referral.urgency.value,
+            decided_referral.legal_basis.value,
+        ).inc()
     if partners is None:
         partners = await directory_partners(session)
     facts = SubjectFacts.from_screening(screening, now.date())

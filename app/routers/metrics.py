@@ -1,9 +1,64 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from datetime import datetime
+
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import func, select
+
+from app.metrics import (
+    AUDIT_CHAIN_LENGTH,
+    CIRCUITS_OPEN,
+    DEAD_LETTERS,
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_DUE_AGE,
+    REFERRALS_NEEDING_A_PERSON,
+)
+from app.models import AuditEvent, Delivery, PartnerCircuit, Referral
+from app.models.base import utcnow
 
 router = APIRouter(tags=["operations"])
+
+
+async def _refresh(request: Request, now: datetime) -> None:
+    """Gauges read from the database at scrape time, so every replica reports the same."""
+    async with request.app.state.sessionmaker() as session:
+        backlog = (
+            await session.execute(
+                select(func.count(), func.min(Delivery.next_attempt_at)).where(
+                    Delivery.status == "pending"
+                )
+            )
+        ).one()
+        OUTBOX_BACKLOG.set(backlog[0])
+        oldest = backlog[1]
+        if oldest is not None and oldest.tzinfo is None:
+            from datetime import UTC
+
+            oldest = oldest.replace(tzinfo=UTC)
+        OUTBOX_OLDEST_DUE_AGE.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0)
+        DEAD_LETTERS.set(
+            (
+                await session.execute(
+                    select(func.count()).select_from(Delivery).where(Delivery.status == "dead")
+                )
+            ).scalar_one()
+        )
+        REFERRALS_NEEDING_A_PERSON.set(
+            (
+                await session.execute(
+                    select(func.count()).select_from(Referral).where(Referral.needs_human)
+                )
+            ).scalar_one()
+        )
+        CIRCUITS_OPEN.clear()
+        for partner_id, state in (
+            await session.execute(select(PartnerCircuit.partner_id, PartnerCircuit.state))
+        ).all():
+            CIRCUITS_OPEN.labels(partner_id).set(1 if state == "open" else 0)
+        AUDIT_CHAIN_LENGTH.set(
+            (await session.execute(select(func.coalesce(func.max(AuditEvent.seq), 0)))).scalar_one()
+        )
 
 
 @router.get(
@@ -11,5 +66,6 @@ router = APIRouter(tags=["operations"])
     summary="Prometheus metrics (for operators; no personal data in any label)",
     response_class=Response,
 )
-async def metrics() -> Response:
+async def metrics(request: Request) -> Response:
+    await _refresh(request, utcnow())
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
