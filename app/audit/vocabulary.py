@@ -71,6 +71,8 @@ class Shape(StrEnum):
     timestamp = "timestamp"
     route = "route"
     version = "version"
+    #: An identifier Ruta or an admin chose (partner ids, client ids): a code, digits allowed.
+    ident = "ident"
 
 
 #: A short code: lowercase, no spaces. Lowercase-only keeps capitalised names out.
@@ -116,12 +118,12 @@ KEYS: dict[str, Shape] = {
     "payload_hash": Shape.hash,
     "fields_shared": Shape.codes,
     "due_at": Shape.timestamp,
-    "next_partner_id": Shape.code,
+    "next_partner_id": Shape.ident,
     # personal-data reads
     "fields": Shape.codes,
     "purpose": Shape.code,
     # admin
-    "target_id": Shape.code,
+    "target_id": Shape.ident,
     "changed": Shape.codes,
     "role": Shape.code,
     "key_id": Shape.code,
@@ -239,6 +241,9 @@ def _check_value(shape: Shape, value: Any, path: str) -> None:
         case Shape.route:
             if not isinstance(value, str) or not ROUTE_RE.fullmatch(value):
                 raise AuditDataRejected(f"{path}: expected a route template")
+        case Shape.ident:
+            if not isinstance(value, str) or not REF_RE.fullmatch(value):
+                raise AuditDataRejected(f"{path}: expected an identifier")
         case Shape.version:
             if not isinstance(value, str) or not VERSION_RE.fullmatch(value):
                 raise AuditDataRejected(f"{path}: expected a dotted version like 2026.11.1")

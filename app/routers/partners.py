@@ -14,7 +14,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import audit
+from app.audit import Action
+from app.auth import Principal
 from app.deps import AdminDep, PartnerDep, SessionDep, SettingsDep
 from app.errors import BadRequest, ValidationFailed, field_error
 from app.models import PartnerRow
@@ -224,6 +228,23 @@ async def get_partner(partner_id: str, _admin: AdminDep, session: SessionDep) ->
     return partner_out(await service.get_partner(session, partner_id))
 
 
+async def _audit(
+    session: AsyncSession,
+    admin: Principal,
+    action: Action,
+    partner_id: str,
+    data: dict[str, Any],
+) -> None:
+    """Every admin change to the directory is in the audit trail (ids and field names only)."""
+    await audit.record(
+        session,
+        action=action,
+        actor=admin,
+        partner_id=partner_id,
+        data={"target_id": partner_id, **data},
+    )
+
+
 @router.post(
     "",
     status_code=201,
@@ -242,6 +263,13 @@ async def create_partner(
 ) -> PartnerOut:
     _url_policy(body.endpoint.url, settings.relaxed_network)
     row = await service.create_partner(session, settings, body, now=utcnow())
+    await _audit(
+        session,
+        _admin,
+        Action.partner_created,
+        row.id,
+        {"services": sorted(s.value for s in body.services)},
+    )
     response.headers["Location"] = f"/v1/partners/{row.id}"
     return partner_out(row)
 
@@ -290,6 +318,13 @@ async def update_partner(
         else:
             changes[name] = value
     row = await service.update_partner(session, partner_id, changes, now=utcnow())
+    await _audit(
+        session,
+        _admin,
+        Action.partner_updated,
+        row.id,
+        {"changed": sorted({key.split(".")[0] for key in changes})},
+    )
     return partner_out(row)
 
 
@@ -301,6 +336,7 @@ async def update_partner(
 )
 async def pause_partner(partner_id: str, _admin: AdminDep, session: SessionDep) -> PartnerOut:
     row = await service.set_status(session, partner_id, PartnerStatus.paused, now=utcnow())
+    await _audit(session, _admin, Action.partner_disabled, row.id, {"reason": "admin_pause"})
     return partner_out(row)
 
 
@@ -312,6 +348,7 @@ async def pause_partner(partner_id: str, _admin: AdminDep, session: SessionDep) 
 )
 async def resume_partner(partner_id: str, _admin: AdminDep, session: SessionDep) -> PartnerOut:
     row = await service.set_status(session, partner_id, PartnerStatus.active, now=utcnow())
+    await _audit(session, _admin, Action.partner_updated, row.id, {"changed": ["status"]})
     return partner_out(row)
 
 
@@ -335,6 +372,7 @@ async def rotate_secret(
     row, secret, previous_until = await service.rotate_secret(
         session, settings, partner_id, now=now, overlap=timedelta(hours=overlap_hours)
     )
+    await _audit(session, _admin, Action.partner_updated, row.id, {"changed": ["secrets"]})
     response.headers["Cache-Control"] = "no-store"
     return RotatedSecret(
         partner_id=row.id, secret=secret, rotated_at=now, previous_valid_until=previous_until
