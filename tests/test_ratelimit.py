@@ -96,7 +96,11 @@ async def test_failed_authentication_is_limited_per_source(
 ) -> None:
     http, _ = limited_http
     statuses = [
-        (await http.get("/v1/screenings/x", headers=bearer("ruta_000000000000_guess"))).status_code
+        (
+            await http.get(
+                f"/v1/screenings/{uuid.uuid4()}", headers=bearer("ruta_abcdefghijkm_guess")
+            )
+        ).status_code
         for _ in range(3)
     ]
     assert statuses == [401, 401, 429]

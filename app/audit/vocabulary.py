@@ -76,7 +76,7 @@ class Shape(StrEnum):
 
 
 #: A short code: lowercase, no spaces. Lowercase-only keeps capitalised names out.
-CODE_RE = re.compile(r"^[a-z0-9][a-z0-9_.:+\-]{0,63}$")
+CODE_RE = re.compile(r"^[a-z0-9][a-z0-9_.:+/\-]{0,63}$")
 #: Identifiers that travel as refs (request ids may be upper-case ULIDs or UUIDs).
 REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 HASH_RE = re.compile(r"^[0-9a-f]{64}$")

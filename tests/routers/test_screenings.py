@@ -298,3 +298,20 @@ async def test_clinic_cannot_read_another_organisations_screening(
     assert missing.status_code == 404
     # Indistinguishable from a screening that does not exist.
     assert response.json()["detail"] == missing.json()["detail"]
+
+
+async def test_consent_policy_overrides_are_decided_and_audited(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    """Regression (found by schemathesis): a child who lacks capacity and gave no consent
+    fires consent-policy overrides whose ids contain a slash; intake must still succeed."""
+    key = await api_key("clinic", ORG)
+    body = screening(
+        consent={"given": False, "lacks_capacity": True, "method": "verbal"},
+        subject__unaccompanied_minor=True,
+        legal={"documents_withheld": True, "unpaid_wages": True, "migration_status": "refugee"},
+    )
+    response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    assert response.status_code == 201, response.text
+    fired = {f["rule_id"] for f in response.json()["decision"]["trace"]["fired"]}
+    assert "consent-policy/child-protection-duty" in fired
