@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+_ISO = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+)
+
+
+def _iso_only(value: Any) -> Any:
+    """Query timestamps must be ISO 8601 text: pydantic would also read 0.5 as a Unix time."""
+    if isinstance(value, str) and not _ISO.match(value.strip()):
+        raise ValueError("expected an ISO 8601 date or date-time, e.g. 2026-11-20T00:00:00Z")
+    return value
+
+
+#: A timestamp query parameter: ISO 8601 text only.
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 class FieldProblem(BaseModel):

@@ -96,9 +96,25 @@ async def _http_exception(request: Request, exc: Exception) -> ProblemResponse:
     else:
         error = GenericHTTPError(exc.status_code, str(exc.detail))
     headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
     response = problem_response(error, request)
     response.headers.update(headers)
     return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method any route serves at this path (FastAPI registers one route per method,
+    and Starlette's own Allow names only the first route that matched the path)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for route in request.app.routes:
+        contexts = getattr(route, "effective_route_contexts", None)
+        for item in list(contexts()) if callable(contexts) else [route]:
+            regex = getattr(item, "path_regex", None)
+            if regex is not None and regex.match(path):
+                methods |= set(getattr(item, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _undecryptable(request: Request, exc: Exception) -> ProblemResponse:

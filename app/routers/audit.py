@@ -7,7 +7,6 @@ import binascii
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -28,8 +27,9 @@ from app.audit.schemas import (
 )
 from app.deps import AuditorDep, SessionDep, SettingsDep
 from app.errors import BadRequest
+from app.openapi import IsoDatetime, responses
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=responses(400, 404))
 
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 MAX_LIMIT = 500
@@ -61,8 +61,8 @@ def decode_cursor(cursor: str | None) -> int:
 async def list_events(
     _auditor: AuditorDep,
     session: SessionDep,
-    since: Annotated[datetime | None, Query(description="occurred_at ≥ since")] = None,
-    until: Annotated[datetime | None, Query(description="occurred_at < until")] = None,
+    since: Annotated[IsoDatetime | None, Query(description="occurred_at ≥ since")] = None,
+    until: Annotated[IsoDatetime | None, Query(description="occurred_at < until")] = None,
     action: Action | None = None,
     actor: Annotated[str | None, Query(max_length=64, description="Client id or component")] = None,
     referral_id: uuid.UUID | None = None,
@@ -179,8 +179,8 @@ async def export(
     format: Literal["ndjson", "csv"] = "ndjson",
     from_seq: Annotated[int | None, Query(ge=1)] = None,
     to_seq: Annotated[int | None, Query(ge=1)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDatetime | None = None,
+    until: IsoDatetime | None = None,
 ) -> StreamingResponse:
     for moment in (since, until):
         if moment is not None and moment.tzinfo is None:

@@ -23,6 +23,7 @@ from app.deps import AdminDep, PartnerDep, SessionDep, SettingsDep
 from app.errors import BadRequest, ValidationFailed, field_error
 from app.models import PartnerRow
 from app.models.base import utcnow
+from app.openapi import responses
 from app.partners import service
 from app.partners.directory import (
     Capacity,
@@ -38,7 +39,7 @@ from app.partners.directory import (
 )
 from app.schemas.screening import Language, ServiceCategory, Strict
 
-router = APIRouter(prefix="/v1/partners", tags=["partners"])
+router = APIRouter(prefix="/v1/partners", tags=["partners"], responses=responses(404, 409))
 
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 RESPONSES: dict[int | str, dict[str, Any]] = {

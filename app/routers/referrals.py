@@ -23,7 +23,7 @@ from app.models import (
     Screening,
 )
 from app.models.base import utcnow
-from app.openapi import responses
+from app.openapi import IsoDatetime, responses
 from app.partners.matching import SubjectFacts, match
 from app.partners.minimiser import build_referral_body
 from app.partners.service import directory_partners
@@ -186,8 +186,8 @@ async def list_referrals(
     urgency: Annotated[str | None, Query(pattern="^(emergency|urgent|routine)$")] = None,
     partner_id: Annotated[str | None, Query(max_length=64)] = None,
     region: Annotated[str | None, Query(max_length=32)] = None,
-    created_from: datetime | None = None,
-    created_to: datetime | None = None,
+    created_from: IsoDatetime | None = None,
+    created_to: IsoDatetime | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ReferralPage:

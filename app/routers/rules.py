@@ -11,12 +11,13 @@ from app.auth import Principal
 from app.deps import AdminDep, require_roles
 from app.errors import ServiceUnavailable, ValidationFailed, field_error
 from app.models import Role
+from app.openapi import responses
 from app.rules import RuleFileError, RuleSet, rule_set_from_text
 from app.schemas.decision import Decision
 from app.schemas.examples import EXAMPLE_SCREENING
 from app.schemas.screening import ScreeningIn
 
-router = APIRouter(prefix="/v1/rules", tags=["rules"])
+router = APIRouter(prefix="/v1/rules", tags=["rules"], responses=responses(404))
 
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 MAX_RULE_FILE_CHARS = 512_000
