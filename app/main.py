@@ -67,6 +67,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 hint="set RUTA_RATE_LIMIT_BACKEND=redis so limits hold across replicas",
             )
         await load_and_sync(app.state.sessionmaker, settings, now=utcnow())
+        async with app.state.sessionmaker() as session:
+            rule_set = app.state.rule_set
+            await audit.record(
+                session,
+                action=audit.Action.rule_set_loaded,
+                actor=audit.system("startup"),
+                data={
+                    "rule_set_version": rule_set.version,
+                    "rule_set_hash": rule_set.sha256,
+                    "count": len(rule_set.rules),
+                },
+            )
+            await session.commit()
         background = BackgroundTasks(app.state.sessionmaker, settings)
         background.start()
         worker_stop = asyncio.Event()

@@ -345,3 +345,24 @@ def build_referral_body(
     return OutboundReferral(
         body=body, data_categories=tuple(categories), fields=tuple(sorted(fields)), thin=False
     )
+
+
+def build_revocation_body(*, referral_id: UUID, partner_id: str) -> bytes:
+    """The notice sent when the person withdraws consent: ids and an instruction only, no
+    data about the person."""
+    document: dict[str, Any] = {
+        "type": "referral.revoked",
+        "format": PAYLOAD_FORMAT,
+        "referral": {
+            "id": str(referral_id),
+            "partner_id": partner_id,
+            "reason": "consent_withdrawn",
+            "instruction": {
+                "es": "La persona retiró su consentimiento: suspenda la derivación y elimine "
+                "los datos recibidos según su política de protección de datos.",
+                "en": "The person withdrew consent: stop the referral and delete the data "
+                "you received under your data-protection policy.",
+            },
+        },
+    }
+    return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()

@@ -7,12 +7,10 @@ worker and the status endpoint commit theirs the same way.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,7 +26,11 @@ from app.models import Decision as DecisionRow
 from app.models import PartnerRow, Referral, ReferralEvent, Screening, Subject
 from app.partners.directory import Partner
 from app.partners.matching import MatchResult, SubjectFacts, match
-from app.partners.minimiser import OutboundReferral, build_referral_body
+from app.partners.minimiser import (
+    OutboundReferral,
+    build_referral_body,
+    build_revocation_body,
+)
 from app.partners.service import directory_partners
 from app.referrals.state import (
     AWAITING_RESPONSE,
@@ -581,7 +583,7 @@ async def withdraw_consent(
                 partner_id=partner_id,
                 subject_id=referral.subject_id,
                 event_type="referral.revoked",
-                body=_revocation_body(referral, partner_id),
+                body=build_revocation_body(referral_id=referral.id, partner_id=partner_id),
                 urgency=Urgency(referral.urgency),
                 now=now,
             )
@@ -607,22 +609,3 @@ async def withdraw_consent(
         data={"count": len(revoked)},
     )
     return revoked
-
-
-def _revocation_body(referral: Referral, partner_id: str) -> bytes:
-    document: dict[str, Any] = {
-        "type": "referral.revoked",
-        "format": "ruta-json",
-        "referral": {
-            "id": str(referral.id),
-            "partner_id": partner_id,
-            "reason": "consent_withdrawn",
-            "instruction": {
-                "es": "La persona retiró su consentimiento: suspenda la derivación y elimine "
-                "los datos recibidos según su política de protección de datos.",
-                "en": "The person withdrew consent: stop the referral and delete the data "
-                "you received under your data-protection policy.",
-            },
-        },
-    }
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()

@@ -60,8 +60,8 @@ async def test_events_filters_and_cursor(
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    # 40 events plus the auditor's own client creation.
-    assert seen == list(range(1, 42))
+    # 40 events after the rule set's loading (seq 1) and the auditor's creation (seq 2).
+    assert seen == list(range(1, 43))
 
     decisions = await http.get(
         "/v1/audit/events", params={"action": "decision.made"}, headers=auditor
@@ -109,8 +109,8 @@ async def test_verify_checkpoints_public_key_and_export_round_trip(
 
     verified = (await http.get("/v1/audit/verify", headers=auditor)).json()
     assert verified["ok"] is True
-    # 25 events after the auditor's own client creation (seq 1).
-    assert verified["last_seq"] == 26
+    # 25 events after the rule set's loading (seq 1) and the auditor's creation (seq 2).
+    assert verified["last_seq"] == 27
     assert verified["first_bad_seq"] is None
 
     key = (await http.get("/v1/audit/public-key", headers=auditor)).json()
@@ -118,7 +118,7 @@ async def test_verify_checkpoints_public_key_and_export_round_trip(
     assert load_public_key(key["pem"]) == public_key
 
     held = (await http.get("/v1/audit/checkpoints", headers=auditor)).json()
-    assert [c["seq"] for c in held["checkpoints"]] == [26]
+    assert [c["seq"] for c in held["checkpoints"]] == [27]
     kept = read_checkpoints(io.StringIO("\n".join(json.dumps(c) for c in held["checkpoints"])))
 
     response = await http.get("/v1/audit/export", params={"format": "ndjson"}, headers=auditor)
@@ -129,8 +129,8 @@ async def test_verify_checkpoints_public_key_and_export_round_trip(
     # The export ends with a checkpoint signed over its last event.
     assert json.loads(lines[-1])["type"] == "checkpoint"
     export = read_export(lines)
-    # The verify call itself was recorded (seq 27) before the export was planned.
-    assert [e.seq for e in export.events] == list(range(1, 28))
+    # The verify call itself was recorded (seq 28) before the export was planned.
+    assert [e.seq for e in export.events] == list(range(1, 29))
     assert export.events[-1].action == Action.audit_verified.value
     report = verify_export(export, public_key, kept)
     assert report.ok, report
