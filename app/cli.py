@@ -216,6 +216,123 @@ def erase(
     typer.echo(f"erased: {count} screening(s) made unreadable; the erasure is in the audit trail")
 
 
+@clients_cli.command("list")
+def clients_list() -> None:
+    """List API clients (never their keys)."""
+    settings = _settings()
+
+    async def run() -> list[tuple[str, str, str, str, str]]:
+        from sqlalchemy import select
+
+        from app.models import ApiClient
+
+        async with _session(settings) as session:
+            rows = (
+                await session.execute(select(ApiClient).order_by(ApiClient.created_at))
+            ).scalars()
+            return [
+                (
+                    str(c.id),
+                    c.role,
+                    c.organisation or "-",
+                    c.name,
+                    "revoked" if c.revoked_at else "active",
+                )
+                for c in rows
+            ]
+
+    for row in asyncio.run(run()):
+        typer.echo("\t".join(row))
+
+
+@clients_cli.command("revoke")
+def clients_revoke(
+    client_id: Annotated[str, typer.Argument(help="The client's id (see `ruta clients list`).")],
+) -> None:
+    """Revoke an API client's key at once; the revocation is audited."""
+    import uuid
+
+    settings = _settings()
+    try:
+        ident = uuid.UUID(client_id)
+    except ValueError:
+        typer.echo("error: not a client id", err=True)
+        raise typer.Exit(2) from None
+
+    async def run() -> bool:
+        from app.models import ApiClient
+        from app.models.base import utcnow
+
+        async with _session(settings) as session:
+            client = await session.get(ApiClient, ident)
+            if client is None:
+                return False
+            if client.revoked_at is None:
+                client.revoked_at = utcnow()
+                await audit.record(
+                    session,
+                    action=audit.Action.client_revoked,
+                    actor=audit.system("cli"),
+                    data={"target_id": str(client.id), "key_id": client.key_id, "reason": "cli"},
+                )
+                await session.commit()
+            return True
+
+    if not asyncio.run(run()):
+        typer.echo("error: no such client", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {client_id}")
+
+
+deliveries_cli = typer.Typer(help="The delivery outbox.", no_args_is_help=True)
+cli.add_typer(deliveries_cli, name="deliveries")
+
+
+@deliveries_cli.command("replay")
+def deliveries_replay(
+    all_dead: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    delivery_id: Annotated[str | None, typer.Argument(help="One delivery id.")] = None,
+) -> None:
+    """Replay dead letters with the same webhook-id and bytes (each replay is audited)."""
+    import uuid
+
+    from rich.progress import track
+
+    settings = _settings()
+    if not all_dead and delivery_id is None:
+        typer.echo("error: give a delivery id or --all", err=True)
+        raise typer.Exit(2)
+
+    async def ids() -> list[uuid.UUID]:
+        from sqlalchemy import select
+
+        from app.models import Delivery
+
+        if delivery_id is not None:
+            return [uuid.UUID(delivery_id)]
+        async with _session(settings) as session:
+            return list(
+                (
+                    await session.execute(select(Delivery.id).where(Delivery.status == "dead"))
+                ).scalars()
+            )
+
+    async def replay_one(ident: uuid.UUID) -> bool:
+        from app.delivery.outbox import replay_dead_letter
+        from app.models.base import utcnow
+
+        async with _session(settings) as session:
+            done = await replay_dead_letter(session, ident, actor=audit.system("cli"), now=utcnow())
+            await session.commit()
+            return done
+
+    targets = asyncio.run(ids())
+    replayed = 0
+    for ident in track(targets, description="replaying", disable=len(targets) < 2):
+        replayed += asyncio.run(replay_one(ident))
+    typer.echo(f"replayed {replayed} of {len(targets)} dead letter(s)")
+
+
 keys_cli = typer.Typer(help="Encryption keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 

@@ -13,6 +13,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -195,3 +196,45 @@ async def cancel_pending(session: AsyncSession, referral_id: uuid.UUID, *, now: 
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0))
+
+
+async def replay_dead_letter(
+    session: AsyncSession,
+    delivery_id: uuid.UUID,
+    *,
+    actor: Any,
+    now: datetime,
+    request_id: str | None = None,
+) -> bool:
+    """Put a dead letter back in the queue unchanged (same webhook-id, same bytes) and
+    record the replay. Returns False when the delivery is not a dead letter."""
+    from app import audit
+    from app.audit import Action
+    from app.models import Referral
+
+    delivery = await session.get(Delivery, delivery_id)
+    if delivery is None or delivery.status != "dead":
+        return False
+    delivery.status = PENDING
+    delivery.needs_human = False
+    delivery.next_attempt_at = now
+    delivery.finished_at = None
+    delivery.attempt_count = 0
+    delivery.replays += 1
+    referral = await session.get(Referral, delivery.referral_id)
+    if referral is not None and referral.status == "undeliverable":
+        referral.status = "queued"
+        referral.needs_human = False
+        referral.human_reason = None
+        referral.closed_at = None
+        referral.updated_at = now
+    await audit.record(
+        session,
+        action=Action.dead_letter_replayed,
+        actor=actor,
+        referral_id=delivery.referral_id,
+        partner_id=delivery.partner_id,
+        request_id=request_id,
+        data={"delivery_id": str(delivery.id), "attempt": delivery.replays, "reason": "admin"},
+    )
+    return True

@@ -6,14 +6,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 
-from app import audit
-from app.audit import Action
+from app.delivery import outbox
 from app.deps import AdminDep, SessionDep
 from app.errors import Conflict, NotFound
-from app.models import Delivery, DeliveryAttempt, Referral
+from app.models import Delivery, DeliveryAttempt
 from app.models.base import utcnow
 from app.openapi import responses
-from app.referrals.state import ReferralStatus
 
 router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"], responses=responses(404, 409))
 
@@ -100,27 +98,7 @@ async def replay(
         raise NotFound("No delivery with this id.")
     if delivery.status != "dead":
         raise Conflict("Only dead letters can be replayed.", current_status=delivery.status)
-    now = utcnow()
-    delivery.status = "pending"
-    delivery.needs_human = False
-    delivery.next_attempt_at = now
-    delivery.finished_at = None
-    delivery.attempt_count = 0
-    delivery.replays += 1
-    referral = await session.get(Referral, delivery.referral_id)
-    if referral is not None and referral.status == ReferralStatus.undeliverable.value:
-        referral.status = ReferralStatus.queued.value
-        referral.needs_human = False
-        referral.human_reason = None
-        referral.closed_at = None
-        referral.updated_at = now
-    await audit.record(
-        session,
-        action=Action.dead_letter_replayed,
-        actor=admin,
-        referral_id=delivery.referral_id,
-        partner_id=delivery.partner_id,
-        request_id=request.state.request_id,
-        data={"delivery_id": str(delivery.id), "attempt": delivery.replays, "reason": "admin"},
+    await outbox.replay_dead_letter(
+        session, delivery.id, actor=admin, now=utcnow(), request_id=request.state.request_id
     )
     return _view(delivery)

@@ -132,3 +132,40 @@ def test_demo_writes_keys_once(database_url: str, tmp_path: Path) -> None:
     second = run(database_url, "demo", "--keys-file", str(keys), env=env)
     assert second.returncode == 0
     assert keys.read_text() == content
+
+
+def test_clients_list_and_revoke(database_url: str) -> None:
+    created = run(
+        database_url,
+        "clients",
+        "create",
+        "--name",
+        "old tablet",
+        "--role",
+        "clinic",
+        "--organisation",
+        "Caravana de la Vida",
+    )
+    key = created.stdout.strip().splitlines()[-1]
+    listed = run(database_url, "clients", "list")
+    assert listed.returncode == 0
+    [line] = [row for row in listed.stdout.splitlines() if "old tablet" in row]
+    client_id = line.split("\t")[0]
+    assert "active" in line
+    assert key not in listed.stdout
+    assert run(database_url, "clients", "revoke", client_id).returncode == 0
+    assert "revoked" in run(database_url, "clients", "list").stdout
+    assert run(database_url, "clients", "revoke", "not-an-id").returncode == 2
+
+
+def test_deliveries_replay_needs_a_target(database_url: str) -> None:
+    assert run(database_url, "deliveries", "replay").returncode == 2
+    nothing = run(database_url, "deliveries", "replay", "--all")
+    assert nothing.returncode == 0
+    assert "replayed 0 of 0" in nothing.stdout
+
+
+def test_keys_rewrap_with_nothing_to_do(database_url: str) -> None:
+    result = run(database_url, "keys", "rewrap")
+    assert result.returncode == 0
+    assert "re-wrapped 0" in result.stdout
