@@ -36,7 +36,8 @@ def _presented_key_id(request: Request) -> str | None:
 
 
 def _request_id(request: Request) -> str | None:
-    value = request.headers.get("x-request-id")
+    # The id the request-context middleware accepted or generated, else the raw header.
+    value = getattr(request.state, "request_id", None) or request.headers.get("x-request-id")
     return value if value and REF_RE.fullmatch(value) and not value.isdigit() else None
 
 

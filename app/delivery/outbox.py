@@ -46,6 +46,7 @@ async def enqueue(
     body: bytes,
     urgency: Urgency,
     now: datetime,
+    request_id: str | None = None,
 ) -> Delivery:
     """Write a delivery in the caller's transaction. The body is encrypted under the
     subject's data key, so erasing the subject also makes queued bodies unreadable."""
@@ -73,6 +74,7 @@ async def enqueue(
         next_attempt_at=now,
         needs_human=False,
         replays=0,
+        request_id=request_id,
         created_at=now,
     )
     session.add(delivery)

@@ -149,6 +149,7 @@ class DeliveryWorker:
                 secrets=signing_secrets(self.settings, partner, now),
                 timestamp=now,
             )
+            headers["x-request-id"] = delivery.request_id or delivery.webhook_id
             partner_id = partner.id
             await session.commit()
 

@@ -52,6 +52,8 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(200))
     needs_human: Mapped[bool] = mapped_column(Boolean, default=False)
     replays: Mapped[int] = mapped_column(Integer, default=0)
+    #: The request that caused this message; sent to the partner as X-Request-ID.
+    request_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

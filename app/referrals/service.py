@@ -131,6 +131,7 @@ async def _dispatch(
     result: MatchResult,
     *,
     now: datetime,
+    request_id: str | None = None,
 ) -> OutboundReferral:
     """Build the partner's body with the minimiser and put it in the outbox."""
     outbound = build_referral_body(
@@ -155,6 +156,7 @@ async def _dispatch(
         body=outbound.to_bytes(),
         urgency=decided.urgency,
         now=now,
+        request_id=request_id,
     )
     return outbound
 
@@ -169,6 +171,7 @@ async def create_referrals(
     actor: Principal,
     now: datetime,
     partners: Sequence[Partner] | None = None,
+    request_id: str | None = None,
 ) -> tuple[DecisionRow, list[Created]]:
     """Store the decision, match each decided referral to a partner, and enqueue delivery.
 
@@ -193,6 +196,7 @@ async def create_referrals(
         actor=actor,
         screening_id=screening_row.id,
         subject_id=screening_row.subject_id,
+        request_id=request_id,
         data={
             "decision_id": str(decision_row.id),
             "rule_set_version": decision_row.rule_set_version,
@@ -257,12 +261,21 @@ async def create_referrals(
         if result.matched:
             partner = next(p for p in partners if p.id == result.partner_id)
             await _dispatch(
-                session, settings, referral, decided, screening, partner, result, now=now
+                session,
+                settings,
+                referral,
+                decided,
+                screening,
+                partner,
+                result,
+                now=now,
+                request_id=request_id,
             )
         await audit.record(
             session,
             action=Action.referral_created,
             actor=actor,
+            request_id=request_id,
             screening_id=screening_row.id,
             referral_id=referral.id,
             partner_id=referral.partner_id,

@@ -216,6 +216,7 @@ async def submit_screening(
         decision=decision,
         actor=principal,
         now=now,
+        request_id=request_id,
     )
     return IntakeResult(screening=stored, created=True)
 

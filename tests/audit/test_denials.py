@@ -46,7 +46,10 @@ async def test_denied_requests_are_recorded_without_the_key(
     assert events[0].data["route"] == "/v1/audit/events"
     assert events[1].actor_id == "abcdefghijkm"  # the key id, never the key
     assert events[2].actor_role == "clinic"
-    assert events[2].request_id is None  # a free-text request id is dropped
+    # A free-text request id is replaced by the one the service generated.
+    assert events[2].request_id is not None
+    assert "Quispe" not in events[2].request_id
+    assert len(events[2].request_id) == 32
     assert events[2].data["method"] == "get"
 
 

@@ -314,3 +314,34 @@ async def test_a_dead_workers_lease_expires_and_another_worker_claims_it(
     clock.advance(31)
     assert await worker.run_once() == 1
     assert [d.status for d in await deliveries(app)] == ["delivered"]
+
+
+async def test_the_request_id_flows_to_the_partner_and_the_audit(
+    app: FastAPI,
+    http: httpx.AsyncClient,
+    api_key: KeyFactory,
+    partner_server: PartnerServer,
+    worker: DeliveryWorker,
+) -> None:
+    from tests.factories import adult_consenting
+
+    await add_partner(http, api_key, "traced", partner_server.url, services=["medical"])
+    clinic = await api_key("clinic", "Caravana de la Vida")
+    response = await http.post(
+        "/v1/screenings",
+        json=adult_consenting(),
+        headers={**bearer(clinic), "X-Request-ID": "clinic-tablet-3-req-0042"},
+    )
+    assert response.status_code == 201
+    assert response.headers["x-request-id"] == "clinic-tablet-3-req-0042"
+    await worker.run_once()
+    assert [r.headers["x-request-id"] for r in partner_server.received] == [
+        "clinic-tablet-3-req-0042"
+    ]
+    async with app.state.sessionmaker() as session:
+        traced = {
+            e.action
+            for e in (await session.execute(select(AuditEvent))).scalars()
+            if e.request_id == "clinic-tablet-3-req-0042"
+        }
+    assert {"screening.received", "decision.made", "referral.created"} <= traced
