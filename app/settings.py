@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     rules_path: Path | None = None
     #: The partner directory file loaded at start; default in development: the demo directory.
     partners_path: Path | None = None
+    #: How long a process may reuse the partner directory it read for matching. A change
+    #: committed by this process applies at once; one from another replica within this.
+    #: 0 reads the directory for every screening.
+    directory_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     #: Response deadlines per urgency (hours).
     deadline_emergency_hours: float = Field(default=24, gt=0)
     deadline_urgent_hours: float = Field(default=72, gt=0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,8 +33,39 @@ REF_KEYS = ("screening_id", "referral_id", "partner_id", "subject_id", "request_
 CHECKPOINT_TYPE = "ruta.audit.checkpoint"
 
 
+#: Integers JCS writes exactly (it writes every number as an IEEE 754 double).
+_SAFE_INT = 2**53 - 1
+
+
+def _plain(value: Any) -> bool:
+    """True when ``json.dumps`` already writes ``value`` as RFC 8785 does: ASCII object keys
+    (so code-point order is UTF-16 order), no floats, integers JCS can write exactly."""
+    if value is None or value is True or value is False or type(value) is str:
+        return True
+    if type(value) is int:
+        return -_SAFE_INT <= value <= _SAFE_INT
+    if type(value) is dict:
+        return all(type(k) is str and k.isascii() and _plain(v) for k, v in value.items())
+    if type(value) is list or type(value) is tuple:
+        return all(_plain(v) for v in value)
+    return False
+
+
 def canonical(document: Any) -> bytes:
-    """RFC 8785 (JSON Canonicalization Scheme) bytes."""
+    """RFC 8785 (JSON Canonicalization Scheme) bytes.
+
+    Audit events hold only strings, integers, booleans and nulls with ASCII keys; for those
+    the standard library writes exactly the JCS bytes (same escapes, no whitespace, sorted
+    keys), several times faster than the ``rfc8785`` package, which handles the rest
+    (floats, non-ASCII keys). tests/audit/test_chain.py checks the two agree.
+    """
+    if _plain(document):
+        try:
+            return json.dumps(
+                document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            ).encode()
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: let rfc8785 refuse it as it always has
     encoded: bytes = rfc8785.dumps(document)
     return encoded
 

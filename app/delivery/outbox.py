@@ -47,15 +47,20 @@ async def enqueue(
     urgency: Urgency,
     now: datetime,
     request_id: str | None = None,
+    dek: bytes | None = None,
+    add: bool = True,
 ) -> Delivery:
     """Write a delivery in the caller's transaction. The body is encrypted under the
-    subject's data key, so erasing the subject also makes queued bodies unreadable."""
-    subject = await session.get(Subject, subject_id)
-    assert subject is not None
-    assert subject.wrapped_dek is not None, "cannot forward for an erased subject"
-    dek = crypto.unwrap_with_any(
-        settings.keks_by_id(), subject.wrapped_dek, subject.id, subject.kek_id
-    )
+    subject's data key (``dek`` when the caller holds it already), so erasing the subject
+    also makes queued bodies unreadable. With ``add=False`` the caller writes the returned
+    row itself (intake inserts all of a screening's deliveries in one statement)."""
+    if dek is None:
+        subject = await session.get(Subject, subject_id)
+        assert subject is not None
+        assert subject.wrapped_dek is not None, "cannot forward for an erased subject"
+        dek = crypto.unwrap_with_any(
+            settings.keks_by_id(), subject.wrapped_dek, subject.id, subject.kek_id
+        )
     delivery_id = uuid.uuid4()
     delivery = Delivery(
         id=delivery_id,
@@ -77,7 +82,8 @@ async def enqueue(
         request_id=request_id,
         created_at=now,
     )
-    session.add(delivery)
+    if add:
+        session.add(delivery)
     return delivery
 
 

@@ -19,11 +19,13 @@ from app import audit
 from app.audit import Action
 from app.audit.writer import Actor, actor_of
 from app.auth import Principal
+from app.db import insert_all
 from app.delivery import outbox
 from app.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.metrics import DECISIONS, RULES_FIRED
 from app.models import Decision as DecisionRow
-from app.models import PartnerRow, Referral, ReferralEvent, Screening, Subject
+from app.models import Delivery, PartnerRow, Referral, ReferralEvent, Screening, Subject
+from app.partners.cache import cached_directory
 from app.partners.directory import Partner
 from app.partners.matching import MatchResult, SubjectFacts, match
 from app.partners.minimiser import (
@@ -121,6 +123,29 @@ def _history(
     return previous
 
 
+def _build_body(
+    settings: Settings,
+    referral_id: uuid.UUID,
+    organisation: str,
+    decided: DecidedReferral,
+    screening: ScreeningIn,
+    partner: Partner,
+    result: MatchResult,
+) -> OutboundReferral:
+    """The partner's body, built by the minimiser (the only code that builds one)."""
+    return build_referral_body(
+        referral_id=referral_id,
+        partner_id=partner.id,
+        decided=decided,
+        screening=screening,
+        respond_by=result.respond_by,
+        flags=result.flags,
+        referring_organisation=organisation,
+        public_base_url=settings.public_base_url,
+        thin=partner.endpoint.thin,
+    )
+
+
 async def _dispatch(
     session: AsyncSession,
     settings: Settings,
@@ -132,18 +157,11 @@ async def _dispatch(
     *,
     now: datetime,
     request_id: str | None = None,
+    dek: bytes | None = None,
 ) -> OutboundReferral:
     """Build the partner's body with the minimiser and put it in the outbox."""
-    outbound = build_referral_body(
-        referral_id=referral.id,
-        partner_id=partner.id,
-        decided=decided,
-        screening=screening,
-        respond_by=result.respond_by,
-        flags=result.flags,
-        referring_organisation=referral.organisation,
-        public_base_url=settings.public_base_url,
-        thin=partner.endpoint.thin,
+    outbound = _build_body(
+        settings, referral.id, referral.organisation, decided, screening, partner, result
     )
     referral.data_categories = list(outbound.data_categories)
     await outbox.enqueue(
@@ -157,6 +175,7 @@ async def _dispatch(
         urgency=decided.urgency,
         now=now,
         request_id=request_id,
+        dek=dek,
     )
     return outbound
 
@@ -172,11 +191,14 @@ async def create_referrals(
     now: datetime,
     partners: Sequence[Partner] | None = None,
     request_id: str | None = None,
-) -> tuple[DecisionRow, list[Created]]:
+    dek: bytes | None = None,
+) -> tuple[DecisionRow, list[Created], Sequence[Partner]]:
     """Store the decision, match each decided referral to a partner, and enqueue delivery.
 
     A referral with no eligible partner is kept as ``held`` and flagged for a person; it is
-    never dropped.
+    never dropped. Rows are only added to the session: they are written together at the
+    next flush (one INSERT per table). ``dek`` is the subject's data key when the caller
+    already holds it. Returns the partners matched against, for naming them.
     """
     trace = decision.trace.model_dump(mode="json") if decision.trace is not None else {}
     decision_row = DecisionRow(
@@ -188,7 +210,7 @@ async def create_referrals(
         trace=trace,
         created_at=now,
     )
-    session.add(decision_row)
+    await insert_all(session, [decision_row])
     fired = sorted({f.rule_id for f in (decision.trace.fired if decision.trace else ())})
     await audit.record(
         session,
@@ -214,13 +236,31 @@ async def create_referrals(
             decided_referral.legal_basis.value,
         ).inc()
     if partners is None:
-        partners = await directory_partners(session)
+        partners = await cached_directory(
+            session, directory_partners, ttl=settings.directory_cache_seconds
+        )
+    by_id = {p.id: p for p in partners}
     facts = SubjectFacts.from_screening(screening, now.date())
     created: list[Created] = []
+    outbound: list[tuple[Referral, DecidedReferral, OutboundReferral | None]] = []
     for decided in decision.referrals:
         result = match(decided, facts, list(partners), now, settings=settings)
+        referral_id = uuid.uuid4()
+        body = (
+            _build_body(
+                settings,
+                referral_id,
+                screening_row.organisation,
+                decided,
+                screening,
+                by_id[result.partner_id],
+                result,
+            )
+            if result.matched and result.partner_id is not None
+            else None
+        )
         referral = Referral(
-            id=uuid.uuid4(),
+            id=referral_id,
             screening_id=screening_row.id,
             decision_id=decision_row.id,
             subject_id=screening_row.subject_id,
@@ -237,15 +277,23 @@ async def create_referrals(
             match=result.model_dump(mode="json"),
             tried_partner_ids=[],
             deadline_at=result.respond_by if result.matched else None,
-            data_categories=[],
+            data_categories=list(body.data_categories) if body is not None else [],
             needs_human=result.needs_human,
             human_reason=result.unmatched_reason.value if result.unmatched_reason else None,
             assignment=1,
             created_at=now,
             updated_at=now,
+            closed_at=None,
         )
-        session.add(referral)
-        session.add(
+        outbound.append((referral, decided, body))
+        created.append(Created(referral=referral, match=result))
+    # Parents before children: the referrals in one statement, then their first history
+    # entries and outbox rows, which the commit writes (one statement per table).
+    await insert_all(session, [referral for referral, _, _ in outbound])
+    events: list[ReferralEvent] = []
+    deliveries: list[Delivery] = []
+    for referral, decided, body in outbound:
+        events.append(
             ReferralEvent(
                 referral_id=referral.id,
                 from_status=None,
@@ -257,20 +305,27 @@ async def create_referrals(
                 at=now,
             )
         )
-        await session.flush()
-        if result.matched:
-            partner = next(p for p in partners if p.id == result.partner_id)
-            await _dispatch(
-                session,
-                settings,
-                referral,
-                decided,
-                screening,
-                partner,
-                result,
-                now=now,
-                request_id=request_id,
+        if body is not None:
+            assert referral.partner_id is not None
+            deliveries.append(
+                await outbox.enqueue(
+                    session,
+                    settings,
+                    referral_id=referral.id,
+                    partner_id=referral.partner_id,
+                    subject_id=referral.subject_id,
+                    event_type="referral.created",
+                    body=body.to_bytes(),
+                    urgency=decided.urgency,
+                    now=now,
+                    request_id=request_id,
+                    dek=dek,
+                    add=False,
+                )
             )
+    await insert_all(session, events, attach=False)
+    await insert_all(session, deliveries, attach=False)
+    for referral, _, _ in outbound:
         await audit.record(
             session,
             action=Action.referral_created,
@@ -289,8 +344,7 @@ async def create_referrals(
                 **({"reason": referral.human_reason} if referral.human_reason else {}),
             },
         )
-        created.append(Created(referral=referral, match=result))
-    return decision_row, created
+    return decision_row, created, partners
 
 
 async def owns(session: AsyncSession, principal: Principal, referral: Referral) -> bool:

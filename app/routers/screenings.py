@@ -32,9 +32,15 @@ _screening_adapter: TypeAdapter[ScreeningIn] = TypeAdapter(ScreeningIn)
 
 
 async def receipt(
-    session: AsyncSession, screening: Screening, *, replayed: bool
+    session: AsyncSession,
+    screening: Screening,
+    *,
+    replayed: bool,
+    decision: dict[str, Any] | None = None,
 ) -> ScreeningReceipt:
-    decision = await decision_view(session, screening.id)
+    """The receipt; ``decision`` when the caller just built it, else read back."""
+    if decision is None:
+        decision = await decision_view(session, screening.id)
     return ScreeningReceipt(
         id=screening.id,
         organisation=screening.organisation,
@@ -82,7 +88,9 @@ async def submit(
     response.headers["Location"] = f"/v1/screenings/{result.screening.id}"
     if not result.created:
         response.status_code = 200
-    return await receipt(session, result.screening, replayed=not result.created)
+    return await receipt(
+        session, result.screening, replayed=not result.created, decision=result.decision
+    )
 
 
 @router.post(
@@ -152,7 +160,12 @@ async def submit_batch(
                 id=str(screening.id),
                 status="created" if result.created else "replayed",
                 http_status=201 if result.created else 200,
-                receipt=await receipt(session, result.screening, replayed=not result.created),
+                receipt=await receipt(
+                    session,
+                    result.screening,
+                    replayed=not result.created,
+                    decision=result.decision,
+                ),
             )
         )
     created = sum(r.status == "created" for r in results)

@@ -14,12 +14,13 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from app import audit, crypto
 from app.audit import Action
@@ -27,6 +28,7 @@ from app.auth import Principal
 from app.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.models import Screening, Subject
 from app.referrals.service import create_referrals
+from app.referrals.views import referral_view
 from app.schemas.screening import ScreeningIn, age_of, split_personal
 from app.settings import Settings
 
@@ -34,10 +36,16 @@ if TYPE_CHECKING:
     from app.rules import RuleSet
 
 
+_Row = TypeVar("_Row", Screening, Subject)
+
+
 @dataclass(frozen=True, slots=True)
 class IntakeResult:
     screening: Screening
     created: bool
+    #: The decision as the API shows it, built from what intake just wrote (None on replay:
+    #: the caller reads it back).
+    decision: dict[str, Any] | None = None
 
 
 def canonical_json(document: Any) -> bytes:
@@ -56,37 +64,38 @@ def _insert(session: AsyncSession) -> Any:
 async def get_or_create_subject(
     session: AsyncSession, settings: Settings, organisation: str, case_code: str, now: datetime
 ) -> tuple[Subject, bytes]:
-    """The subject and its plaintext data key. Race-safe: ON CONFLICT DO NOTHING."""
+    """The subject and its plaintext data key. Race-safe: ON CONFLICT DO NOTHING.
+
+    A new subject costs one statement (the insert returns its id); an existing one, two.
+    """
     kek = settings.kek_bytes()
+    subject_id = uuid.uuid4()
+    dek = crypto.new_dek()
+    values = {
+        "id": subject_id,
+        "organisation": organisation,
+        "case_code": case_code,
+        "wrapped_dek": crypto.wrap_dek(kek, dek, subject_id),
+        "kek_id": crypto.kek_id(kek),
+        "created_at": now,
+    }
+    inserted = (
+        await session.execute(
+            _insert(session)(Subject)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["organisation", "case_code"])
+            .returning(Subject.id)
+        )
+    ).scalar_one_or_none()
+    if inserted is not None:
+        return _attach(session, Subject(**values, erased_at=None)), dek
     existing = (
         await session.execute(
             select(Subject).where(
                 Subject.organisation == organisation, Subject.case_code == case_code
             )
         )
-    ).scalar_one_or_none()
-    if existing is None:
-        subject_id = uuid.uuid4()
-        dek = crypto.new_dek()
-        await session.execute(
-            _insert(session)(Subject)
-            .values(
-                id=subject_id,
-                organisation=organisation,
-                case_code=case_code,
-                wrapped_dek=crypto.wrap_dek(kek, dek, subject_id),
-                kek_id=crypto.kek_id(kek),
-                created_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["organisation", "case_code"])
-        )
-        existing = (
-            await session.execute(
-                select(Subject).where(
-                    Subject.organisation == organisation, Subject.case_code == case_code
-                )
-            )
-        ).scalar_one()
+    ).scalar_one()
     if existing.wrapped_dek is None:
         # The subject was erased; a new screening starts a new key, the old data stays gone.
         dek = crypto.new_dek()
@@ -97,6 +106,14 @@ async def get_or_create_subject(
     return existing, crypto.unwrap_with_any(
         settings.keks_by_id(), existing.wrapped_dek, existing.id, existing.kek_id
     )
+
+
+def _attach(session: AsyncSession, row: _Row) -> _Row:
+    """Put a row just written with a Core INSERT into the session as persistent, so later
+    ``session.get`` calls find it without a round trip."""
+    make_transient_to_detached(row)
+    session.add(row)
+    return row
 
 
 def _check_screened_at(screening: ScreeningIn, settings: Settings, now: datetime) -> None:
@@ -144,10 +161,6 @@ async def submit_screening(
     secret = settings.secret_key.get_secret_value().encode()
     print_ = fingerprint(secret, document)
 
-    existing = await session.get(Screening, screening.id)
-    if existing is not None:
-        return await _replay(session, principal, existing, organisation, print_, batch=batch)
-
     # A date of birth is personal and encrypted; the rules read the age derived from it.
     derived_age = age_of(screening.subject, now.date())
     data, personal = split_personal(document)
@@ -173,31 +186,32 @@ async def submit_screening(
         if personal
         else None
     )
+    values = {
+        "id": screening.id,
+        "organisation": organisation,
+        "client_id": principal.client_id,
+        "subject_id": subject.id,
+        "schema_version": screening.schema_version,
+        "screened_at": screening.source.screened_at,
+        "received_at": now,
+        "fingerprint": print_,
+        "data": data,
+        "personal_ct": personal_ct,
+        "personal_fields": sorted(personal),
+    }
+    # Insert first: a replay (or a concurrent request with the same id) is the exception,
+    # and ON CONFLICT tells us about it without a read before every write.
     result = await session.execute(
         _insert(session)(Screening)
-        .values(
-            id=screening.id,
-            organisation=organisation,
-            client_id=principal.client_id,
-            subject_id=subject.id,
-            schema_version=screening.schema_version,
-            screened_at=screening.source.screened_at,
-            received_at=now,
-            fingerprint=print_,
-            data=data,
-            personal_ct=personal_ct,
-            personal_fields=sorted(personal),
-        )
+        .values(**values)
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(Screening.id)
     )
     if result.scalar_one_or_none() is None:
-        # A concurrent request with the same id committed first.
-        raced = await session.get(Screening, screening.id, populate_existing=True)
-        assert raced is not None
-        return await _replay(session, principal, raced, organisation, print_, batch=batch)
-    stored = await session.get(Screening, screening.id)
-    assert stored is not None
+        existing = await session.get(Screening, screening.id, populate_existing=True)
+        assert existing is not None
+        return await _replay(session, principal, existing, organisation, print_, batch=batch)
+    stored = _attach(session, Screening(**values))
     await _audit_received(session, principal, stored, subject, personal, batch, request_id)
     # Rules read the age derived from a date of birth; they never see personal fields.
     facts = (
@@ -208,7 +222,7 @@ async def submit_screening(
         )
     )
     decision = rule_set.evaluate(facts, trace=True)
-    await create_referrals(
+    decision_row, created, partners = await create_referrals(
         session,
         settings,
         screening_row=stored,
@@ -217,8 +231,23 @@ async def submit_screening(
         actor=principal,
         now=now,
         request_id=request_id,
+        dek=dek,
     )
-    return IntakeResult(screening=stored, created=True)
+    names = {p.id: p.name for p in partners}
+    view = {
+        "id": str(decision_row.id),
+        "rule_set": {
+            "version": decision_row.rule_set_version,
+            "sha256": decision_row.rule_set_hash,
+        },
+        "non_identifying_notification": decision_row.non_identifying_notification,
+        "referrals": [
+            referral_view(c.referral, names)
+            for c in sorted(created, key=lambda c: c.referral.service)
+        ],
+        "trace": decision_row.trace,
+    }
+    return IntakeResult(screening=stored, created=True, decision=view)
 
 
 async def _audit_received(
