@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from app.schemas.examples import EXAMPLE_SCREENING
+from bench.directory import write_directory
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -153,7 +154,12 @@ def run_wrk(
     return rps, parse_latency(out, "50"), parse_latency(out, "99"), non_2xx
 
 
-def ruta_env(database_url: str, port: int, workers: int) -> dict[str, str]:
+def ruta_env(
+    database_url: str, port: int, workers: int, directory: Path | None = None
+) -> dict[str, str]:
+    """Production settings with fresh secrets. With ``directory``, every referral is matched
+    and written to the outbox; the delivery worker is off (in production it is its own
+    process), so what is measured is intake alone."""
     env = dict(os.environ)
     env.update(
         {
@@ -167,8 +173,11 @@ def ruta_env(database_url: str, port: int, workers: int) -> dict[str, str]:
             "RUTA_WORKERS": str(workers),
             "RUTA_RATE_LIMIT_BACKEND": "off",
             "RUTA_LOG_LEVEL": "WARNING",
+            "RUTA_EMBEDDED_WORKER": "false",
         }
     )
+    if directory is not None:
+        env["RUTA_PARTNERS_PATH"] = str(directory)
     return env
 
 
@@ -260,9 +269,12 @@ def main() -> int:
             args,
         )
     )
+    scratch = Path(tempfile.mkdtemp(prefix="ruta-bench-"))
+    # Partner endpoints are never called here (no worker runs): .invalid never resolves.
+    directory = write_directory(scratch / "directory.yaml", "https://partners.bench.invalid")
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
-        env = ruta_env(f"sqlite+aiosqlite:///{tmp}/bench.db", port, 1)
+        env = ruta_env(f"sqlite+aiosqlite:///{tmp}/bench.db", port, 1, directory)
         key = create_key(env)
         results.append(measure("ruta SQLite (1 process)", [RUTA, "serve"], env, port, key, args))
 
@@ -274,7 +286,7 @@ def main() -> int:
         try:
             for workers in (1, args.workers):
                 port = free_port()
-                env = ruta_env(url, port, workers)
+                env = ruta_env(url, port, workers, directory)
                 key = create_key(env)
                 results.append(
                     measure(

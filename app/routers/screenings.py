@@ -73,9 +73,8 @@ async def submit(
     principal: ClinicDep,
     session: SessionDep,
     settings: SettingsDep,
-    response: Response,
     request: Request,
-) -> ScreeningReceipt:
+) -> Response:
     result = await intake.submit_screening(
         session,
         settings,
@@ -85,11 +84,16 @@ async def submit(
         now=utcnow(),
         request_id=request.state.request_id,
     )
-    response.headers["Location"] = f"/v1/screenings/{result.screening.id}"
-    if not result.created:
-        response.status_code = 200
-    return await receipt(
+    answer = await receipt(
         session, result.screening, replayed=not result.created, decision=result.decision
+    )
+    # Serialised once, here: returning the model would make FastAPI dump it, validate the
+    # dump against the response model it was just built from, and dump it again.
+    return Response(
+        content=answer.model_dump_json(),
+        status_code=201 if result.created else 200,
+        media_type="application/json",
+        headers={"Location": f"/v1/screenings/{result.screening.id}"},
     )
 
 
