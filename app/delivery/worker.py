@@ -30,6 +30,7 @@ from app.delivery.policy import Outcome
 from app.metrics import DELIVERY_ATTEMPTS, DELIVERY_LATENCY
 from app.models import Delivery, DeliveryAttempt, PartnerCircuit, PartnerRow, Referral
 from app.models.base import utcnow
+from app.partners import fhir
 from app.partners.service import signing_secrets
 from app.referrals import service as referrals
 from app.settings import Settings
@@ -150,6 +151,8 @@ class DeliveryWorker:
                 timestamp=now,
             )
             headers["x-request-id"] = delivery.request_id or delivery.webhook_id
+            if fhir.is_fhir(body):
+                headers["content-type"] = fhir.CONTENT_TYPE
             partner_id = partner.id
             await session.commit()
 
