@@ -5,6 +5,12 @@ and commits, so no row lock is held across the slow HTTP call. On PostgreSQL con
 workers skip each other's rows with ``FOR UPDATE SKIP LOCKED``; on SQLite every transaction
 already holds the write lock (``BEGIN IMMEDIATE``). A worker that dies mid-delivery leaves
 its lease to expire, and the row is claimed again.
+
+The per-partner in-flight cap holds across workers: a lease is what "in flight" means, and
+on PostgreSQL a claimer counts a partner's live leases only while holding that partner's
+transaction-scoped advisory lock (taken in partner order, so two claimers cannot deadlock),
+which it keeps until its own leases are committed. Two workers claiming for the same
+partner at once therefore count one after the other, never both from the same snapshot.
 """
 
 from __future__ import annotations
@@ -31,8 +37,12 @@ TERMINAL = frozenset({"delivered", "rejected", "dead", "cancelled"})
 class ClaimConfig:
     lease_seconds: float = 30.0
     batch: int = 20
-    #: Deliveries in flight to one partner at once, per claim round.
+    #: Deliveries in flight (leased) to one partner at once, across all workers.
     per_partner_cap: int = 4
+
+
+#: First key of the advisory locks that serialise claims per partner ("RUTA").
+ADVISORY_NAMESPACE = 0x52555441
 
 
 async def enqueue(
@@ -100,8 +110,8 @@ async def claim(
     """Lease up to ``config.batch`` due deliveries: emergencies first, then the oldest due.
 
     A partner whose circuit is open gets at most one delivery (the probe) per probe
-    interval; a partner with ``per_partner_cap`` leases in flight gets no more this round.
-    The caller commits.
+    interval; a partner with ``per_partner_cap`` live leases (any worker's) gets no more.
+    The caller commits; on PostgreSQL that also releases the partners' advisory locks.
     """
     postgres = session.get_bind().dialect.name == "postgresql"
     circuit = PartnerCircuit
@@ -126,11 +136,24 @@ async def claim(
     candidates = list((await session.execute(query)).scalars())
     if not candidates:
         return []
+    partners = sorted({d.partner_id for d in candidates})
+    if postgres:
+        # Held until this transaction ends, i.e. until the leases below are committed, so
+        # the next claimer for these partners counts them. In partner order: no deadlock.
+        for partner_id in partners:
+            await session.execute(
+                select(func.pg_advisory_xact_lock(ADVISORY_NAMESPACE, func.hashtext(partner_id)))
+            )
+    # Counted after the locks: each statement sees everything committed before it began.
     in_flight = dict(
         (
             await session.execute(
                 select(Delivery.partner_id, func.count())
-                .where(Delivery.status == PENDING, Delivery.lease_expires_at >= now)
+                .where(
+                    Delivery.status == PENDING,
+                    Delivery.lease_expires_at >= now,
+                    Delivery.partner_id.in_(partners),
+                )
                 .group_by(Delivery.partner_id)
             )
         ).all()
