@@ -11,18 +11,25 @@ on PostgreSQL a claimer counts a partner's live leases only while holding that p
 transaction-scoped advisory lock (taken in partner order, so two claimers cannot deadlock),
 which it keeps until its own leases are committed. Two workers claiming for the same
 partner at once therefore count one after the other, never both from the same snapshot.
+
+Enqueueing wakes idle workers as soon as the transaction commits, so an emergency does not
+wait for the next poll: workers in the same process through an after-commit hook, workers
+anywhere through PostgreSQL ``NOTIFY`` sent inside the enqueueing transaction (delivered
+only if it commits). Polling stays as the fallback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, event, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from app import crypto
 from app.models import Delivery, PartnerCircuit, Subject
@@ -43,6 +50,40 @@ class ClaimConfig:
 
 #: First key of the advisory locks that serialise claims per partner ("RUTA").
 ADVISORY_NAMESPACE = 0x52555441
+#: The PostgreSQL channel an enqueueing transaction notifies; the payload is the urgency.
+NOTIFY_CHANNEL = "ruta_outbox"
+_HOOKED = "ruta.outbox.wake_hooked"
+_NOTIFIED = "ruta.outbox.notified_in"
+#: Wake events of the workers running in this process (see :func:`register_wake`).
+_local_wakes: set[asyncio.Event] = set()
+
+
+def register_wake(wake: asyncio.Event) -> None:
+    """Have ``wake`` set whenever a transaction in this process commits new deliveries."""
+    _local_wakes.add(wake)
+
+
+def unregister_wake(wake: asyncio.Event) -> None:
+    _local_wakes.discard(wake)
+
+
+def _wake_local_workers(_session: Session) -> None:
+    for wake in list(_local_wakes):
+        wake.set()
+
+
+async def _announce(session: AsyncSession, urgency: Urgency) -> None:
+    """Wake workers when this transaction commits (and only if it does)."""
+    if not session.info.get(_HOOKED):
+        session.info[_HOOKED] = True
+        event.listen(session.sync_session, "after_commit", _wake_local_workers)
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    transaction = session.sync_session.get_transaction()
+    if transaction is not None and session.info.get(_NOTIFIED) is transaction:
+        return  # one NOTIFY per transaction is enough to wake the listeners
+    session.info[_NOTIFIED] = transaction
+    await session.execute(select(func.pg_notify(NOTIFY_CHANNEL, urgency.value)))
 
 
 async def enqueue(
@@ -88,6 +129,7 @@ async def enqueue(
         created_at=now,
     )
     session.add(delivery)
+    await _announce(session, urgency)
     return delivery
 
 
