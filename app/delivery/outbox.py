@@ -5,18 +5,31 @@ and commits, so no row lock is held across the slow HTTP call. On PostgreSQL con
 workers skip each other's rows with ``FOR UPDATE SKIP LOCKED``; on SQLite every transaction
 already holds the write lock (``BEGIN IMMEDIATE``). A worker that dies mid-delivery leaves
 its lease to expire, and the row is claimed again.
+
+The per-partner in-flight cap holds across workers: a lease is what "in flight" means, and
+on PostgreSQL a claimer counts a partner's live leases only while holding that partner's
+transaction-scoped advisory lock (taken in partner order, so two claimers cannot deadlock),
+which it keeps until its own leases are committed. Two workers claiming for the same
+partner at once therefore count one after the other, never both from the same snapshot.
+
+Enqueueing wakes idle workers as soon as the transaction commits, so an emergency does not
+wait for the next poll: workers in the same process through an after-commit hook, workers
+anywhere through PostgreSQL ``NOTIFY`` sent inside the enqueueing transaction (delivered
+only if it commits). Polling stays as the fallback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, event, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from app import crypto
 from app.models import Delivery, PartnerCircuit, Subject
@@ -31,8 +44,46 @@ TERMINAL = frozenset({"delivered", "rejected", "dead", "cancelled"})
 class ClaimConfig:
     lease_seconds: float = 30.0
     batch: int = 20
-    #: Deliveries in flight to one partner at once, per claim round.
+    #: Deliveries in flight (leased) to one partner at once, across all workers.
     per_partner_cap: int = 4
+
+
+#: First key of the advisory locks that serialise claims per partner ("RUTA").
+ADVISORY_NAMESPACE = 0x52555441
+#: The PostgreSQL channel an enqueueing transaction notifies; the payload is the urgency.
+NOTIFY_CHANNEL = "ruta_outbox"
+_HOOKED = "ruta.outbox.wake_hooked"
+_NOTIFIED = "ruta.outbox.notified_in"
+#: Wake events of the workers running in this process (see :func:`register_wake`).
+_local_wakes: set[asyncio.Event] = set()
+
+
+def register_wake(wake: asyncio.Event) -> None:
+    """Have ``wake`` set whenever a transaction in this process commits new deliveries."""
+    _local_wakes.add(wake)
+
+
+def unregister_wake(wake: asyncio.Event) -> None:
+    _local_wakes.discard(wake)
+
+
+def _wake_local_workers(_session: Session) -> None:
+    for wake in list(_local_wakes):
+        wake.set()
+
+
+async def _announce(session: AsyncSession, urgency: Urgency) -> None:
+    """Wake workers when this transaction commits (and only if it does)."""
+    if not session.info.get(_HOOKED):
+        session.info[_HOOKED] = True
+        event.listen(session.sync_session, "after_commit", _wake_local_workers)
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    transaction = session.sync_session.get_transaction()
+    if transaction is not None and session.info.get(_NOTIFIED) is transaction:
+        return  # one NOTIFY per transaction is enough to wake the listeners
+    session.info[_NOTIFIED] = transaction
+    await session.execute(select(func.pg_notify(NOTIFY_CHANNEL, urgency.value)))
 
 
 async def enqueue(
@@ -84,6 +135,7 @@ async def enqueue(
     )
     if add:
         session.add(delivery)
+    await _announce(session, urgency)
     return delivery
 
 
@@ -106,8 +158,8 @@ async def claim(
     """Lease up to ``config.batch`` due deliveries: emergencies first, then the oldest due.
 
     A partner whose circuit is open gets at most one delivery (the probe) per probe
-    interval; a partner with ``per_partner_cap`` leases in flight gets no more this round.
-    The caller commits.
+    interval; a partner with ``per_partner_cap`` live leases (any worker's) gets no more.
+    The caller commits; on PostgreSQL that also releases the partners' advisory locks.
     """
     postgres = session.get_bind().dialect.name == "postgresql"
     circuit = PartnerCircuit
@@ -132,11 +184,24 @@ async def claim(
     candidates = list((await session.execute(query)).scalars())
     if not candidates:
         return []
+    partners = sorted({d.partner_id for d in candidates})
+    if postgres:
+        # Held until this transaction ends, i.e. until the leases below are committed, so
+        # the next claimer for these partners counts them. In partner order: no deadlock.
+        for partner_id in partners:
+            await session.execute(
+                select(func.pg_advisory_xact_lock(ADVISORY_NAMESPACE, func.hashtext(partner_id)))
+            )
+    # Counted after the locks: each statement sees everything committed before it began.
     in_flight = dict(
         (
             await session.execute(
                 select(Delivery.partner_id, func.count())
-                .where(Delivery.status == PENDING, Delivery.lease_expires_at >= now)
+                .where(
+                    Delivery.status == PENDING,
+                    Delivery.lease_expires_at >= now,
+                    Delivery.partner_id.in_(partners),
+                )
                 .group_by(Delivery.partner_id)
             )
         ).all()

@@ -14,7 +14,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import httpx
@@ -30,6 +30,7 @@ from app.delivery.policy import Outcome
 from app.metrics import DELIVERY_ATTEMPTS, DELIVERY_LATENCY
 from app.models import Delivery, DeliveryAttempt, PartnerCircuit, PartnerRow, Referral
 from app.models.base import utcnow
+from app.partners import fhir
 from app.partners.service import signing_secrets
 from app.referrals import service as referrals
 from app.settings import Settings
@@ -74,27 +75,56 @@ class DeliveryWorker:
         self.wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Work until ``stop`` is set; a failing round is logged and retried, never fatal."""
+        """Work until ``stop`` is set; a failing round is logged and retried, never fatal.
+
+        When idle it sleeps until the poll interval passes or new work is announced: by a
+        commit in this process, or by PostgreSQL ``NOTIFY`` from any process.
+        """
         owned = self._client is None
         self._client = self._client or sender.new_client()
+        outbox.register_wake(self.wake)
+        close_listener = await self._listen()
         try:
             while not stop.is_set():
                 handled = 0
+                # Cleared before the claim: work announced during this round is not lost.
+                self.wake.clear()
                 try:
                     handled = await self.run_once()
                     await self.housekeeping()
                 except Exception as exc:
                     log.error("worker_round_failed", error_type=type(exc).__name__)
                 if handled == 0:
-                    self.wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(
                             _first(stop.wait(), self.wake.wait()), self.poll_seconds
                         )
         finally:
+            outbox.unregister_wake(self.wake)
+            if close_listener is not None:
+                with contextlib.suppress(Exception):
+                    await close_listener()
             if owned and self._client is not None:
                 await self._client.aclose()
                 self._client = None
+
+    async def _listen(self) -> Callable[[], Awaitable[None]] | None:
+        """On PostgreSQL, LISTEN for enqueued work on a connection of its own; returns how
+        to close it. Any failure leaves the worker polling, as before."""
+        bind = self.sessionmaker.kw.get("bind")
+        if bind is None or bind.dialect.name != "postgresql":
+            return None
+        try:
+            import asyncpg
+
+            dsn = bind.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            connection = await asyncpg.connect(dsn)
+            await connection.add_listener(outbox.NOTIFY_CHANNEL, lambda *_args: self.wake.set())
+        except Exception as exc:
+            log.warning("worker_listen_failed", error_type=type(exc).__name__)
+            return None
+        close: Callable[[], Awaitable[None]] = connection.close
+        return close
 
     async def run_once(self) -> int:
         """Claim one batch and deliver it; return how many deliveries were handled."""
@@ -150,6 +180,8 @@ class DeliveryWorker:
                 timestamp=now,
             )
             headers["x-request-id"] = delivery.request_id or delivery.webhook_id
+            if fhir.is_fhir(body):
+                headers["content-type"] = fhir.CONTENT_TYPE
             partner_id = partner.id
             await session.commit()
 

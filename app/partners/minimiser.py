@@ -5,7 +5,10 @@ categories that may leave, and per data category, the screening fields it holds.
 minimiser copies only those fields, so a field nobody listed is dropped (default deny).
 
 Both delivery (the webhook body) and the thin-mode details endpoint call
-:func:`build_referral_body`; nothing else assembles an outbound body.
+:func:`build_referral_body`; nothing else assembles an outbound body. A partner whose
+endpoint format is ``fhir-r4`` gets the same minimised body re-encoded as a FHIR R4 Bundle
+(:mod:`app.partners.fhir`), built here from the ``ruta-json`` body and nothing else, so the
+need-to-know property holds for both formats.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from uuid import UUID
 import yaml
 from pydantic import BaseModel
 
+from app.partners import fhir
+from app.partners.directory import Organisation, PayloadFormat
 from app.schemas.decision import DecidedReferral, ReferralFlag
 from app.schemas.screening import ScreeningIn, ServiceCategory
 
@@ -176,9 +181,19 @@ class OutboundReferral:
     #: Dotted screening paths present in the body, sorted (no values).
     fields: tuple[str, ...]
     thin: bool
+    payload_format: PayloadFormat = PayloadFormat.ruta_json
+    #: The FHIR R4 Bundle rendered from ``body`` (``fhir-r4`` partners only).
+    fhir_bundle: dict[str, Any] | None = None
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """What the partner receives: ``body`` itself, or its FHIR rendering."""
+        return self.fhir_bundle if self.fhir_bundle is not None else self.body
 
     def to_bytes(self) -> bytes:
         """Canonical bytes: store them once; every retry sends exactly these bytes."""
+        if self.fhir_bundle is not None:
+            return fhir.dumps(self.fhir_bundle)
         return json.dumps(
             self.body, ensure_ascii=False, sort_keys=True, separators=(",", ":")
         ).encode()
@@ -236,14 +251,63 @@ def build_referral_body(
     thin: bool = False,
     policy: Policy | None = None,
     event: Literal["referral.created", "referral.details"] = "referral.created",
+    payload_format: PayloadFormat = PayloadFormat.ruta_json,
+    organisation: Organisation | None = None,
 ) -> OutboundReferral:
-    """The ``ruta-json`` body for one partner (see docs/partners.md for the format).
+    """The minimised body for one partner (see docs/partners.md for the formats).
 
     ``flags`` are the match result's flags (the decided flags plus ``interpreter_needed``).
     In thin mode the body carries ids, service, urgency, deadline and the details link only;
     the details endpoint calls this again with ``thin=False, event="referral.details"``.
+    With ``payload_format=fhir-r4`` the ``ruta-json`` body is also rendered as a FHIR R4
+    Bundle whose Task is owned by ``organisation`` (the partner's); that is what is sent.
     """
-    policy = policy or default_policy()
+    outbound = _build_ruta_json(
+        referral_id=referral_id,
+        partner_id=partner_id,
+        decided=decided,
+        screening=screening,
+        respond_by=respond_by,
+        flags=flags,
+        referring_organisation=referring_organisation,
+        public_base_url=public_base_url,
+        thin=thin,
+        policy=policy or default_policy(),
+        event=event,
+    )
+    if payload_format is PayloadFormat.ruta_json:
+        return outbound
+    if organisation is None:
+        raise ValueError("a fhir-r4 body needs the partner's organisation (the Task owner)")
+    bundle = fhir.referral_bundle(
+        outbound.body,
+        organisation={"id": organisation.id, "name": organisation.name},
+        public_base_url=public_base_url,
+    )
+    return OutboundReferral(
+        body=outbound.body,
+        data_categories=outbound.data_categories,
+        fields=outbound.fields,
+        thin=outbound.thin,
+        payload_format=payload_format,
+        fhir_bundle=bundle,
+    )
+
+
+def _build_ruta_json(
+    *,
+    referral_id: UUID,
+    partner_id: str,
+    decided: DecidedReferral,
+    screening: ScreeningIn,
+    respond_by: datetime,
+    flags: frozenset[ReferralFlag],
+    referring_organisation: str,
+    public_base_url: str,
+    thin: bool,
+    policy: Policy,
+    event: str,
+) -> OutboundReferral:
     base = public_base_url.rstrip("/")
     referral: dict[str, Any] = {
         "id": str(referral_id),
@@ -347,9 +411,16 @@ def build_referral_body(
     )
 
 
-def build_revocation_body(*, referral_id: UUID, partner_id: str) -> bytes:
+def build_revocation_body(
+    *,
+    referral_id: UUID,
+    partner_id: str,
+    payload_format: PayloadFormat = PayloadFormat.ruta_json,
+    organisation: Organisation | None = None,
+    public_base_url: str = "",
+) -> bytes:
     """The notice sent when the person withdraws consent: ids and an instruction only, no
-    data about the person."""
+    data about the person. A ``fhir-r4`` partner gets the referral's Task, ``cancelled``."""
     document: dict[str, Any] = {
         "type": "referral.revoked",
         "format": PAYLOAD_FORMAT,
@@ -365,4 +436,14 @@ def build_revocation_body(*, referral_id: UUID, partner_id: str) -> bytes:
             },
         },
     }
+    if payload_format is PayloadFormat.fhir_r4:
+        if organisation is None:
+            raise ValueError("a fhir-r4 notice needs the partner's organisation")
+        return fhir.dumps(
+            fhir.revocation_bundle(
+                document,
+                organisation={"id": organisation.id, "name": organisation.name},
+                public_base_url=public_base_url,
+            )
+        )
     return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()

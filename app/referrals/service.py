@@ -26,7 +26,7 @@ from app.metrics import DECISIONS, RULES_FIRED
 from app.models import Decision as DecisionRow
 from app.models import Delivery, PartnerRow, Referral, ReferralEvent, Screening, Subject
 from app.partners.cache import cached_directory
-from app.partners.directory import Partner
+from app.partners.directory import Organisation, Partner, PayloadFormat
 from app.partners.matching import MatchResult, SubjectFacts, match
 from app.partners.minimiser import (
     OutboundReferral,
@@ -143,6 +143,8 @@ def _build_body(
         referring_organisation=organisation,
         public_base_url=settings.public_base_url,
         thin=partner.endpoint.thin,
+        payload_format=partner.endpoint.format,
+        organisation=partner.organisation,
     )
 
 
@@ -643,6 +645,7 @@ async def withdraw_consent(
             now=now,
         )
         if partner_id is not None and referral.data_categories:
+            row = await session.get(PartnerRow, partner_id)
             await outbox.enqueue(
                 session,
                 settings,
@@ -650,7 +653,17 @@ async def withdraw_consent(
                 partner_id=partner_id,
                 subject_id=referral.subject_id,
                 event_type="referral.revoked",
-                body=build_revocation_body(referral_id=referral.id, partner_id=partner_id),
+                body=build_revocation_body(
+                    referral_id=referral.id,
+                    partner_id=partner_id,
+                    payload_format=PayloadFormat(row.payload_format)
+                    if row is not None
+                    else PayloadFormat.ruta_json,
+                    organisation=Organisation(id=row.organisation_id, name=row.organisation_name)
+                    if row is not None
+                    else None,
+                    public_base_url=settings.public_base_url,
+                ),
                 urgency=Urgency(referral.urgency),
                 now=now,
             )

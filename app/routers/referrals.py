@@ -24,6 +24,7 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.openapi import IsoDatetime, responses
+from app.partners.directory import PayloadFormat
 from app.partners.matching import SubjectFacts, match
 from app.partners.minimiser import build_referral_body
 from app.partners.service import directory_partners
@@ -107,6 +108,7 @@ async def details(
         settings=settings,
     )
     assert referral.partner_id is not None
+    partner = next((p for p in partners if p.id == referral.partner_id), None)
     outbound = build_referral_body(
         referral_id=referral.id,
         partner_id=referral.partner_id,
@@ -118,6 +120,9 @@ async def details(
         public_base_url=settings.public_base_url,
         thin=False,
         event="referral.details",
+        # A fhir-r4 partner fetches its details as a FHIR Bundle too (same minimised body).
+        payload_format=partner.endpoint.format if partner else PayloadFormat.ruta_json,
+        organisation=partner.organisation if partner else None,
     )
     await audit.record(
         session,
@@ -133,7 +138,7 @@ async def details(
             "purpose": "thin_referral_fetch",
         },
     )
-    return outbound.body
+    return outbound.document
 
 
 @router.post(

@@ -2,6 +2,8 @@
 
 It verifies every request's Standard Webhooks signature, records what it received, and
 answers as the test tells it to: 200, 500, 429 with Retry-After, 410, a redirect, or a hang.
+It also counts the requests it is serving at once (``max_in_flight``); ``delay`` holds each
+request open that long first, so overlapping requests really overlap.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ class PartnerServer:
     default: Any = 200
     received: list[Received] = field(default_factory=list)
     port: int = 0
+    #: Seconds to hold each request before answering.
+    delay: float = 0.0
+    in_flight: int = 0
+    max_in_flight: int = 0
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
 
@@ -47,6 +53,17 @@ class PartnerServer:
         return f"http://127.0.0.1:{self.port}/inbox"
 
     async def _inbox(self, request: Request) -> Response:
+        # One event loop serves every request: these counters need no lock.
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: Request) -> Response:
         body = await request.body()
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:

@@ -4,6 +4,7 @@ screening; a change made elsewhere applies within the TTL; no cache when it is 0
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import httpx
 import pytest
@@ -38,9 +39,8 @@ async def long_http(long_cache_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]
         yield client
 
 
-def medical_partner(receipt: dict[str, object]) -> str | None:
-    referrals = receipt["decision"]["referrals"]  # type: ignore[index]
-    [item] = [r for r in referrals if r["service"] == "medical"]  # type: ignore[index]
+def medical_partner(receipt: dict[str, Any]) -> str | None:
+    [item] = [r for r in receipt["decision"]["referrals"] if r["service"] == "medical"]
     return None if item["partner"] is None else str(item["partner"]["id"])
 
 
@@ -76,7 +76,8 @@ async def test_changes_from_elsewhere_apply_within_the_ttl(long_cache_app: FastA
     async with maker() as session:
         first = await cache.cached_directory(session, load, ttl=60)
         again = await cache.cached_directory(session, load, ttl=60)
-        assert load.calls == 1 and again is first
+        assert load.calls == 1
+        assert again is first
         # Another process changing the table (here: a Core UPDATE, which no session event
         # sees) is picked up once the TTL has passed; a TTL of 0 always reads.
         await cache.cached_directory(session, load, ttl=0)
@@ -86,7 +87,8 @@ async def test_changes_from_elsewhere_apply_within_the_ttl(long_cache_app: FastA
         await session.commit()
     async with maker() as session:
         stale = await cache.cached_directory(session, load, ttl=60)
-        assert load.calls == 2 and stale is first
+        assert load.calls == 2
+        assert stale is first
         fresh = await cache.cached_directory(session, load, ttl=1e-9)
         assert load.calls == 3
         assert all(p.priority == 7 for p in fresh)

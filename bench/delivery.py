@@ -1,0 +1,580 @@
+"""Delivery: deliveries per second from one worker, and how fast an emergency reaches a partner.
+
+    python -m bench.delivery [--deliveries 400] [--emergencies 40] [--postgres-url URL]
+
+(a) Throughput. N deliveries are queued through the real intake path (screenings posted
+    in-process, one partner offering every service, embedded worker off); then ONE
+    ``ruta worker`` process delivers them to a fast partner on loopback (a separate uvicorn
+    process that answers 200 at once). Deliveries per second are counted from the worker's
+    own records: first attempt started to last delivery finished.
+(b) Emergency latency under load. ``ruta serve`` runs as a subprocess with its embedded
+    worker; a background stream of non-emergency screenings is posted over HTTP at a fixed
+    rate (``--background`` per second) while, one at a time, screenings that decide an
+    emergency referral are posted. Latency is from
+    just before ``POST /v1/screenings`` to the partner receiving the emergency referral.
+
+Both run on SQLite, and on PostgreSQL when ``--postgres-url``/``BENCH_POSTGRES_URL`` (an
+admin URL; a database is created and dropped) is given or a local server answers at
+127.0.0.1:5432. Resident memory of the worker, server and partner processes is reported.
+Import :func:`run_delivery_bench` to get the results as a dict; ``main`` prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.schemas.examples import EXAMPLE_SCREENING
+
+PYTHON = sys.executable
+RUTA = str(Path(PYTHON).with_name("ruta"))
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+# --- the fast partner (its own process: python -m uvicorn bench.delivery:partner_app) ----
+
+_arrivals: dict[str, float] = {}
+_count = 0
+
+
+async def _inbox(request: Request) -> Response:
+    global _count
+    body = await request.body()
+    _count += 1
+    try:
+        referral = json.loads(body).get("referral", {})
+        if referral.get("urgency") == "emergency":
+            _arrivals[str(referral.get("id"))] = time.time()
+    except ValueError:
+        pass
+    return Response(status_code=200)
+
+
+async def _arrivals_view(_request: Request) -> Response:
+    return JSONResponse({"count": _count, "emergencies": _arrivals})
+
+
+partner_app = Starlette(
+    routes=[
+        Route("/inbox", _inbox, methods=["POST"]),
+        Route("/arrivals", _arrivals_view, methods=["GET"]),
+    ]
+)
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its direct children, in MiB."""
+    pids = [pid]
+    with suppress(OSError):
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    total = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def _wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+@contextmanager
+def _process(
+    cmd: list[str], env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def partner_process() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    cmd = [PYTHON, "-m", "uvicorn", "bench.delivery:partner_app", "--port", str(port)]
+    cmd += ["--log-level", "warning", "--no-access-log"]
+    with _process(cmd) as proc:
+        _wait_http(f"http://127.0.0.1:{port}/arrivals")
+        yield proc, f"http://127.0.0.1:{port}"
+
+
+def ruta_env(database_url: str, partners_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUTA_")}
+    env.update(
+        {
+            # Development: the partner is plain http on loopback, which production refuses.
+            "RUTA_ENV": "development",
+            "RUTA_DATABASE_URL": database_url,
+            "RUTA_SECRET_KEY": secrets.token_urlsafe(48),
+            "RUTA_ENCRYPTION_KEK": base64.b64encode(os.urandom(32)).decode(),
+            "RUTA_AUDIT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "RUTA_PARTNERS_PATH": str(partners_path),
+            "RUTA_RATE_LIMIT_BACKEND": "off",
+            "RUTA_LOG_LEVEL": "WARNING",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def write_directory(path: Path, partner_url: str) -> None:
+    document = {
+        "version": 1,
+        "partners": [
+            {
+                "id": "bench-partner",
+                "organisation": {"id": "bench-org", "name": "Bench partner (invented)"},
+                "name": "Bench partner",
+                "services": ["medical", "psychological", "legal", "protection"],
+                "service_area": {"national": True},
+                "languages": ["es", "qu"],
+                "capacity": {"available": 100000, "maximum": 100000},
+                "endpoint": {"url": f"{partner_url}/inbox"},
+            }
+        ],
+    }
+    path.write_text(json.dumps(document))
+
+
+def _screening(*, emergency: bool) -> dict[str, Any]:
+    """An adult who consents to everything. The emergency one is in immediate danger with
+    sexual violence 30 hours ago (protection and medical emergencies); the other has no
+    emergency: routine and urgent referrals only."""
+    body: dict[str, Any] = json.loads(json.dumps(EXAMPLE_SCREENING))
+    body["id"] = str(uuid.uuid4())
+    body["subject"].update(
+        {"age": 27, "age_estimated": False, "unaccompanied_minor": False},
+        case_code=f"BENCH-{secrets.token_hex(4)}",
+    )
+    body["consent"]["scopes"] = ["medical", "psychological", "legal", "protection"]
+    if emergency:
+        body["safety"]["immediate_danger"] = True
+    else:
+        body["safety"].update({"trafficker_nearby": False, "can_return_safely": True})
+        body["health"].pop("hours_since_sexual_violence", None)
+        body["mental_health"] = {"suicidal": "none", "positive_screen": True}
+    return body
+
+
+async def _create_key(settings: Any) -> str:
+    from app import audit
+    from app.auth import create_client
+    from app.db import create_engine, create_sessionmaker
+    from app.models import Role
+
+    engine = create_engine(settings.database_url)
+    try:
+        maker = create_sessionmaker(engine)
+        audit.configure_sessionmaker(maker, settings)
+        async with maker() as session:
+            _client, key = await create_client(
+                session,
+                secret_key=settings.secret_key.get_secret_value().encode(),
+                name="bench",
+                role=Role.clinic,
+                organisation="Caravana de la Vida",
+                actor=audit.system("bench"),
+            )
+            await session.commit()
+        return key
+    finally:
+        await engine.dispose()
+
+
+def _settings(env: dict[str, str]) -> Any:
+    from app.settings import Settings
+
+    values = {k[len("RUTA_") :].lower(): v for k, v in env.items() if k.startswith("RUTA_")}
+    return Settings.model_validate(values)
+
+
+# --- databases -----------------------------------------------------------------------------
+
+
+async def _admin(admin_url: str, statement: str) -> None:
+    import asyncpg
+
+    u = make_url(admin_url)
+    conn = await asyncpg.connect(
+        host=u.host or "127.0.0.1",
+        port=u.port or 5432,
+        user=u.username or "postgres",
+        password=u.password,
+        database=u.database or "postgres",
+    )
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+class Database:
+    """A fresh, migrated database for one measurement; dropped afterwards."""
+
+    def __init__(self, engine: str, workdir: Path, admin_url: str | None) -> None:
+        self.engine = engine
+        self.admin_url = admin_url
+        self.name = f"ruta_bench_delivery_{os.getpid()}_{secrets.token_hex(3)}"
+        if engine == "sqlite":
+            self.url = f"sqlite+aiosqlite:///{workdir / (self.name + '.db')}"
+        else:
+            assert admin_url is not None
+            u = make_url(admin_url).set(drivername="postgresql+asyncpg", database=self.name)
+            self.url = u.render_as_string(hide_password=False)
+
+    async def __aenter__(self) -> Database:
+        from app.migrations import upgrade
+
+        if self.admin_url is not None and self.engine == "postgresql":
+            await _admin(self.admin_url, f'CREATE DATABASE "{self.name}"')
+        await asyncio.to_thread(upgrade, self.url)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self.admin_url is not None and self.engine == "postgresql":
+            await _admin(self.admin_url, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+async def postgres_available(admin_url: str) -> bool:
+    try:
+        await asyncio.wait_for(_admin(admin_url, "SELECT 1"), 5)
+    except Exception:
+        return False
+    return True
+
+
+# --- (a) throughput ------------------------------------------------------------------------
+
+
+async def _seed(env: dict[str, str], deliveries: int) -> int:
+    """Queue deliveries through the real intake path, in-process, no worker running."""
+    from app.main import create_app
+
+    settings = _settings({**env, "RUTA_EMBEDDED_WORKER": "false"})
+    key = await _create_key(settings)
+    app = create_app(settings)
+    queued = 0
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://ruta.bench") as http:
+            while queued < deliveries:
+                response = await http.post(
+                    "/v1/screenings", json=_screening(emergency=False), headers=headers
+                )
+                response.raise_for_status()
+                referrals = response.json()["decision"]["referrals"]
+                queued += sum(1 for r in referrals if r.get("partner"))
+    return queued
+
+
+async def _delivery_stats(database_url: str) -> dict[str, Any]:
+    from app.db import create_engine
+    from app.models import Delivery, DeliveryAttempt
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            pending = await conn.scalar(
+                select(func.count()).select_from(Delivery).where(Delivery.status == "pending")
+            )
+            delivered = await conn.scalar(
+                select(func.count()).select_from(Delivery).where(Delivery.status == "delivered")
+            )
+            first = await conn.scalar(select(func.min(DeliveryAttempt.started_at)))
+            last = await conn.scalar(select(func.max(Delivery.finished_at)))
+            attempts = await conn.scalar(select(func.count()).select_from(DeliveryAttempt))
+    finally:
+        await engine.dispose()
+    return {
+        "pending": int(pending or 0),
+        "delivered": int(delivered or 0),
+        "attempts": int(attempts or 0),
+        "first": first,
+        "last": last,
+    }
+
+
+async def throughput(engine: str, deliveries: int, admin_url: str | None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp, partner_process() as (partner, partner_url):
+        workdir = Path(tmp)
+        directory = workdir / "partners.json"
+        write_directory(directory, partner_url)
+        async with Database(engine, workdir, admin_url) as db:
+            env = ruta_env(db.url, directory)
+            queued = await _seed(env, deliveries)
+            worker_env = {**env, "RUTA_EMBEDDED_WORKER": "false"}
+            peak_rss = 0.0
+            started = time.monotonic()
+            with _process([RUTA, "worker", "--concurrency", "10"], worker_env) as worker:
+                stats = await _delivery_stats(db.url)
+                while stats["pending"] and time.monotonic() - started < 600:
+                    await asyncio.sleep(0.5)
+                    peak_rss = max(peak_rss, rss_mib(worker.pid))
+                    stats = await _delivery_stats(db.url)
+            partner_rss = rss_mib(partner.pid)
+    seconds = (stats["last"] - stats["first"]).total_seconds() if stats["last"] else float("nan")
+    return {
+        "engine": engine,
+        "queued": queued,
+        "delivered": stats["delivered"],
+        "attempts": stats["attempts"],
+        "seconds": seconds,
+        "deliveries_per_second": stats["delivered"] / seconds if seconds else float("nan"),
+        "worker_rss_mib": peak_rss,
+        "partner_rss_mib": partner_rss,
+    }
+
+
+# --- (b) emergency latency under load ------------------------------------------------------
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def latency(
+    engine: str, emergencies: int, background: float, admin_url: str | None
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp, partner_process() as (partner, partner_url):
+        workdir = Path(tmp)
+        directory = workdir / "partners.json"
+        write_directory(directory, partner_url)
+        async with Database(engine, workdir, admin_url) as db:
+            port = free_port()
+            env = ruta_env(
+                db.url,
+                directory,
+                RUTA_HOST="127.0.0.1",
+                RUTA_PORT=str(port),
+                RUTA_WORKERS="1",
+                RUTA_EMBEDDED_WORKER="true",
+            )
+            key = await _create_key(_settings(env))
+            with _process([RUTA, "serve"], env) as server:
+                base = f"http://127.0.0.1:{port}"
+                await asyncio.to_thread(_wait_http, f"{base}/healthz")
+                return await _measure_latency(
+                    engine, base, key, partner_url, emergencies, background, server, partner
+                )
+
+
+async def _measure_latency(
+    engine: str,
+    base: str,
+    key: str,
+    partner_url: str,
+    emergencies: int,
+    background: float,
+    server: subprocess.Popen[bytes],
+    partner: subprocess.Popen[bytes],
+) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"}
+    stop = asyncio.Event()
+    posted = {"background": 0, "errors": 0}
+    limits = httpx.Limits(max_connections=24)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
+
+        async def post_one() -> None:
+            try:
+                response = await http.post(
+                    "/v1/screenings", json=_screening(emergency=False), headers=headers
+                )
+                posted["background" if response.status_code == 201 else "errors"] += 1
+            except httpx.HTTPError:
+                posted["errors"] += 1
+
+        async def stream() -> None:
+            """``background`` screenings a second, on a fixed schedule (at most 16 open)."""
+            in_flight: set[asyncio.Task[None]] = set()
+            next_at = time.monotonic()
+            while not stop.is_set():
+                next_at += 1 / background
+                if len(in_flight) < 16:
+                    task = asyncio.create_task(post_one())
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+        streams = [asyncio.create_task(stream())]
+        sent: dict[str, float] = {}
+        answered: list[float] = []
+        peak_rss = 0.0
+        try:
+            await asyncio.sleep(2)  # the background load is on
+            for _ in range(emergencies):
+                t0 = time.time()
+                response = await http.post(
+                    "/v1/screenings", json=_screening(emergency=True), headers=headers
+                )
+                response.raise_for_status()
+                answered.append((time.time() - t0) * 1000)
+                for referral in response.json()["decision"]["referrals"]:
+                    if referral["urgency"] == "emergency" and referral.get("partner"):
+                        sent[referral["id"]] = t0
+                peak_rss = max(peak_rss, rss_mib(server.pid))
+                await asyncio.sleep(0.25)
+            deadline = time.monotonic() + 120
+            arrived: dict[str, float] = {}
+            async with httpx.AsyncClient(base_url=partner_url, timeout=10) as probe:
+                while time.monotonic() < deadline:
+                    arrived = (await probe.get("/arrivals")).json()["emergencies"]
+                    if set(sent) <= set(arrived):
+                        break
+                    await asyncio.sleep(0.2)
+                received = (await probe.get("/arrivals")).json()["count"]
+        finally:
+            stop.set()
+            for task in streams:
+                task.cancel()
+            await asyncio.gather(*streams, return_exceptions=True)
+    latencies = [(arrived[rid] - t0) * 1000 for rid, t0 in sent.items() if rid in arrived]
+    return {
+        "engine": engine,
+        "emergency_referrals": len(sent),
+        "arrived": len(latencies),
+        "median_ms": statistics.median(latencies) if latencies else float("nan"),
+        "p99_ms": _percentile(latencies, 0.99),
+        "max_ms": max(latencies) if latencies else float("nan"),
+        "post_median_ms": statistics.median(answered) if answered else float("nan"),
+        "background_per_second": background,
+        "background_screenings": posted["background"],
+        "background_errors": posted["errors"],
+        "partner_received": received,
+        "server_rss_mib": peak_rss,
+        "partner_rss_mib": rss_mib(partner.pid),
+    }
+
+
+# --- entry points --------------------------------------------------------------------------
+
+
+async def run_delivery_bench(
+    *,
+    deliveries: int = 400,
+    emergencies: int = 40,
+    background: float = 5,
+    postgres_url: str | None = None,
+) -> dict[str, Any]:
+    """Run (a) and (b) on SQLite, and on PostgreSQL when it is reachable."""
+    admin = postgres_url or os.environ.get("BENCH_POSTGRES_URL") or DEFAULT_POSTGRES
+    engines = ["sqlite"]
+    if await postgres_available(admin):
+        engines.append("postgresql")
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "throughput": [],
+        "latency": [],
+        "skipped": [] if "postgresql" in engines else ["postgresql: not reachable"],
+    }
+    for engine in engines:
+        print(f"  throughput on {engine}: {deliveries} deliveries, one worker…", flush=True)
+        results["throughput"].append(await throughput(engine, deliveries, admin))
+        print(f"  emergency latency on {engine}: {emergencies} emergencies…", flush=True)
+        results["latency"].append(await latency(engine, emergencies, background, admin))
+    return results
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print("\n(a) one worker, fast partner on loopback")
+    print(f"  {'engine':<11} {'delivered':>9} {'seconds':>8} {'per s':>8} {'worker RSS':>11}")
+    for r in results["throughput"]:
+        print(
+            f"  {r['engine']:<11} {r['delivered']:>9} {r['seconds']:>8.1f} "
+            f"{r['deliveries_per_second']:>8.1f} {r['worker_rss_mib']:>8.0f} MiB"
+        )
+    print("\n(b) POST /v1/screenings -> partner has the emergency, under background load")
+    print(
+        f"  {'engine':<11} {'n':>4} {'median':>9} {'p99':>9} {'max':>9} {'POST p50':>9} "
+        f"{'bg/s':>5} {'bg done':>7} {'server RSS':>11}"
+    )
+    for r in results["latency"]:
+        print(
+            f"  {r['engine']:<11} {r['arrived']:>4} {r['median_ms']:>6.0f} ms "
+            f"{r['p99_ms']:>6.0f} ms {r['max_ms']:>6.0f} ms {r['post_median_ms']:>6.0f} ms "
+            f"{r['background_per_second']:>5.1f} {r['background_screenings']:>7} "
+            f"{r['server_rss_mib']:>8.0f} MiB"
+        )
+    for note in results["skipped"]:
+        print(f"  skipped {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--deliveries", type=int, default=400)
+    parser.add_argument("--emergencies", type=int, default=40)
+    parser.add_argument(
+        "--background", type=float, default=5, help="background screenings per second"
+    )
+    parser.add_argument("--postgres-url", default=None)
+    parser.add_argument("--output", type=Path, default=None, help="write the results as JSON")
+    args = parser.parse_args(argv)
+    print("delivery benchmark", flush=True)
+    results = asyncio.run(
+        run_delivery_bench(
+            deliveries=args.deliveries,
+            emergencies=args.emergencies,
+            background=args.background,
+            postgres_url=args.postgres_url,
+        )
+    )
+    print_table(results)
+    if args.output is not None:
+        args.output.write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
