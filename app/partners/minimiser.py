@@ -253,8 +253,12 @@ def build_referral_body(
     event: Literal["referral.created", "referral.details"] = "referral.created",
     payload_format: PayloadFormat = PayloadFormat.ruta_json,
     organisation: Organisation | None = None,
+    document: dict[str, Any] | None = None,
 ) -> OutboundReferral:
     """The minimised body for one partner (see docs/partners.md for the formats).
+
+    ``document`` is ``screening.model_dump(mode="json")`` when the caller already made it
+    (intake builds several bodies from one screening); it is only read.
 
     ``flags`` are the match result's flags (the decided flags plus ``interpreter_needed``).
     In thin mode the body carries ids, service, urgency, deadline and the details link only;
@@ -274,6 +278,7 @@ def build_referral_body(
         thin=thin,
         policy=policy or default_policy(),
         event=event,
+        document=document,
     )
     if payload_format is PayloadFormat.ruta_json:
         return outbound
@@ -307,6 +312,7 @@ def _build_ruta_json(
     thin: bool,
     policy: Policy,
     event: str,
+    document: dict[str, Any] | None,
 ) -> OutboundReferral:
     base = public_base_url.rstrip("/")
     referral: dict[str, Any] = {
@@ -327,7 +333,8 @@ def _build_ruta_json(
         )
 
     identifying = decided.identifying
-    document = screening.model_dump(mode="json")
+    if document is None:
+        document = screening.model_dump(mode="json")
     allowed = policy.allowed_paths(decided.service, identifying)
     shared: dict[str, Any] = {}
     fields: list[str] = []

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -131,6 +132,7 @@ def _build_body(
     screening: ScreeningIn,
     partner: Partner,
     result: MatchResult,
+    document: dict[str, Any] | None = None,
 ) -> OutboundReferral:
     """The partner's body, built by the minimiser (the only code that builds one)."""
     return build_referral_body(
@@ -145,6 +147,7 @@ def _build_body(
         thin=partner.endpoint.thin,
         payload_format=partner.endpoint.format,
         organisation=partner.organisation,
+        document=document,
     )
 
 
@@ -245,6 +248,7 @@ async def create_referrals(
     facts = SubjectFacts.from_screening(screening, now.date())
     created: list[Created] = []
     outbound: list[tuple[Referral, DecidedReferral, OutboundReferral | None]] = []
+    document = screening.model_dump(mode="json")  # one dump for every partner's body
     for decided in decision.referrals:
         result = match(decided, facts, list(partners), now, settings=settings)
         referral_id = uuid.uuid4()
@@ -257,6 +261,7 @@ async def create_referrals(
                 screening,
                 by_id[result.partner_id],
                 result,
+                document,
             )
             if result.matched and result.partner_id is not None
             else None
