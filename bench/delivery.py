@@ -385,7 +385,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def latency(
-    engine: str, emergencies: int, background: float, admin_url: str | None
+    engine: str,
+    emergencies: int,
+    background: float,
+    admin_url: str | None,
+    clients: int = 0,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, partner_process() as (partner, partner_url):
         workdir = Path(tmp)
@@ -406,7 +410,15 @@ async def latency(
                 base = f"http://127.0.0.1:{port}"
                 await asyncio.to_thread(_wait_http, f"{base}/healthz")
                 return await _measure_latency(
-                    engine, base, key, partner_url, emergencies, background, server, partner
+                    engine,
+                    base,
+                    key,
+                    partner_url,
+                    emergencies,
+                    background,
+                    server,
+                    partner,
+                    clients,
                 )
 
 
@@ -419,11 +431,14 @@ async def _measure_latency(
     background: float,
     server: subprocess.Popen[bytes],
     partner: subprocess.Popen[bytes],
+    clients: int = 0,
 ) -> dict[str, Any]:
+    """With ``clients`` > 0 the background is that many closed-loop clients posting back to
+    back (the saturating intake load of bench/intake.py) instead of a fixed rate."""
     headers = {"Authorization": f"Bearer {key}"}
     stop = asyncio.Event()
     posted = {"background": 0, "errors": 0}
-    limits = httpx.Limits(max_connections=24)
+    limits = httpx.Limits(max_connections=max(24, clients + 8))
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
 
         async def post_one() -> None:
@@ -448,7 +463,14 @@ async def _measure_latency(
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             await asyncio.gather(*in_flight, return_exceptions=True)
 
-        streams = [asyncio.create_task(stream())]
+        async def closed_loop() -> None:
+            while not stop.is_set():
+                await post_one()
+
+        if clients > 0:
+            streams = [asyncio.create_task(closed_loop()) for _ in range(clients)]
+        else:
+            streams = [asyncio.create_task(stream())]
         sent: dict[str, float] = {}
         answered: list[float] = []
         peak_rss = 0.0
@@ -489,7 +511,8 @@ async def _measure_latency(
         "p99_ms": _percentile(latencies, 0.99),
         "max_ms": max(latencies) if latencies else float("nan"),
         "post_median_ms": statistics.median(answered) if answered else float("nan"),
-        "background_per_second": background,
+        "background_per_second": background if clients == 0 else None,
+        "background_clients": clients,
         "background_screenings": posted["background"],
         "background_errors": posted["errors"],
         "partner_received": received,
@@ -507,8 +530,11 @@ async def run_delivery_bench(
     emergencies: int = 40,
     background: float = 5,
     postgres_url: str | None = None,
+    saturating_clients: int = 0,
 ) -> dict[str, Any]:
-    """Run (a) and (b) on SQLite, and on PostgreSQL when it is reachable."""
+    """Run (a) and (b) on SQLite, and on PostgreSQL when it is reachable; with
+    ``saturating_clients``, (b) once more on PostgreSQL under that many closed-loop
+    clients."""
     admin = postgres_url or os.environ.get("BENCH_POSTGRES_URL") or DEFAULT_POSTGRES
     engines = ["sqlite"]
     if await postgres_available(admin):
@@ -524,7 +550,21 @@ async def run_delivery_bench(
         results["throughput"].append(await throughput(engine, deliveries, admin))
         print(f"  emergency latency on {engine}: {emergencies} emergencies…", flush=True)
         results["latency"].append(await latency(engine, emergencies, background, admin))
+    if saturating_clients and "postgresql" in engines:
+        print(
+            f"  emergency latency on postgresql under {saturating_clients} saturating clients…",
+            flush=True,
+        )
+        results["latency"].append(
+            await latency("postgresql", emergencies, 0, admin, clients=saturating_clients)
+        )
     return results
+
+
+def _load(result: dict[str, Any]) -> str:
+    if result.get("background_clients"):
+        return f"{result['background_clients']} cl"
+    return f"{result['background_per_second']:.1f}/s"
 
 
 def print_table(results: dict[str, Any]) -> None:
@@ -538,13 +578,13 @@ def print_table(results: dict[str, Any]) -> None:
     print("\n(b) POST /v1/screenings -> partner has the emergency, under background load")
     print(
         f"  {'engine':<11} {'n':>4} {'median':>9} {'p99':>9} {'max':>9} {'POST p50':>9} "
-        f"{'bg/s':>5} {'bg done':>7} {'server RSS':>11}"
+        f"{'load':>9} {'bg done':>7} {'server RSS':>11}"
     )
     for r in results["latency"]:
         print(
             f"  {r['engine']:<11} {r['arrived']:>4} {r['median_ms']:>6.0f} ms "
             f"{r['p99_ms']:>6.0f} ms {r['max_ms']:>6.0f} ms {r['post_median_ms']:>6.0f} ms "
-            f"{r['background_per_second']:>5.1f} {r['background_screenings']:>7} "
+            f"{_load(r):>9} {r['background_screenings']:>7} "
             f"{r['server_rss_mib']:>8.0f} MiB"
         )
     for note in results["skipped"]:
@@ -558,6 +598,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--background", type=float, default=5, help="background screenings per second"
     )
+    parser.add_argument(
+        "--saturating-clients",
+        type=int,
+        default=0,
+        help="also measure (b) on PostgreSQL under this many back-to-back clients",
+    )
     parser.add_argument("--postgres-url", default=None)
     parser.add_argument("--output", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
@@ -568,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
             emergencies=args.emergencies,
             background=args.background,
             postgres_url=args.postgres_url,
+            saturating_clients=args.saturating_clients,
         )
     )
     print_table(results)
