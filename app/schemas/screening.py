@@ -36,6 +36,14 @@ class Strict(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """NUL characters are refused: PostgreSQL cannot store them in text or JSON."""
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
     @model_serializer(mode="wrap")
     def _sorted_sets(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Sets serialise sorted, so equal screenings have byte-equal canonical JSON."""
