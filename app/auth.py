@@ -3,6 +3,10 @@
 A key looks like ``ruta_<key id>_<secret>``. The key id finds the row; the HMAC-SHA256 of
 the whole key under ``RUTA_SECRET_KEY`` is compared in constant time. A database leak alone
 therefore yields no usable key.
+
+A key is rotated in place (:func:`rotate_client_key`): the client keeps its id, role and
+organisation. With a grace period the replaced key keeps authenticating until it expires,
+and every such use is recorded in the audit trail; without one it stops at once.
 """
 
 from __future__ import annotations
@@ -12,20 +16,24 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import jwt
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Forbidden, Unauthorized
+from app.errors import Conflict, Forbidden, NotFound, Unauthorized
 
 if TYPE_CHECKING:
     from app.audit.writer import Actor
 from app.models import ApiClient, Role
+from app.models.base import utcnow
 from app.settings import Settings
 
 KEY_PREFIX = "ruta_"
+#: The longest a rotated-out key may keep working.
+MAX_ROTATION_GRACE = timedelta(days=7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,23 +103,123 @@ async def create_client(
     return client, key
 
 
-async def authenticate_key(session: AsyncSession, *, secret_key: bytes, key: str) -> Principal:
+async def rotate_client_key(
+    session: AsyncSession,
+    *,
+    secret_key: bytes,
+    client_id: uuid.UUID,
+    grace: timedelta = timedelta(0),
+    now: datetime,
+    actor: Principal | Actor,
+) -> tuple[ApiClient, str]:
+    """Give a client a new key in place; return the client and the new key (shown once).
+
+    With ``grace`` > 0 the replaced key keeps authenticating until ``now + grace``; a key
+    still in an earlier grace period is dropped at once (only one previous key is kept).
+    Raises :class:`NotFound` for an unknown client, :class:`Conflict` for a revoked one and
+    :class:`ValueError` for a grace outside 0 … :data:`MAX_ROTATION_GRACE`.
+    """
+    if grace < timedelta(0) or grace > MAX_ROTATION_GRACE:
+        raise ValueError("the grace period must be between 0 and 7 days")
+    client = await session.get(ApiClient, client_id, with_for_update=True)
+    if client is None:
+        raise NotFound("No API client with this id.")
+    if client.revoked_at is not None:
+        raise Conflict("The client is revoked; its key cannot be rotated.")
+    replaced = client.key_id
+    key_id, key = generate_key()
+    if grace > timedelta(0):
+        client.previous_key_id = client.key_id
+        client.previous_key_hash = client.key_hash
+        client.previous_key_expires_at = now + grace
+    else:
+        client.previous_key_id = None
+        client.previous_key_hash = None
+        client.previous_key_expires_at = None
+    client.key_id = key_id
+    client.key_hash = hash_key(secret_key, key)
+    client.key_rotated_at = now
+    await session.flush()
+    from app import audit
+
+    await audit.record(
+        session,
+        action=audit.Action.client_key_rotated,
+        actor=actor,
+        data={
+            "target_id": str(client.id),
+            "key_id": key_id,
+            "previous_key_id": replaced,
+            "valid_until": (
+                client.previous_key_expires_at.isoformat()
+                if client.previous_key_expires_at is not None
+                else None
+            ),
+        },
+    )
+    return client, key
+
+
+async def authenticate_key(
+    session: AsyncSession,
+    *,
+    secret_key: bytes,
+    key: str,
+    now: datetime | None = None,
+    method: str | None = None,
+    route: str | None = None,
+    request_id: str | None = None,
+) -> Principal:
+    """The principal whose current key, or previous key within its grace period, is ``key``.
+
+    A use of a previous key is recorded (``request.previous_key_used``, with ``method``,
+    ``route`` and ``request_id``) and committed at once, in the caller's session, so the
+    record stands even if the request then fails and its own work is rolled back.
+    """
     key_id = parse_key_id(key)
     if key_id is None:
         raise Unauthorized("The API key is malformed.")
+    presented = hash_key(secret_key, key)
     client = (
         await session.execute(select(ApiClient).where(ApiClient.key_id == key_id))
     ).scalar_one_or_none()
-    expected = client.key_hash if client is not None else b"\0" * 32
-    valid = hmac.compare_digest(expected, hash_key(secret_key, key))
+    if client is not None:
+        valid = hmac.compare_digest(client.key_hash, presented)
+        previous = False
+    else:
+        # Only a miss on the current keys looks at the keys in a grace period.
+        client = (
+            await session.execute(select(ApiClient).where(ApiClient.previous_key_id == key_id))
+        ).scalar_one_or_none()
+        expected = (
+            client.previous_key_hash
+            if client is not None and client.previous_key_hash is not None
+            else b"\0" * 32
+        )
+        valid = hmac.compare_digest(expected, presented)
+        expires = client.previous_key_expires_at if client is not None else None
+        valid = valid and expires is not None and (now or utcnow()) < expires
+        previous = True
     if client is None or not valid or client.revoked_at is not None:
         raise Unauthorized("The API key is not valid.")
-    return Principal(
+    principal = Principal(
         client_id=client.id,
         name=client.name,
         role=Role(client.role),
         organisation=client.organisation,
     )
+    if previous:
+        from app import audit
+
+        await audit.record(
+            session,
+            action=audit.Action.previous_key_used,
+            actor=principal,
+            request_id=request_id,
+            data={"key_id": key_id, "method": method, "route": route},
+        )
+        await session.commit()
+    return principal
 
 
 #: OAuth scopes that map onto Ruta roles. A token must carry exactly one.

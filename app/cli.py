@@ -218,14 +218,16 @@ def erase(
 
 @clients_cli.command("list")
 def clients_list() -> None:
-    """List API clients (never their keys)."""
+    """List API clients (never their keys): id, role, organisation, name, state, key id."""
     settings = _settings()
 
-    async def run() -> list[tuple[str, str, str, str, str]]:
+    async def run() -> list[tuple[str, ...]]:
         from sqlalchemy import select
 
         from app.models import ApiClient
+        from app.models.base import utcnow
 
+        now = utcnow()
         async with _session(settings) as session:
             rows = (
                 await session.execute(select(ApiClient).order_by(ApiClient.created_at))
@@ -237,6 +239,17 @@ def clients_list() -> None:
                     c.organisation or "-",
                     c.name,
                     "revoked" if c.revoked_at else "active",
+                    c.key_id,
+                    *(
+                        (
+                            f"previous key {c.previous_key_id} until "
+                            f"{c.previous_key_expires_at.isoformat(timespec='seconds')}",
+                        )
+                        if c.revoked_at is None
+                        and c.previous_key_expires_at is not None
+                        and c.previous_key_expires_at > now
+                        else ()
+                    ),
                 )
                 for c in rows
             ]
@@ -249,7 +262,8 @@ def clients_list() -> None:
 def clients_revoke(
     client_id: Annotated[str, typer.Argument(help="The client's id (see `ruta clients list`).")],
 ) -> None:
-    """Revoke an API client's key at once; the revocation is audited."""
+    """Revoke an API client's key at once (and a rotated-out key still in its grace period);
+    the revocation is audited."""
     import uuid
 
     settings = _settings()
@@ -268,12 +282,22 @@ def clients_revoke(
             if client is None:
                 return False
             if client.revoked_at is None:
+                # Both keys: the current one and any still in a rotation's grace period.
+                previous = client.previous_key_id
                 client.revoked_at = utcnow()
+                client.previous_key_id = None
+                client.previous_key_hash = None
+                client.previous_key_expires_at = None
                 await audit.record(
                     session,
                     action=audit.Action.client_revoked,
                     actor=audit.system("cli"),
-                    data={"target_id": str(client.id), "key_id": client.key_id, "reason": "cli"},
+                    data={
+                        "target_id": str(client.id),
+                        "key_id": client.key_id,
+                        "previous_key_id": previous,
+                        "reason": "cli",
+                    },
                 )
                 await session.commit()
             return True
@@ -282,6 +306,110 @@ def clients_revoke(
         typer.echo("error: no such client", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {client_id}")
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``90s``, ``30m``, ``24h``, ``7d`` or a bare number of seconds."""
+    value = text.strip().lower()
+    unit = _DURATION_UNITS.get(value[-1:]) if value else None
+    number = value[:-1] if unit is not None else value
+    if not number.isdigit():
+        raise ValueError(f"not a duration: {text!r} (try 30m, 24h or 7d)")
+    return int(number) * (unit or 1)
+
+
+@clients_cli.command("rotate")
+def clients_rotate(
+    client_id: Annotated[str, typer.Argument(help="The client's id (see `ruta clients list`).")],
+    grace: Annotated[
+        str | None,
+        typer.Option(
+            help="How long the previous key keeps working, e.g. 30m, 24h, 7d (at most 7d). "
+            "Default: it stops at once."
+        ),
+    ] = None,
+    grace_seconds: Annotated[
+        int | None, typer.Option(min=0, help="The same, in seconds.", show_default=False)
+    ] = None,
+) -> None:
+    """Give a client a new API key, keeping its id, role and organisation.
+
+    The new key is printed once, as the last line. The rotation is audited, and so is every
+    use of the previous key during the grace period.
+    """
+    import uuid
+    from datetime import timedelta
+
+    from app.auth import MAX_ROTATION_GRACE
+
+    try:
+        ident = uuid.UUID(client_id)
+    except ValueError:
+        typer.echo("error: not a client id", err=True)
+        raise typer.Exit(2) from None
+    if grace is not None and grace_seconds is not None:
+        typer.echo("error: give --grace or --grace-seconds, not both", err=True)
+        raise typer.Exit(2)
+    try:
+        seconds = parse_duration(grace) if grace is not None else (grace_seconds or 0)
+    except ValueError as exc:
+        typer.echo(f"error: --grace: {exc}", err=True)
+        raise typer.Exit(2) from None
+    period = timedelta(seconds=seconds)
+    if period > MAX_ROTATION_GRACE:
+        typer.echo("error: the grace period is at most 7 days", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+
+    async def run() -> tuple[str, str, str, str | None, str | None]:
+        from app.auth import rotate_client_key
+        from app.models import ApiClient
+        from app.models.base import utcnow
+
+        async with _session(settings) as session:
+            before = await session.get(ApiClient, ident)
+            replaced = before.key_id if before is not None else None
+            client, key = await rotate_client_key(
+                session,
+                secret_key=settings.secret_key.get_secret_value().encode(),
+                client_id=ident,
+                grace=period,
+                now=utcnow(),
+                actor=audit.system("cli"),
+            )
+            await session.commit()
+            until = client.previous_key_expires_at
+            return (
+                client.role,
+                client.name,
+                key,
+                replaced,
+                until.isoformat(timespec="seconds") if until is not None else None,
+            )
+
+    from app.errors import Conflict, NotFound
+
+    try:
+        role, name, key, replaced, until = asyncio.run(run())
+    except NotFound:
+        typer.echo("error: no such client", err=True)
+        raise typer.Exit(1) from None
+    except Conflict:
+        typer.echo(
+            "error: the client is revoked; its key cannot be rotated (create a new client)",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    typer.echo(f"rotated the key of {role} client {client_id} ({name})", err=True)
+    if until is None:
+        typer.echo(f"the previous key ({replaced}) no longer works", err=True)
+    else:
+        typer.echo(f"the previous key ({replaced}) keeps working until {until}", err=True)
+    typer.echo("store this key now; it is not shown again:", err=True)
+    typer.echo(key)
 
 
 deliveries_cli = typer.Typer(help="The delivery outbox.", no_args_is_help=True)

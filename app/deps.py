@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.vocabulary import REF_RE, ROUTE_RE
 from app.auth import KEY_PREFIX, JwtVerifier, Principal, authenticate_key
 from app.errors import Forbidden, Unauthorized
 from app.models import Role
@@ -60,8 +61,24 @@ async def _authenticate(
     token = credentials.credentials
     verifier: JwtVerifier | None = request.app.state.jwt_verifier
     if token.startswith(KEY_PREFIX) or verifier is None:
+        # What the audit trail records if a rotated-out key is used: the route template and
+        # the request id, when they have the shapes it accepts.
+        matched = request.scope.get("route")
+        route = getattr(matched, "path_format", None) or getattr(matched, "path", None)
+        request_id = getattr(request.state, "request_id", None)
+        if (
+            not isinstance(request_id, str)
+            or not REF_RE.fullmatch(request_id)
+            or request_id.isdigit()
+        ):
+            request_id = None
         return await authenticate_key(
-            session, secret_key=settings.secret_key.get_secret_value().encode(), key=token
+            session,
+            secret_key=settings.secret_key.get_secret_value().encode(),
+            key=token,
+            method=request.method,
+            route=route if isinstance(route, str) and ROUTE_RE.fullmatch(route) else None,
+            request_id=request_id,
         )
     return verifier.verify(token)
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from app import audit, problems
+from app import audit, openapi, problems
 from app.auth import JwtVerifier
 from app.background import BackgroundTasks
 from app.db import create_engine, create_sessionmaker
@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(deliveries.router)
     demo_partners.install(app, settings)
     app.include_router(metrics.router)
+    openapi.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Outermost: every response, including 413s from the size cap, gets a request id.
     app.add_middleware(RequestContext)

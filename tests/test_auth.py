@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,11 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.auth import hash_key, parse_key_id
+from app import audit
+from app.auth import Principal, authenticate_key, hash_key, parse_key_id, rotate_client_key
+from app.errors import Conflict, NotFound, Unauthorized
 from app.main import create_app
-from app.models import ApiClient
+from app.models import ApiClient, Role
 from app.settings import Settings
 from tests.conftest import KeyFactory, bearer
 from tests.factories import screening
@@ -176,3 +180,79 @@ async def test_jwt_algorithm_allow_list(
 def test_symmetric_algorithms_cannot_be_configured() -> None:
     with pytest.raises(ValueError, match="asymmetric only"):
         Settings(env="test", jwt_algorithms=["HS256"])  # type: ignore[arg-type]
+
+
+async def test_a_rotated_out_key_works_only_inside_its_grace_period(
+    app: FastAPI, api_key: KeyFactory, settings: Settings
+) -> None:
+    secret = settings.secret_key.get_secret_value().encode()
+    old = await api_key("partner", "Hospital Santa Rosa")
+    old_id = parse_key_id(old)
+    rotated_at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    async with maker() as session:
+        client_id = (
+            await session.execute(select(ApiClient.id).where(ApiClient.key_id == old_id))
+        ).scalar_one()
+        _client, new = await rotate_client_key(
+            session,
+            secret_key=secret,
+            client_id=client_id,
+            grace=timedelta(hours=1),
+            now=rotated_at,
+            actor=audit.system("test"),
+        )
+        await session.commit()
+
+    async def who(key: str, at: datetime) -> Principal:
+        async with maker() as session:
+            return await authenticate_key(session, secret_key=secret, key=key, now=at)
+
+    inside = await who(old, rotated_at + timedelta(minutes=59))
+    assert (inside.client_id, inside.role, inside.organisation) == (
+        client_id,
+        Role.partner,
+        "Hospital Santa Rosa",
+    )
+    for at in (rotated_at + timedelta(hours=1), rotated_at + timedelta(days=2)):
+        with pytest.raises(Unauthorized):
+            await who(old, at)
+    # The new key does not depend on the clock; a forged key with the old id does not pass.
+    assert (await who(new, rotated_at + timedelta(days=2))).client_id == client_id
+    forged = f"ruta_{old_id}_{'x' * 43}"
+    with pytest.raises(Unauthorized):
+        await who(forged, rotated_at + timedelta(minutes=1))
+
+
+async def test_rotation_refuses_unknown_and_revoked_clients_and_long_grace(
+    app: FastAPI, api_key: KeyFactory, settings: Settings
+) -> None:
+    secret = settings.secret_key.get_secret_value().encode()
+    key = await api_key("auditor")
+    maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    async with maker() as session:
+        client = (
+            await session.execute(select(ApiClient).where(ApiClient.key_id == parse_key_id(key)))
+        ).scalar_one()
+
+        async def rotate(client_id: uuid.UUID, grace: timedelta = timedelta(0)) -> object:
+            return await rotate_client_key(
+                session,
+                secret_key=secret,
+                client_id=client_id,
+                grace=grace,
+                now=now,
+                actor=audit.system("test"),
+            )
+
+        with pytest.raises(ValueError, match="grace period"):
+            await rotate(client.id, timedelta(days=8))
+        with pytest.raises(ValueError, match="grace period"):
+            await rotate(client.id, timedelta(seconds=-1))
+        with pytest.raises(NotFound):
+            await rotate(uuid.uuid4())
+        client.revoked_at = now
+        with pytest.raises(Conflict):
+            await rotate(client.id)
+        assert client.key_id == parse_key_id(key)

@@ -57,6 +57,7 @@ class Action(StrEnum):
     dead_letter_replayed = "admin.dead_letter_replayed"
     delivery_replayed = "admin.delivery_replayed"
     request_denied = "request.denied"
+    previous_key_used = "request.previous_key_used"
     audit_exported = "audit.exported"
     audit_verified = "audit.verified"
 
@@ -127,6 +128,8 @@ KEYS: dict[str, Shape] = {
     "changed": Shape.codes,
     "role": Shape.code,
     "key_id": Shape.code,
+    "previous_key_id": Shape.code,
+    "valid_until": Shape.timestamp,
     "count": Shape.int,
     # requests
     "method": Shape.code,
@@ -190,13 +193,14 @@ ALLOWED: dict[Action, frozenset[str]] = {
     Action.partner_updated: frozenset({"target_id", "changed"}),
     Action.partner_disabled: frozenset({"target_id", "reason"}),
     Action.client_created: frozenset({"target_id", "role", "key_id"}),
-    Action.client_key_rotated: frozenset({"target_id", "key_id"}),
-    Action.client_revoked: frozenset({"target_id", "key_id", "reason"}),
+    Action.client_key_rotated: frozenset({"target_id", "key_id", "previous_key_id", "valid_until"}),
+    Action.client_revoked: frozenset({"target_id", "key_id", "previous_key_id", "reason"}),
     Action.rule_set_validated: frozenset({"rule_set_version", "rule_set_hash", "ok", "count"}),
     Action.rule_set_loaded: frozenset({"rule_set_version", "rule_set_hash", "count"}),
     Action.dead_letter_replayed: frozenset({"delivery_id", "attempt", "reason"}),
     Action.delivery_replayed: frozenset({"delivery_id", "attempt", "reason"}),
     Action.request_denied: frozenset({"method", "route", "status_code", "reason", "key_id"}),
+    Action.previous_key_used: frozenset({"key_id", "method", "route"}),
     Action.audit_exported: frozenset({"format", "from_seq", "to_seq"}),
     Action.audit_verified: frozenset({"ok", "first_bad_seq", "to_seq"}),
 }

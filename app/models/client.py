@@ -18,7 +18,11 @@ class Role(StrEnum):
 
 
 class ApiClient(Base):
-    """A caller of the API. The key is shown once; only its keyed hash is kept."""
+    """A caller of the API. The key is shown once; only its keyed hash is kept.
+
+    Rotation replaces the key in place (same id, role and organisation); during an optional
+    grace period the previous key's id and hash are kept beside it.
+    """
 
     __tablename__ = "api_clients"
     __table_args__ = (
@@ -26,6 +30,11 @@ class ApiClient(Base):
         CheckConstraint(
             "role NOT IN ('clinic', 'partner') OR organisation IS NOT NULL",
             name="organisation_required",
+        ),
+        CheckConstraint(
+            "(previous_key_id IS NULL) = (previous_key_hash IS NULL) "
+            "AND (previous_key_id IS NULL) = (previous_key_expires_at IS NULL)",
+            name="previous_key_complete",
         ),
     )
 
@@ -37,3 +46,9 @@ class ApiClient(Base):
     key_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: After ``ruta clients rotate --grace …``: the replaced key, accepted until
+    #: ``previous_key_expires_at`` (every use audited). All three are set, or none.
+    previous_key_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    previous_key_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    previous_key_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    key_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -47,7 +47,12 @@ from app.schemas.screening import (
 LIMA = ZoneInfo("America/Lima")
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format prefix, not a secret
 #: A partner id appears in URLs and audit events: a short lowercase slug.
-PartnerId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+#: Lowercase letters, digits and hyphens, with at least one letter: partner ids travel in the
+#: audit trail, which refuses a bare run of digits (it could be a phone or document number).
+PartnerId = Annotated[
+    str,
+    Field(min_length=1, max_length=64, pattern=r"^(?:[a-z]|[0-9][0-9-]*[a-z])[a-z0-9-]*$"),
+]
 
 
 class PartnerStatus(StrEnum):

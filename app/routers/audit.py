@@ -7,7 +7,7 @@ import binascii
 import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
@@ -27,12 +27,18 @@ from app.audit.schemas import (
 )
 from app.deps import AuditorDep, SessionDep, SettingsDep
 from app.errors import BadRequest
-from app.openapi import IsoDatetime, responses
+from app.openapi import IsoDatetime, ok, problem, responses
+from app.schemas import examples
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=responses(400, 404))
 
-PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 MAX_LIMIT = 500
+#: Abridged (…): real lines carry every field; see docs/audit.md.
+EXPORT_NDJSON_EXAMPLE = (
+    '{"type":"header","format":"ruta-audit-export","from_seq":1,"to_seq":18,"key_id":"da28…",…}\n'
+    '{"type":"event","seq":1,"prev_hash":"0000…","hash":"3313…","action":"admin.client_created",…}\n'
+    '{"type":"checkpoint","seq":18,"hash":"c288…","key_id":"da28…","signature":"…"}\n'
+)
 
 
 def encode_cursor(seq: int) -> str:
@@ -56,7 +62,15 @@ def decode_cursor(cursor: str | None) -> int:
     "/events",
     response_model=EventPage,
     summary="Audit events, filtered, in chain order",
-    responses={400: {"description": "Invalid cursor", **PROBLEM}},
+    description="For auditors. Events in `seq` order (oldest first), filtered by time, "
+    "action, actor (client id or system component), and the referral, partner, screening or "
+    "subject they concern. Events hold ids, roles, codes and hashes, never personal data "
+    "(see docs/audit.md for each action's `data` keys). Page with `next_cursor`: pass it "
+    "back as `cursor` until it is null. Times need a UTC offset.",
+    responses={
+        **ok(examples.EVENT_PAGE, "A page of events"),
+        400: problem("Invalid cursor, or a time without a UTC offset"),
+    },
 )
 async def list_events(
     _auditor: AuditorDep,
@@ -103,7 +117,9 @@ async def list_events(
     description="Walks every event from seq 1. `first_bad_seq` is the first sequence number "
     "that is not part of a valid chain (see docs/audit.md). A clean result here proves only "
     "that the database agrees with itself and with its own checkpoints; verify an export "
-    "offline against checkpoints you keep to rule out a rewrite by the database's owner.",
+    "offline against checkpoints you keep to rule out a rewrite by the database's owner. "
+    "The verification itself is recorded (`audit.verified`).",
+    responses=ok(examples.VERIFY_OUT, "The verification report"),
 )
 async def verify(auditor: AuditorDep, session: SessionDep, settings: SettingsDep) -> VerifyOut:
     # The request's own session: on SQLite a second one would wait on the write lock that
@@ -123,6 +139,14 @@ async def verify(auditor: AuditorDep, session: SessionDep, settings: SettingsDep
     "/checkpoints",
     response_model=CheckpointPage,
     summary="Signed checkpoints, for auditors to keep outside the service",
+    description="For auditors. Each checkpoint is an Ed25519 signature over (`seq`, `hash`, "
+    "`time`): keep them outside Ruta, and `ruta audit verify --checkpoints FILE` later "
+    "proves the chain still contains exactly those events. `public_key` and `key_id` name "
+    "the key that verifies them. Page with `cursor` / `next_cursor`.",
+    responses={
+        **ok(examples.CHECKPOINT_PAGE, "Checkpoints, oldest first"),
+        400: problem("Invalid cursor"),
+    },
 )
 async def list_checkpoints(
     _auditor: AuditorDep,
@@ -147,6 +171,10 @@ async def list_checkpoints(
     "/public-key",
     response_model=PublicKeyOut,
     summary="The Ed25519 public key that verifies checkpoints",
+    description="For auditors: the public half of `RUTA_AUDIT_SIGNING_KEY`, raw (base64) "
+    "and as PEM, with the `key_id` each checkpoint names. Store the PEM with your exports; "
+    "`ruta audit verify EXPORT --public-key PEM` verifies offline with nothing else.",
+    responses=ok(examples.PUBLIC_KEY_OUT, "The public key"),
 )
 async def public_key(_auditor: AuditorDep, settings: SettingsDep) -> PublicKeyOut:
     signer = audit.AuditConfig.from_settings(settings).signer
@@ -167,9 +195,20 @@ MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8
     "a checkpoint signed now over the last event. CSV: the same records, one per row. "
     "Time filters select the contiguous seq range whose events fall in the window; there "
     "are no action or actor filters here, because a filtered export could not be verified "
-    "as complete. The export's checkpoint is also in the `Ruta-Audit-Checkpoint` header.",
+    "as complete. The export's checkpoint is also in the `Ruta-Audit-Checkpoint` header, and "
+    "the range in `Ruta-Audit-From-Seq` / `Ruta-Audit-To-Seq`. For auditors; the export is "
+    "recorded (`audit.exported`).",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+    responses={
+        200: {
+            "description": "The export, streamed",
+            "content": {
+                "application/x-ndjson": {"example": EXPORT_NDJSON_EXAMPLE},
+                "text/csv": {},
+            },
+        },
+        400: problem("A time without a UTC offset"),
+    },
 )
 async def export(
     request: Request,

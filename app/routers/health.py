@@ -1,28 +1,57 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from app.errors import ServiceUnavailable
 from app.migrations import head_revision
-from app.openapi import problem
+from app.openapi import ok, problem
+from app.schemas import examples
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses={500: problem("Internal error")})
 
 
-@router.get("/healthz", summary="Liveness: the process is up")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready"]
+    database_revision: str | None = Field(
+        description="The Alembic revision the database is at (the migrations' head)."
+    )
+
+
+@router.get(
+    "/healthz",
+    response_model=HealthOut,
+    summary="Liveness: the process is up",
+    description="No authentication, no database access: answers 200 while the process can "
+    "serve HTTP. Use it as the container's liveness probe; use `/readyz` to decide whether "
+    "to send traffic.",
+    responses=ok(examples.HEALTHY, "The process is up"),
+)
+async def healthz() -> HealthOut:
+    return HealthOut(status="ok")
 
 
 @router.get(
     "/readyz",
+    response_model=ReadyOut,
     summary="Readiness: the database answers and its schema is at the migrations' head",
-    responses={503: problem("Not ready: database unreachable or schema not at head")},
+    description="No authentication. 200 when the database answers and its schema is at the "
+    "head of the migrations shipped with this version; 503 (with `database_revision` and "
+    "`head_revision` when the schema is behind) until `ruta migrate` has run. Use it as the "
+    "load balancer's readiness probe.",
+    responses={
+        **ok(examples.READY, "Ready to serve"),
+        503: problem("Not ready: database unreachable or schema not at head"),
+    },
 )
-async def readyz(request: Request) -> dict[str, Any]:
+async def readyz(request: Request) -> ReadyOut:
     try:
         async with request.app.state.engine.connect() as conn:
             current = (
@@ -37,4 +66,4 @@ async def readyz(request: Request) -> dict[str, Any]:
             database_revision=current,
             head_revision=head,
         )
-    return {"status": "ready", "database_revision": current}
+    return ReadyOut(status="ready", database_revision=current)

@@ -16,6 +16,7 @@ from app.metrics import (
 )
 from app.models import AuditEvent, Delivery, PartnerCircuit, Referral
 from app.models.base import utcnow
+from app.openapi import problem
 
 router = APIRouter(tags=["operations"])
 
@@ -64,7 +65,23 @@ async def _refresh(request: Request, now: datetime) -> None:
 @router.get(
     "/metrics",
     summary="Prometheus metrics (for operators; no personal data in any label)",
+    description="Prometheus text exposition format, no authentication: restrict it to your "
+    "monitoring network. Request counts and latency by route template, decisions, rules "
+    "fired, and gauges read from the database at scrape time (outbox backlog and oldest due "
+    "age, dead letters, open circuits, referrals needing a person, audit chain length), so "
+    "every replica reports the same values.",
     response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus metrics",
+            "content": {
+                CONTENT_TYPE_LATEST: {
+                    "example": "# TYPE ruta_dead_letters gauge\nruta_dead_letters 0.0\n"
+                }
+            },
+        },
+        500: problem("Internal error (no details are disclosed)"),
+    },
 )
 async def metrics(request: Request) -> Response:
     await _refresh(request, utcnow())

@@ -12,7 +12,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,7 +23,7 @@ from app.deps import AdminDep, PartnerDep, SessionDep, SettingsDep
 from app.errors import BadRequest, ValidationFailed, field_error
 from app.models import PartnerRow
 from app.models.base import utcnow
-from app.openapi import responses
+from app.openapi import ok, problem, responses
 from app.partners import service
 from app.partners.directory import (
     Capacity,
@@ -37,16 +37,16 @@ from app.partners.directory import (
     UnsafePartnerURL,
     check_partner_url,
 )
+from app.schemas import examples
 from app.schemas.screening import Language, ServiceCategory, Strict
 
 router = APIRouter(prefix="/v1/partners", tags=["partners"], responses=responses(404, 409))
 
-PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No or invalid API key", **PROBLEM},
-    403: {"description": "Not an admin", **PROBLEM},
-    404: {"description": "No such partner", **PROBLEM},
-    422: {"description": "Invalid; `errors` names each field path", **PROBLEM},
+    401: problem("No or invalid API key"),
+    403: problem("Not an admin"),
+    404: problem("No such partner"),
+    422: problem("Invalid; `errors` names each field path"),
 }
 
 
@@ -101,6 +101,8 @@ class CapacityPatch(Strict):
 class PartnerPatch(Strict):
     """Only the fields given change. Secrets cannot be set here: rotate them."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.PARTNER_PATCH]})
+
     organisation: Organisation | None = None
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=1000)
@@ -127,6 +129,8 @@ class RotatedSecret(BaseModel):
 
 
 class CapacityReport(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.CAPACITY_REPORT]})
+
     available: int = Field(ge=0, le=100_000)
     partner_id: str | None = Field(
         default=None, description="One of your organisation's partners; default: all of them."
@@ -187,7 +191,16 @@ def _decode_cursor(cursor: str) -> str:
     return after
 
 
-@router.get("", response_model=PartnerPage, summary="List partners", responses=RESPONSES)
+@router.get(
+    "",
+    response_model=PartnerPage,
+    summary="List partners",
+    description="For admins: the partner directory, ordered by id, `limit` per page; pass "
+    "`next_cursor` back as `cursor` until it is null. Shows what matching uses (services, "
+    "area, eligibility, languages, capacity, hours, status) and whether a signing secret is "
+    "set, never the secret itself.",
+    responses={**RESPONSES, **ok(examples.PARTNER_PAGE, "A page of partners")},
+)
 async def list_partners(
     _admin: AdminDep,
     session: SessionDep,
@@ -206,7 +219,16 @@ async def list_partners(
     "/me/capacity",
     response_model=list[PartnerOut],
     summary="Report your available capacity (partner role)",
-    responses=RESPONSES,
+    description="For partners: how many new referrals you can take now. Applies to every "
+    "partner entry of your organisation, or to the one named in `partner_id`; returns the "
+    "entries it changed. A partner with no capacity is passed over by matching until it "
+    "reports some again. `available` may not exceed the entry's `maximum` (422).",
+    responses={
+        **RESPONSES,
+        **ok([examples.PARTNER_OUT], "The partner entries updated"),
+        403: problem("Not a partner key"),
+        404: problem("`partner_id` is not one of your organisation's partners"),
+    },
 )
 async def report_capacity(
     body: CapacityReport, principal: PartnerDep, session: SessionDep
@@ -223,7 +245,13 @@ async def report_capacity(
 
 
 @router.get(
-    "/{partner_id}", response_model=PartnerOut, summary="Get a partner", responses=RESPONSES
+    "/{partner_id}",
+    response_model=PartnerOut,
+    summary="Get a partner",
+    description="For admins: one directory entry as matching sees it, including `source` "
+    "(`file` or `api`) and which fields an admin `overridden` at runtime (a later directory "
+    "file sync leaves those alone). Never the signing secret.",
+    responses={**RESPONSES, **ok(examples.PARTNER_OUT, "The partner")},
 )
 async def get_partner(partner_id: str, _admin: AdminDep, session: SessionDep) -> PartnerOut:
     return partner_out(await service.get_partner(session, partner_id))
@@ -251,12 +279,30 @@ async def _audit(
     status_code=201,
     response_model=PartnerOut,
     summary="Create a partner",
-    description="`endpoint.secrets` is optional and write-only; without it a random secret "
-    "is generated, to be obtained with `POST /v1/partners/{id}/secrets/rotate`.",
-    responses={**RESPONSES, 409: {"description": "The id exists", **PROBLEM}},
+    description="For admins: add a partner (Open Referral HSDS-style service, area, "
+    "eligibility, languages, capacity, hours) with its webhook endpoint. The endpoint must be "
+    "public `https` (loopback and private addresses are refused outside development). "
+    "`endpoint.secrets` is optional and write-only; without it a random secret is generated, "
+    "to be obtained with `POST /v1/partners/{id}/secrets/rotate`. The change is audited. "
+    "Answers 201 with `Location`.",
+    responses={
+        **RESPONSES,
+        **ok(examples.PARTNER_OUT, "Created", 201),
+        409: problem("A partner with this id exists"),
+    },
 )
 async def create_partner(
-    body: Partner,
+    body: Annotated[
+        Partner,
+        Body(
+            openapi_examples={
+                "hospital": {
+                    "summary": "A regional hospital taking medical referrals",
+                    "value": examples.PARTNER_IN,
+                }
+            }
+        ),
+    ],
     _admin: AdminDep,
     session: SessionDep,
     settings: SettingsDep,
@@ -276,7 +322,14 @@ async def create_partner(
 
 
 @router.patch(
-    "/{partner_id}", response_model=PartnerOut, summary="Update a partner", responses=RESPONSES
+    "/{partner_id}",
+    response_model=PartnerOut,
+    summary="Update a partner",
+    description="For admins: only the fields given change (`null` is refused except for "
+    "`description`); nested `endpoint` and `capacity` change field by field. Changed fields "
+    "are marked `overridden`, so a later sync of the directory file does not undo them. "
+    "Secrets cannot be set here: rotate them. The change is audited (field names only).",
+    responses={**RESPONSES, **ok(examples.PARTNER_OUT, "The partner after the change")},
 )
 async def update_partner(
     partner_id: str,
@@ -333,7 +386,12 @@ async def update_partner(
     "/{partner_id}/pause",
     response_model=PartnerOut,
     summary="Pause a partner: matching passes it over until resumed",
-    responses=RESPONSES,
+    description="For admins: new referrals skip this partner until it is resumed; referrals "
+    "it already holds are not moved. Audited.",
+    responses={
+        **RESPONSES,
+        **ok({**examples.PARTNER_OUT, "status": "paused"}, "The paused partner"),
+    },
 )
 async def pause_partner(partner_id: str, _admin: AdminDep, session: SessionDep) -> PartnerOut:
     row = await service.set_status(session, partner_id, PartnerStatus.paused, now=utcnow())
@@ -345,7 +403,9 @@ async def pause_partner(partner_id: str, _admin: AdminDep, session: SessionDep) 
     "/{partner_id}/resume",
     response_model=PartnerOut,
     summary="Resume a partner",
-    responses=RESPONSES,
+    description="For admins: the partner is `active` again and matching considers it for new "
+    "referrals. Audited.",
+    responses={**RESPONSES, **ok(examples.PARTNER_OUT, "The active partner")},
 )
 async def resume_partner(partner_id: str, _admin: AdminDep, session: SessionDep) -> PartnerOut:
     row = await service.set_status(session, partner_id, PartnerStatus.active, now=utcnow())
@@ -357,9 +417,12 @@ async def resume_partner(partner_id: str, _admin: AdminDep, session: SessionDep)
     "/{partner_id}/secrets/rotate",
     response_model=RotatedSecret,
     summary="Rotate the signing secret (returns the new secret once)",
-    description="The previous secret keeps verifying for `overlap_hours` (default 24), and "
-    "during that window deliveries carry a signature under each secret.",
-    responses=RESPONSES,
+    description="For admins. Returns the new `whsec_…` secret exactly once (`Cache-Control: "
+    "no-store`): hand it to the partner over a secure channel. The previous secret keeps "
+    "verifying for `overlap_hours` (default 24, at most 168), and during that window "
+    "deliveries carry a signature under each secret (Standard Webhooks), so the partner can "
+    "switch without losing a delivery. Audited.",
+    responses={**RESPONSES, **ok(examples.ROTATED_SECRET, "The new secret, shown once")},
 )
 async def rotate_secret(
     partner_id: str,

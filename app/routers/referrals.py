@@ -3,7 +3,7 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,7 +23,7 @@ from app.models import (
     Screening,
 )
 from app.models.base import utcnow
-from app.openapi import IsoDatetime, responses
+from app.openapi import IsoDatetime, Timestamp, ok, problem, responses
 from app.partners.directory import PayloadFormat
 from app.partners.matching import SubjectFacts, match
 from app.partners.minimiser import build_referral_body
@@ -31,6 +31,8 @@ from app.partners.service import directory_partners
 from app.referrals import service
 from app.referrals.state import PartnerStatus, RejectReason
 from app.referrals.views import partner_names, referral_view
+from app.schemas import examples
+from app.schemas.decision import LegalBasis, Urgency
 from app.schemas.screening import ServiceCategory
 from app.services.intake import get_screening_for
 
@@ -55,6 +57,123 @@ class StatusIn(BaseModel):
     )
 
 
+class PartnerRef(BaseModel):
+    id: str
+    name: str
+
+
+class ReferralOut(BaseModel):
+    """A referral as auditors and clinics see it (no personal data)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: uuid.UUID
+    service: ServiceCategory
+    urgency: Urgency
+    legal_basis: LegalBasis
+    identifying: bool = Field(description="May identifying fields leave for this referral?")
+    flags: list[str] = Field(description="Instructions that travel with it to the partner.")
+    status: str = Field(description="queued, delivered, received, accepted, rejected, …")
+    partner: PartnerRef | None = Field(description="The partner holding it now, if any.")
+    respond_by: Timestamp | None = Field(description="The partner's response deadline.")
+    needs_human: bool = Field(description="No partner is left or delivery failed: escalated.")
+    human_reason: str | None
+    data_categories: list[str] = Field(description="What the partner receives (need to know).")
+    reasons: list[dict[str, Any]] = Field(
+        description="Each rule's reason, in Spanish and English, with the guideline it cites."
+    )
+
+
+class ReferralListItem(ReferralOut):
+    screening_id: uuid.UUID
+    created_at: Timestamp
+    region: str
+
+
+class StatusReported(BaseModel):
+    id: uuid.UUID
+    reported: PartnerStatus
+
+
+class ConsentWithdrawn(BaseModel):
+    revoked: list[uuid.UUID] = Field(description="The referrals revoked (partners notified).")
+
+
+class HistoryEntry(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    at: Timestamp
+    from_: str | None = Field(alias="from")
+    to: str
+    reason: str | None
+    partner_id: str | None
+    actor_role: str | None
+
+
+class AttemptTrail(BaseModel):
+    attempt: int
+    started_at: Timestamp
+    latency_ms: int | None
+    status_code: int | None
+    outcome: str
+    error: str | None
+
+
+class DeliveryTrail(BaseModel):
+    id: uuid.UUID
+    webhook_id: str
+    partner_id: str
+    event_type: str
+    status: str
+    body_sha256: str
+    replays: int
+    attempts: list[AttemptTrail]
+
+
+class DecisionRef(BaseModel):
+    id: uuid.UUID
+    rule_set: dict[str, str] = Field(description="`version` and `sha256` of the rule set.")
+    trace: dict[str, Any] = Field(description="Every rule that fired and the values it read.")
+
+
+class ReferralExplanation(ReferralOut):
+    screening_id: uuid.UUID
+    created_at: Timestamp
+    tried_partners: list[str] = Field(description="Partners that rejected or timed out.")
+    decision: DecisionRef
+    match: dict[str, Any] | None = Field(
+        description="Why this partner: criteria met, fallbacks, and who was passed over and why."
+    )
+    history: list[HistoryEntry]
+    deliveries: list[DeliveryTrail]
+
+
+class Recipient(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    partner_id: str | None = None
+    name: str | None = None
+    actor_role: str | None = None
+    actor_id: str | None = None
+
+
+class Disclosure(BaseModel):
+    seq: int = Field(description="The audit event's sequence number.")
+    at: Timestamp
+    kind: Literal["forwarded", "read"]
+    recipient: Recipient
+    referral_id: uuid.UUID | None
+    categories: list[str]
+    fields: list[str]
+    legal_basis: str | None
+    purpose: str | None
+
+
+class Disclosures(BaseModel):
+    screening_id: uuid.UUID
+    disclosures: list[Disclosure]
+
+
 @router.post(
     "/v1/referrals/{referral_id}/status",
     summary="A partner reports what happened to a referral",
@@ -63,7 +182,15 @@ class StatusIn(BaseModel):
     "in-progress/on-hold; accepted, in-progress, on-hold → in-progress/on-hold/completed/"
     "failed/cancelled. `rejected` (with a reason) sends the referral to the next eligible "
     "partner, or escalates it to a person when none is left. Another partner's referral "
-    "answers 404.",
+    "answers 404; a transition the state machine does not allow answers 409 with "
+    "`current_status`. Send `reason` (no_capacity, not_eligible, out_of_area, "
+    "could_not_contact, declined_by_person) with `rejected` only.",
+    response_model=StatusReported,
+    responses={
+        **ok(examples.STATUS_REPORTED, "The status was recorded"),
+        404: problem("No such referral among this partner's referrals"),
+        409: problem("The transition is not allowed from the referral's current status"),
+    },
 )
 async def report_status(
     referral_id: uuid.UUID,
@@ -84,7 +211,15 @@ async def report_status(
     "/v1/referrals/{referral_id}/details",
     summary="Fetch a thin-mode referral's details",
     description="For partners in thin mode: the referral's need-to-know body, built by the "
-    "same minimiser as a full delivery. Own referrals only; every fetch is recorded.",
+    "same minimiser as a full delivery, so it holds only what your service needs (never "
+    "notes, and identifying data only where the legal basis allows). Own referrals only "
+    "(another partner's id answers 404); every fetch is recorded in the audit trail and in "
+    "the case's disclosure list. The body is the `ruta-json/1` document described in "
+    "docs/partners.md.",
+    responses={
+        **ok(examples.REFERRAL_DETAILS, "The referral's need-to-know body"),
+        404: problem("No such referral among this partner's referrals"),
+    },
 )
 async def details(
     referral_id: uuid.UUID,
@@ -144,8 +279,15 @@ async def details(
 @router.post(
     "/v1/screenings/{screening_id:uuid}/consent/withdraw",
     summary="The person withdrew consent",
-    description="Revokes the screening's pending referrals and notifies their partners. A "
-    "child's protection referral (child-protection duty) is not revoked.",
+    description="For clinics: revokes the screening's pending referrals and queues a signed "
+    "revocation notice to each partner that holds one. A child's protection referral "
+    "(child-protection duty) is not revoked. Answers with the referrals revoked (possibly "
+    "none). Own organisation's screenings only; another's answers 404.",
+    response_model=ConsentWithdrawn,
+    responses={
+        **ok(examples.CONSENT_WITHDRAWN, "The referrals revoked"),
+        404: problem("No such screening in this organisation"),
+    },
 )
 async def withdraw_consent(
     screening_id: uuid.UUID, principal: ClinicDep, session: SessionDep, settings: SettingsDep
@@ -158,8 +300,8 @@ async def withdraw_consent(
 
 
 class ReferralPage(BaseModel):
-    items: list[dict[str, Any]]
-    next_cursor: str | None
+    items: list[ReferralListItem]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
 
 
 def _encode(referral: Referral) -> str:
@@ -180,8 +322,15 @@ def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
     "/v1/referrals",
     response_model=ReferralPage,
     summary="Referrals, for auditors",
-    description="Filter by status, service, urgency, partner, region and creation time; "
-    "newest first, with an opaque cursor.",
+    description="For auditors: who was referred where, when, why and on what legal basis. "
+    "Filter by status, service, urgency, partner, region and creation time (ISO 8601 with "
+    "an offset); newest first. Pass `next_cursor` back as `cursor` until it is null. Each "
+    "item carries the reasons and the data categories the partner receives; "
+    "`GET /v1/referrals/{id}` explains one in full.",
+    responses={
+        **ok(examples.REFERRAL_PAGE, "A page of referrals"),
+        400: problem("Invalid cursor"),
+    },
 )
 async def list_referrals(
     principal: AuditorDep,
@@ -229,12 +378,14 @@ async def list_referrals(
     names = await partner_names(session, {r.partner_id for r in page if r.partner_id})
     return ReferralPage(
         items=[
-            {
-                **referral_view(r, names),
-                "screening_id": str(r.screening_id),
-                "created_at": r.created_at.isoformat(),
-                "region": r.region,
-            }
+            ReferralListItem.model_validate(
+                {
+                    **referral_view(r, names),
+                    "screening_id": str(r.screening_id),
+                    "created_at": r.created_at.isoformat(),
+                    "region": r.region,
+                }
+            )
             for r in page
         ],
         next_cursor=_encode(page[-1]) if len(rows) > limit else None,
@@ -246,7 +397,12 @@ async def list_referrals(
     summary="A referral's history and explanation, for auditors",
     description="The decision trace (rule-set version and hash, fired rules and the values "
     "they read), why this partner was chosen and who was passed over, every status it has "
-    "had, and every delivery attempt.",
+    "had, and every delivery attempt. For auditors.",
+    response_model=ReferralExplanation,
+    responses={
+        **ok(examples.REFERRAL_EXPLANATION, "The referral, explained"),
+        404: problem("No referral with this id"),
+    },
 )
 async def explain(
     referral_id: uuid.UUID, principal: AuditorDep, session: SessionDep
@@ -339,7 +495,14 @@ async def explain(
     "/v1/screenings/{screening_id:uuid}/disclosures",
     summary="Which recipient received which data categories, when, and on what basis",
     description="The disclosure list of one case, for auditors and data-protection officers, "
-    "read from the audit trail.",
+    "read from the audit trail: every referral body forwarded (`forwarded`: partner, data "
+    "categories, legal basis) and every read of personal data (`read`: who, which fields, "
+    "for what purpose), oldest first.",
+    response_model=Disclosures,
+    responses={
+        **ok(examples.DISCLOSURES, "The case's disclosures"),
+        404: problem("No screening with this id"),
+    },
 )
 async def disclosures(
     screening_id: uuid.UUID, principal: AuditorDep, session: SessionDep

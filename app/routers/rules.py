@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,15 +11,15 @@ from app.auth import Principal
 from app.deps import AdminDep, require_roles
 from app.errors import ServiceUnavailable, ValidationFailed, field_error
 from app.models import Role
-from app.openapi import responses
+from app.openapi import ok, problem, responses
 from app.rules import RuleFileError, RuleSet, rule_set_from_text
+from app.schemas import examples
 from app.schemas.decision import Decision
 from app.schemas.examples import EXAMPLE_SCREENING
 from app.schemas.screening import ScreeningIn
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"], responses=responses(404))
 
-PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 MAX_RULE_FILE_CHARS = 512_000
 
 
@@ -71,7 +71,14 @@ class EvaluateOut(BaseModel):
     "",
     response_model=RuleSetInfo,
     summary="The active rule set",
-    description="Version and content hash of the rule set every decision is made with.",
+    description="For clinics, auditors and admins: the version and sha256 of the rule set "
+    "every decision is now made with. Each decision's trace names the same version and hash, "
+    "so an auditor can match a decision to the exact rule file (`ruta rules table` renders "
+    "it for people).",
+    responses={
+        **ok(examples.RULE_SET_INFO, "The active rule set"),
+        503: problem("No rule set is loaded"),
+    },
 )
 async def active(rule_set: RuleSetDep, principal: RulesReaderDep) -> RuleSetInfo:
     return RuleSetInfo.of(rule_set)
@@ -82,10 +89,17 @@ async def active(rule_set: RuleSetDep, principal: RulesReaderDep) -> RuleSetInfo
     response_model=EvaluateOut,
     summary="Dry-run a screening",
     description=(
-        "Evaluates a screening against the active rule set, or against the rule file text in "
-        "`rules`, and returns the decision with its trace. Nothing is stored or forwarded."
+        "For admins writing or reviewing rules. Evaluates a screening against the active rule "
+        "set, or against the rule file text in `rules`, and returns the decision with its "
+        "trace (every rule that fired and the values it read). Nothing is stored, forwarded "
+        "or matched to partners. A rule file that does not validate answers 422 with one "
+        "entry per problem under `errors` (path `rules.<rule id>.<field>`, with the line)."
     ),
-    responses={422: {"description": "Invalid screening or rule file", **PROBLEM}},
+    responses={
+        **ok(examples.EVALUATE_OUT, "The decision the rule set makes"),
+        422: problem("Invalid screening or rule file"),
+        503: problem("No rule set is loaded"),
+    },
 )
 async def evaluate(
     body: Annotated[

@@ -12,9 +12,10 @@ from app.errors import PayloadTooLarge, RutaError, ValidationFailed
 from app.i18n import negotiate
 from app.models import Screening
 from app.models.base import utcnow
-from app.openapi import problem, responses
+from app.openapi import ok, problem, responses
 from app.problems import validation_errors
 from app.referrals.views import decision_view
+from app.schemas import examples
 from app.schemas.examples import SCREENING_EXAMPLE
 from app.schemas.outcome import (
     BatchIn,
@@ -59,13 +60,27 @@ async def receipt(
     response_model=ScreeningReceipt,
     summary="Submit a screening",
     description=(
+        "For clinic apps. Validates the screening (unknown fields are rejected at any depth; "
+        "timestamps need an offset), stores it with its personal fields encrypted, runs the "
+        "active rule set, picks a partner for each referral and queues the signed deliveries, "
+        "all in one transaction. The answer (201, `Location: /v1/screenings/{id}`) carries the "
+        "decision: one referral per service with urgency, legal basis, reasons in Spanish and "
+        "English, the chosen partner and its response deadline. "
         "Idempotent on the screening's `id`: the same id with the same body returns the "
-        "original result (200, `replayed: true`) and stores nothing new; the same id with a "
-        "different body returns 409."
+        "original result (200, `replayed: true`) and stores nothing new, so retry freely on a "
+        "bad connection; the same id with a different body returns 409. A 422 lists each "
+        "invalid field's path and never echoes the value sent."
     ),
     responses={
-        200: {"description": "A replay of an earlier identical POST", "model": ScreeningReceipt},
+        **ok(examples.RECEIPT, "Stored and decided: the decision and its referrals", 201),
+        200: {
+            "description": "A replay of an earlier identical POST",
+            "model": ScreeningReceipt,
+            "content": {"application/json": {"example": {**examples.RECEIPT, "replayed": True}}},
+        },
+        403: problem("Not a clinic key (only clinics submit screenings)"),
         409: problem("Same id, different body"),
+        413: problem("The body is larger than RUTA_MAX_BODY_BYTES"),
     },
 )
 async def submit(
@@ -102,10 +117,18 @@ async def submit(
     response_model=BatchResult,
     summary="Submit screenings collected offline",
     description=(
-        "Up to `RUTA_MAX_BATCH_ITEMS` (default 100) screenings, each with its original "
-        "`screened_at`. Each item is validated and stored on its own: a bad item is reported "
-        "in `results` and does not reject the good ones."
+        "For clinic apps that collected screenings offline. Up to `RUTA_MAX_BATCH_ITEMS` "
+        "(default 100) screenings, each with its original `screened_at`. Each item is "
+        "validated and stored on its own, exactly as `POST /v1/screenings` would: a bad item "
+        "is reported in `results` (with its `http_status` and problem) and does not reject "
+        "the good ones, and a replayed item answers `replayed`. The answer is 200 whenever "
+        "the batch itself is well-formed; check `failed` and each result."
     ),
+    responses={
+        **ok(examples.BATCH_RESULT, "One result per item, in order"),
+        413: problem("More than RUTA_MAX_BATCH_ITEMS screenings, or the body is too large"),
+        422: problem("The batch is empty or not an object with `screenings`"),
+    },
 )
 async def submit_batch(
     batch: BatchIn,
@@ -198,9 +221,15 @@ def _failed(
     "/{screening_id:uuid}",
     response_model=ScreeningDetail,
     summary="A screening and its outcome",
-    description="Clinics read their own organisation's screenings only. Personal fields are "
-    "not returned here; `personal_fields` lists which are held.",
-    responses={404: problem("No such screening for this organisation")},
+    description="For clinic apps: the stored screening (without its personal fields) and its "
+    "decision with each referral's current status. Clinics read their own organisation's "
+    "screenings only; another organisation's id answers 404. `personal_fields` lists which "
+    "personal fields are held (paths, not values); read them with "
+    "`GET /v1/screenings/{id}/personal?purpose=…`, which is audited.",
+    responses={
+        **ok(examples.SCREENING_DETAIL, "The screening and its decision"),
+        404: problem("No such screening for this organisation"),
+    },
 )
 async def get_screening(
     screening_id: uuid.UUID, principal: ClinicDep, session: SessionDep

@@ -70,3 +70,517 @@ SCREENING_EXAMPLE: dict[str, Example] = {
         value=EXAMPLE_SCREENING,
     )
 }
+
+
+# --- Responses and other request bodies --------------------------------------------------
+# Invented but shaped exactly like what Ruta answers; tests/test_openapi.py validates each
+# one against the schema it documents.
+
+SCREENING_ID = EXAMPLE_SCREENING["id"]
+DECISION_ID = "9e1d2c00-fc15-4382-aaa0-e627b8077ade"
+REFERRAL_ID = "61367e7a-23c6-4975-b221-429427533d26"
+DELIVERY_ID = "60af99db-7651-46af-ba6a-7a4c45f4f8cf"
+SUBJECT_ID = "0d6f4c1e-2a7b-4c39-9e0f-5b8d7a3c2e11"
+RULE_SET_HASH = "5b0b0ce38a63d906f15c2133f9aea70d6ffc3404519784e33d5ecaf6c409f2aa"
+HOSPITAL = {"id": "hospital-santa-rosa-mdd", "name": "Hospital Santa Rosa - Puerto Maldonado"}
+
+REASON: dict[str, Any] = {
+    "rule_id": "sexual-violence-72h",
+    "guideline": "WHO, UNFPA, UNHCR. Clinical management of rape and intimate partner "
+    "violence survivors (2020): HIV PEP within 72 hours",
+    "text": {
+        "es": "Violencia sexual hace 72 horas o menos: profilaxis post-exposición. "
+        "No se exige denuncia policial.",
+        "en": "Sexual violence within 72 hours: post-exposure prophylaxis. "
+        "No police report is required.",
+    },
+    "urgency": "emergency",
+    "legal_basis": "consent",
+}
+
+FIRED_RULE: dict[str, Any] = {
+    "rule_id": "minor-protection",
+    "guideline": "UNICEF Guidelines on the Protection of Child Victims of Trafficking (2006)",
+    "service": "protection",
+    "text": {
+        "es": "Presunta persona menor de edad: se trata como niña, niño o adolescente hasta "
+        "verificar su edad.",
+        "en": "Presumed minor: treated as a child until the age is verified.",
+    },
+    "inputs": {"subject.age": 16, "subject.age_disputed": False},
+}
+
+TRACE: dict[str, Any] = {
+    "rule_set_version": "2026.11.1",
+    "rule_set_hash": RULE_SET_HASH,
+    "fired": [FIRED_RULE],
+    "suppressed": [
+        {
+            "service": "legal",
+            "urgency": "routine",
+            "reason": "outside_scope",
+            "rule_ids": ["documents-withheld", "debt-bondage"],
+        }
+    ],
+}
+
+REFERRAL: dict[str, Any] = {
+    "id": REFERRAL_ID,
+    "service": "medical",
+    "urgency": "emergency",
+    "legal_basis": "child_protection_duty",
+    "identifying": True,
+    "flags": ["interpreter_needed", "no_police_report_required", "phone_controlled"],
+    "status": "queued",
+    "partner": HOSPITAL,
+    "respond_by": "2026-11-21T14:52:10.120000+00:00",
+    "needs_human": False,
+    "human_reason": None,
+    "data_categories": ["clinical", "demographics", "location", "needs", "safe_contact"],
+    "reasons": [REASON],
+}
+
+DECISION_VIEW: dict[str, Any] = {
+    "id": DECISION_ID,
+    "rule_set": {"version": "2026.11.1", "sha256": RULE_SET_HASH},
+    "non_identifying_notification": False,
+    "referrals": [REFERRAL],
+    "trace": TRACE,
+}
+
+RECEIPT: dict[str, Any] = {
+    "id": SCREENING_ID,
+    "organisation": "Caravana de la Vida",
+    "status": "decided",
+    "schema_version": "1",
+    "screened_at": "2026-11-20T14:40:00Z",
+    "received_at": "2026-11-20T14:52:10.120000Z",
+    "replayed": False,
+    "decision": DECISION_VIEW,
+}
+
+SCREENING_DETAIL: dict[str, Any] = {
+    **RECEIPT,
+    "screening": {
+        "id": SCREENING_ID,
+        "schema_version": "1",
+        "source": EXAMPLE_SCREENING["source"],
+        "subject": {**EXAMPLE_SCREENING["subject"], "region": "madre_de_dios"},
+        "consent": EXAMPLE_SCREENING["consent"],
+    },
+    "personal_fields": ["safety.safe_contact"],
+}
+
+BATCH_IN: dict[str, Any] = {"screenings": [EXAMPLE_SCREENING]}
+
+BATCH_RESULT: dict[str, Any] = {
+    "created": 1,
+    "replayed": 0,
+    "failed": 1,
+    "results": [
+        {
+            "index": 0,
+            "id": SCREENING_ID,
+            "status": "created",
+            "http_status": 201,
+            "receipt": RECEIPT,
+            "problem": None,
+        },
+        {
+            "index": 1,
+            "id": "c1f0e7d2-3b4a-4f5e-8a9b-0c1d2e3f4a5b",
+            "status": "invalid",
+            "http_status": 422,
+            "receipt": None,
+            "problem": {
+                "type": "/problems/validation",
+                "title": "The request is not valid",
+                "status": 422,
+                "errors": [
+                    {
+                        "path": "subject.case_code",
+                        "pointer": "#/subject/case_code",
+                        "message": "Field required",
+                        "code": "missing",
+                    }
+                ],
+            },
+        },
+    ],
+}
+
+ERASURE_IN: dict[str, Any] = {
+    "organisation": "Caravana de la Vida",
+    "case_code": "MDD-2026-0173",
+    "reason": "data_subject_request",
+}
+ERASURE_OUT: dict[str, Any] = {
+    "subject_id": SUBJECT_ID,
+    "erased_at": "2026-11-28T10:05:00Z",
+    "screenings_made_unreadable": 2,
+}
+PERSONAL_OUT: dict[str, Any] = {
+    "screening_id": SCREENING_ID,
+    "purpose": "care_coordination",
+    "erased": False,
+    "personal": {
+        "safety.safe_contact": {"channel": "through_clinic", "safe_times": "mornings"},
+    },
+}
+
+# --- Audit --------------------------------------------------------------------------------
+
+EVENT: dict[str, Any] = {
+    "seq": 14,
+    "prev_hash": "a3d2647abcfdc6fd0eeb260cfaaa6415a9548eeb38f742d237abb9de16b8f1a3",
+    "hash": "c2881c2849b63e1535e1cf06c1aa4d64e2675ac8ab32390290ccf2b6832cba7c",
+    "occurred_at": "2026-11-20T14:52:10.572430Z",
+    "action": "referral.forwarded",
+    "actor": {"type": "system", "id": "delivery", "role": None},
+    "refs": {
+        "screening_id": SCREENING_ID,
+        "referral_id": REFERRAL_ID,
+        "partner_id": HOSPITAL["id"],
+        "subject_id": SUBJECT_ID,
+        "request_id": "18b45c4576694c929d6237cc09fbf33a",
+    },
+    "data": {
+        "delivery_id": DELIVERY_ID,
+        "payload_hash": "c6d101a65a5cb1dc3dba3fd16accbfb0215e339dfa6306677f557fafed5ecab9",
+        "fields_shared": ["clinical", "demographics", "location"],
+        "legal_basis": "child_protection_duty",
+        "service": "medical",
+        "attempt": 1,
+    },
+}
+EVENT_PAGE: dict[str, Any] = {"events": [EVENT], "next_cursor": "YXVkaXQ6MTQ"}
+VERIFY_OUT: dict[str, Any] = {
+    "ok": True,
+    "events_checked": 18,
+    "first_seq": 1,
+    "last_seq": 18,
+    "head_hash": "c2881c2849b63e1535e1cf06c1aa4d64e2675ac8ab32390290ccf2b6832cba7c",
+    "checkpoints_checked": 1,
+    "first_bad_seq": None,
+    "reason": None,
+    "detail": None,
+    "checkpoint_seq": 10,
+}
+AUDIT_KEY_ID = "da283439f9e214ff"
+AUDIT_PUBLIC_KEY = "/6hgswiqRvRBnHfAV8MsxXwd1W+X8HLqlAAV0PEh4uc="
+CHECKPOINT_PAGE: dict[str, Any] = {
+    "key_id": AUDIT_KEY_ID,
+    "public_key": AUDIT_PUBLIC_KEY,
+    "checkpoints": [
+        {
+            "type": "checkpoint",
+            "seq": 10,
+            "hash": "9a1f2e3d4c5b6a79881726354433221100ffeeddccbbaa998877665544332211",
+            "time": "2026-11-20T15:00:00Z",
+            "key_id": AUDIT_KEY_ID,
+            "signature": "kq1x4bT0p8m2Vb3b4Qy7bq0yY0oQm3vV8c3h1sQ0b2r6m7Y9p1t2u3v4w5x6y7z8"
+            "A9B0C1D2E3F4G5H6I7J8K9L0MA==",
+        }
+    ],
+    "next_cursor": None,
+}
+PUBLIC_KEY_OUT: dict[str, Any] = {
+    "algorithm": "Ed25519",
+    "key_id": AUDIT_KEY_ID,
+    "public_key": AUDIT_PUBLIC_KEY,
+    "pem": "-----BEGIN PUBLIC KEY-----\n"
+    f"MCowBQYDK2VwAyEA{AUDIT_PUBLIC_KEY}\n"
+    "-----END PUBLIC KEY-----\n",
+}
+
+# --- Rules --------------------------------------------------------------------------------
+
+RULE_SET_INFO: dict[str, Any] = {
+    "version": "2026.11.1",
+    "sha256": RULE_SET_HASH,
+    "title": "Ruta default protocol (domain.md rules 1-12 and 14)",
+    "rules": 27,
+}
+EVALUATE_OUT: dict[str, Any] = {
+    "rule_set": RULE_SET_INFO,
+    "decision": {
+        "referrals": [
+            {
+                "service": "medical",
+                "urgency": "emergency",
+                "legal_basis": "child_protection_duty",
+                "identifying": False,
+                "flags": ["interpreter_needed", "phone_controlled", "treat_as_child"],
+                "reasons": [REASON],
+            }
+        ],
+        "non_identifying_notification": False,
+        "trace": TRACE,
+    },
+}
+
+# --- Partners -----------------------------------------------------------------------------
+
+PARTNER_IN: dict[str, Any] = {
+    "id": "hospital-santa-rosa-mdd",
+    "organisation": {"id": "diresa-mdd", "name": "DIRESA Madre de Dios"},
+    "name": "Hospital Santa Rosa - Puerto Maldonado",
+    "services": ["medical"],
+    "service_area": {"regions": ["madre_de_dios"]},
+    "eligibility": {"min_age": 0},
+    "languages": ["es", "qu"],
+    "capacity": {"available": 3, "maximum": 10},
+    "hours": {"always_open": True},
+    "endpoint": {"url": "https://hospital-santa-rosa.example.org/ruta/referrals"},
+    "priority": 10,
+}
+PARTNER_OUT: dict[str, Any] = {
+    "id": "hospital-santa-rosa-mdd",
+    "organisation": {"id": "diresa-mdd", "name": "DIRESA Madre de Dios"},
+    "name": "Hospital Santa Rosa - Puerto Maldonado",
+    "description": None,
+    "services": ["medical"],
+    "service_area": {"national": False, "regions": ["madre_de_dios"], "ubigeo_prefixes": []},
+    "eligibility": {"min_age": 0, "max_age": None, "sexes": []},
+    "languages": ["es", "qu"],
+    "capacity": {"available": 3, "maximum": 10, "updated_at": "2026-11-20T08:00:00Z"},
+    "hours": {"timezone": "America/Lima", "always_open": True, "schedule": []},
+    "endpoint": {
+        "url": "https://hospital-santa-rosa.example.org/ruta/referrals",
+        "format": "ruta-json",
+        "thin": False,
+        "has_signing_secret": True,
+        "secret_rotated_at": "2026-11-20T08:00:00Z",
+    },
+    "status": "active",
+    "priority": 10,
+    "source": "api",
+    "overridden": [],
+    "created_at": "2026-11-20T08:00:00Z",
+    "updated_at": "2026-11-20T08:00:00Z",
+}
+PARTNER_PAGE: dict[str, Any] = {"items": [PARTNER_OUT], "next_cursor": "aG9zcGl0YWwtc2FudGE"}
+PARTNER_PATCH: dict[str, Any] = {
+    "capacity": {"maximum": 12},
+    "languages": ["es", "qu", "ay"],
+    "endpoint": {"thin": True},
+}
+CAPACITY_REPORT: dict[str, Any] = {"available": 2}
+ROTATED_SECRET: dict[str, Any] = {
+    "partner_id": "hospital-santa-rosa-mdd",
+    "secret": "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVowMTIzNDU=",
+    "rotated_at": "2026-11-28T09:00:00Z",
+    "previous_valid_until": "2026-11-29T09:00:00Z",
+}
+
+# --- Referrals ----------------------------------------------------------------------------
+
+STATUS_REPORTED: dict[str, Any] = {"id": REFERRAL_ID, "reported": "accepted"}
+CONSENT_WITHDRAWN: dict[str, Any] = {"revoked": [REFERRAL_ID]}
+REFERRAL_LIST_ITEM: dict[str, Any] = {
+    **REFERRAL,
+    "status": "accepted",
+    "screening_id": SCREENING_ID,
+    "created_at": "2026-11-20T14:52:10.120000+00:00",
+    "region": "madre_de_dios",
+}
+REFERRAL_PAGE: dict[str, Any] = {
+    "items": [REFERRAL_LIST_ITEM],
+    "next_cursor": "MjAyNi0xMS0yMFQxNDo1MjoxMC4xMiswMDowMHw2MTM2N2U3YQ",
+}
+REFERRAL_EXPLANATION: dict[str, Any] = {
+    **REFERRAL,
+    "status": "accepted",
+    "screening_id": SCREENING_ID,
+    "created_at": "2026-11-20T14:52:10.120000+00:00",
+    "tried_partners": [],
+    "decision": {
+        "id": DECISION_ID,
+        "rule_set": {"version": "2026.11.1", "sha256": RULE_SET_HASH},
+        "trace": TRACE,
+    },
+    "match": {
+        "service": "medical",
+        "partner_id": HOSPITAL["id"],
+        "fallback_ids": ["linea-salud-nacional"],
+        "chosen_because": ["offers_service", "serves_region", "speaks_language", "has_capacity"],
+        "passed_over": [{"partner_id": "hospital-regional-cusco", "reason": "out_of_area"}],
+        "needs_human": False,
+        "respond_by": "2026-11-21T14:52:10.120000Z",
+    },
+    "history": [
+        {
+            "at": "2026-11-20T14:52:10.120000+00:00",
+            "from": None,
+            "to": "queued",
+            "reason": None,
+            "partner_id": HOSPITAL["id"],
+            "actor_role": "clinic",
+        },
+        {
+            "at": "2026-11-20T14:52:10.561574+00:00",
+            "from": "queued",
+            "to": "delivered",
+            "reason": None,
+            "partner_id": HOSPITAL["id"],
+            "actor_role": "system",
+        },
+        {
+            "at": "2026-11-20T16:03:41.469102+00:00",
+            "from": "delivered",
+            "to": "accepted",
+            "reason": None,
+            "partner_id": HOSPITAL["id"],
+            "actor_role": "partner",
+        },
+    ],
+    "deliveries": [
+        {
+            "id": DELIVERY_ID,
+            "webhook_id": "msg_704cb9335000445bb6a8e9d82d788e69",
+            "partner_id": HOSPITAL["id"],
+            "event_type": "referral.created",
+            "status": "delivered",
+            "body_sha256": "c6d101a65a5cb1dc3dba3fd16accbfb0215e339dfa6306677f557fafed5ecab9",
+            "replays": 0,
+            "attempts": [
+                {
+                    "attempt": 1,
+                    "started_at": "2026-11-20T14:52:10.316441+00:00",
+                    "latency_ms": 21,
+                    "status_code": 200,
+                    "outcome": "delivered",
+                    "error": None,
+                },
+            ],
+        }
+    ],
+}
+DISCLOSURES: dict[str, Any] = {
+    "screening_id": SCREENING_ID,
+    "disclosures": [
+        {
+            "seq": 14,
+            "at": "2026-11-20T14:52:10.572430+00:00",
+            "kind": "forwarded",
+            "recipient": HOSPITAL,
+            "referral_id": REFERRAL_ID,
+            "categories": ["clinical", "demographics", "location", "needs", "safe_contact"],
+            "fields": [],
+            "legal_basis": "child_protection_duty",
+            "purpose": None,
+        },
+        {
+            "seq": 31,
+            "at": "2026-11-21T09:12:00.000000+00:00",
+            "kind": "read",
+            "recipient": {
+                "actor_role": "clinic",
+                "actor_id": "34b03972-e086-4a44-bf65-d8d4114a17d5",
+            },
+            "referral_id": None,
+            "categories": ["safe_contact"],
+            "fields": ["safety.safe_contact"],
+            "legal_basis": None,
+            "purpose": "care_coordination",
+        },
+    ],
+}
+REFERRAL_DETAILS: dict[str, Any] = {
+    "type": "referral.details",
+    "format": "ruta-json/1",
+    "thin": False,
+    "referral": {
+        "id": REFERRAL_ID,
+        "partner_id": HOSPITAL["id"],
+        "service": "medical",
+        "urgency": "emergency",
+        "respond_by": "2026-11-21T14:52:10.120000+00:00",
+        "status_url": f"https://ruta.example.org/v1/referrals/{REFERRAL_ID}/status",
+        "legal_basis": "child_protection_duty",
+        "identifying": False,
+        "flags": ["interpreter_needed", "phone_controlled"],
+        "reasons": [{k: REASON[k] for k in ("rule_id", "guideline", "text")}],
+        "referring_organisation": "Caravana de la Vida",
+    },
+    "contact_instructions": {
+        "phone_controlled": True,
+        "do_not_contact_caregiver": False,
+        "channel": "through_clinic",
+        "safe_times": "mornings, via the clinic",
+        "contact_through_referrer": True,
+        "instructions": [
+            {
+                "es": "Contacte a la persona solo a través de la organización que deriva.",
+                "en": "Contact the person only through the referring organisation.",
+            }
+        ],
+    },
+    "screening": {
+        "subject": {
+            "age": 16,
+            "sex": "female",
+            "preferred_language": "qu",
+            "region": "madre_de_dios",
+        },
+        "health": {"hours_since_sexual_violence": 30.0, "sti_symptoms": True},
+    },
+    "data_categories": ["clinical", "demographics", "location", "needs", "safe_contact"],
+}
+
+# --- Deliveries ---------------------------------------------------------------------------
+
+DELIVERY: dict[str, Any] = {
+    "id": DELIVERY_ID,
+    "webhook_id": "msg_704cb9335000445bb6a8e9d82d788e69",
+    "referral_id": REFERRAL_ID,
+    "partner_id": HOSPITAL["id"],
+    "event_type": "referral.created",
+    "status": "dead",
+    "attempts": 14,
+    "replays": 0,
+    "last_error": "http_503",
+    "needs_human": True,
+    "created_at": "2026-11-20T14:52:10.120000+00:00",
+    "finished_at": "2026-11-23T14:58:02.000000+00:00",
+}
+DELIVERY_DETAIL: dict[str, Any] = {
+    **DELIVERY,
+    "attempt_log": [
+        {
+            "attempt": 14,
+            "started_at": "2026-11-23T14:58:01.700000+00:00",
+            "latency_ms": 300,
+            "status_code": 503,
+            "outcome": "retry",
+            "error": "http_503",
+            "response_excerpt": "Service Unavailable",
+        }
+    ],
+}
+REPLAYED: dict[str, Any] = {
+    **DELIVERY,
+    "status": "pending",
+    "attempts": 0,
+    "replays": 1,
+    "needs_human": False,
+    "finished_at": None,
+}
+DEAD_LETTERS: dict[str, Any] = {"items": [DELIVERY]}
+
+# --- Health and the demo inbox --------------------------------------------------------------
+
+HEALTHY: dict[str, Any] = {"status": "ok"}
+READY: dict[str, Any] = {"status": "ready", "database_revision": "0005"}
+INBOX_RECEIPT: dict[str, Any] = {"received": True, "duplicate": False}
+INBOX: dict[str, Any] = {
+    "partner_id": HOSPITAL["id"],
+    "items": [
+        {
+            "partner_id": HOSPITAL["id"],
+            "webhook_id": "msg_704cb9335000445bb6a8e9d82d788e69",
+            "received_at": "2026-11-20T14:52:10.516882+00:00",
+            "payload": {**REFERRAL_DETAILS, "type": "referral.created"},
+        }
+    ],
+}

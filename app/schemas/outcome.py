@@ -6,7 +6,9 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas.examples import BATCH_IN
 
 
 class ScreeningReceipt(BaseModel):
@@ -34,7 +36,7 @@ class ScreeningDetail(ScreeningReceipt):
 
 
 class BatchIn(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [BATCH_IN]})
 
     screenings: list[dict[str, Any]] = Field(
         description="Screenings collected offline, each with its original screened_at."

@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    WithJsonSchema,
     field_validator,
     model_serializer,
     model_validator,
@@ -34,6 +35,14 @@ class Strict(BaseModel):
     """Unknown fields are rejected everywhere: a misspelt field must never be ignored."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """NUL characters are refused: PostgreSQL cannot store them in text or JSON."""
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
     @model_serializer(mode="wrap")
     def _sorted_sets(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -139,6 +148,35 @@ def parse_region(value: str) -> Region:
         raise ValueError("not a region of Peru: use a department name or an ubigeo code") from None
 
 
+#: Spanish names as people write them (any case and accents are accepted too).
+_REGION_NAMES = {
+    Region.apurimac: "Apurímac",
+    Region.huanuco: "Huánuco",
+    Region.junin: "Junín",
+    Region.san_martin: "San Martín",
+    Region.madre_de_dios: "Madre de Dios",
+}
+
+#: What ``subject.region`` accepts, as JSON Schema: the stored value, the region's name, or a
+#: 2-, 4- or 6-digit ubigeo code. (The response schema shows the stored value only.)
+REGION_INPUT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "enum": [r.value for r in Region], "title": "Region"},
+        {
+            "type": "string",
+            "enum": [_REGION_NAMES.get(r, r.value.replace("_", " ").title()) for r in Region],
+            "title": "Region name",
+        },
+        {
+            "type": "string",
+            "pattern": "^(0[1-9]|1[0-9]|2[0-5])([0-9]{2}){0,2}$",
+            "title": "Ubigeo code",
+            "description": "Department (2 digits), province (4) or district (6).",
+        },
+    ]
+}
+
+
 class Language(StrEnum):
     """ISO 639 codes of the languages Ruta's partners are matched on."""
 
@@ -232,7 +270,9 @@ class Subject(Strict):
     preferred_language: Language = Language.es
     speaks_spanish: bool = True
     needs_interpreter: bool = False
-    region: Region = Field(description="A region name or an ubigeo code; stored as the region.")
+    region: Annotated[Region, WithJsonSchema(REGION_INPUT_SCHEMA, mode="validation")] = Field(
+        description="A region name or an ubigeo code; stored as the region."
+    )
     ubigeo: str | None = Field(
         default=None, pattern=r"^[0-9]{6}$", description="Six-digit district ubigeo, if known."
     )

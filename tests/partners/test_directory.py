@@ -5,11 +5,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
 from app.partners.directory import (
     DEMO_DIRECTORY,
     DirectoryError,
     Hours,
+    PartnerId,
     UnsafePartnerURL,
     check_partner_url,
     directory_env,
@@ -136,3 +138,15 @@ def test_opening_hours_in_lima_time() -> None:
     # Monday 2026-11-23 09:00 in Lima is 14:00 UTC.
     assert hours.open_at(datetime(2026, 11, 23, 14, 0, tzinfo=UTC))
     assert not hours.open_at(datetime(2026, 11, 23, 23, 0, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("ident", ["0000000", "1234-5678", "-abc", "Hospital", ""])
+def test_partner_ids_need_a_letter_and_lowercase(ident: str) -> None:
+    # All-digit ids would be refused by the audit trail (they look like phone numbers).
+    with pytest.raises(ValidationError):
+        TypeAdapter(PartnerId).validate_python(ident)
+
+
+@pytest.mark.parametrize("ident", ["a", "hospital-santa-rosa-mdd", "0a", "12-ugel3", "x-1"])
+def test_partner_ids_that_pass(ident: str) -> None:
+    assert TypeAdapter(PartnerId).validate_python(ident) == ident

@@ -315,3 +315,16 @@ async def test_consent_policy_overrides_are_decided_and_audited(
     assert response.status_code == 201, response.text
     fired = {f["rule_id"] for f in response.json()["decision"]["trace"]["fired"]}
     assert "consent-policy/child-protection-duty" in fired
+
+
+async def test_nul_characters_are_a_422_not_a_500(
+    http: httpx.AsyncClient, api_key: KeyFactory, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    # PostgreSQL cannot store NUL in text or JSON: refused at validation, on its field.
+    key = await api_key("clinic", "Caravana de la Vida")
+    body = screening(source__screener="obst\x00014")
+    response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    assert response.status_code == 422, response.text
+    assert [e["path"] for e in response.json()["errors"]] == ["source.screener"]
+    assert "\x00" not in response.text
+    assert await _count(sessionmaker) == 0

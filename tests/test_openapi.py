@@ -1,0 +1,208 @@
+"""The OpenAPI document is complete enough for a partner, clinic or auditor developer to act on.
+
+Every operation has a summary and a description; every error response is RFC 9457
+problem+json; every JSON request body and every 2xx JSON response carries an example, and
+every example validates against its schema. A new route that lacks any of these fails here,
+naming the route.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+import jsonschema_rs
+from pydantic import BaseModel
+
+from app.main import create_app
+from app.settings import Environment, Settings
+
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+MIN_DESCRIPTION = 40
+
+
+Document = dict[str, Any]
+
+
+class Bare(BaseModel):
+    n: int
+
+
+def build(extra_routes: bool = False) -> Document:
+    # Development mode mounts the demo partner inboxes too: document every route there is.
+    settings = Settings(env=Environment.development, database_url="sqlite+aiosqlite://")
+    app = create_app(settings)
+    if extra_routes:
+
+        @app.post("/v1/bare")
+        async def bare(body: Bare) -> Bare:  # pragma: no cover - never called
+            return body
+
+        @app.get("/v1/bare/status")
+        async def bare_status() -> Bare:  # pragma: no cover - never called
+            return Bare(n=1)
+
+    # Round-trip through JSON: what a client downloads from /openapi.json.
+    return json.loads(json.dumps(app.openapi()))  # type: ignore[no-any-return]
+
+
+@cache
+def document() -> Document:
+    return build()
+
+
+def operations(doc: Document) -> Iterator[tuple[str, dict[str, Any]]]:
+    for path, item in doc["paths"].items():
+        for method in METHODS:
+            if method in item:
+                yield f"{method.upper()} {path}", item[method]
+
+
+def resolve(doc: Document, schema: dict[str, Any]) -> dict[str, Any]:
+    """Follow a top-level $ref into components."""
+    while "$ref" in schema:
+        name = schema["$ref"].removeprefix("#/components/schemas/")
+        schema = doc["components"]["schemas"][name]
+    return schema
+
+
+def examples_of(doc: Document, media: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(where, example) for every example on a media type or on its (resolved) schema."""
+    found: list[tuple[str, Any]] = []
+    if "example" in media:
+        found.append(("example", media["example"]))
+    for name, item in media.get("examples", {}).items():
+        if "value" in item:
+            found.append((f"examples.{name}", item["value"]))
+    schema = resolve(doc, media.get("schema", {}))
+    for index, value in enumerate(schema.get("examples", [])):
+        found.append((f"schema.examples[{index}]", value))
+    if "example" in schema:
+        found.append(("schema.example", schema["example"]))
+    return found
+
+
+def validator(doc: Document, schema: dict[str, Any]) -> Any:
+    """A validator for ``schema`` whose #/components/... references resolve in ``doc``."""
+    root = copy.deepcopy(schema)
+    root["components"] = doc["components"]
+    return jsonschema_rs.Draft202012Validator(root, validate_formats=True)
+
+
+def json_bodies(doc: Document) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every JSON request body and every 2xx JSON response, with where it is."""
+    for name, operation in operations(doc):
+        body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+        if body is not None:
+            yield f"{name} request body", body
+        for status, response in operation["responses"].items():
+            media = response.get("content", {}).get("application/json")
+            if status.startswith("2") and media is not None:
+                yield f"{name} {status} response", media
+
+
+# --- The checks: each returns what is wrong, naming the route ---------------------------------
+
+
+def undocumented(doc: Document) -> list[str]:
+    return [
+        name
+        for name, operation in operations(doc)
+        if not operation.get("summary", "").strip()
+        or len(operation.get("description", "").strip()) < MIN_DESCRIPTION
+    ]
+
+
+def bad_error_responses(doc: Document) -> list[str]:
+    wrong: list[str] = []
+    problem = validator(doc, {"$ref": "#/components/schemas/Problem"})
+    for name, operation in operations(doc):
+        errors = {s: r for s, r in operation["responses"].items() if s[0] in "45"}
+        if not errors:
+            wrong.append(f"{name}: documents no error response")
+        for status, response in errors.items():
+            content = response.get("content", {})
+            media = content.get("application/problem+json", {})
+            if list(content) != ["application/problem+json"] or media.get("schema") != {
+                "$ref": "#/components/schemas/Problem"
+            }:
+                wrong.append(f"{name} {status}: {sorted(content)}")
+                continue
+            example = media.get("example")
+            if example is None or example.get("status") != int(status):
+                wrong.append(f"{name} {status}: no example with this status")
+            elif not problem.is_valid(example):
+                wrong.append(f"{name} {status}: the example is not a valid Problem")
+    return wrong
+
+
+def without_examples(doc: Document) -> list[str]:
+    return [where for where, media in json_bodies(doc) if not examples_of(doc, media)]
+
+
+def invalid_examples(doc: Document) -> list[str]:
+    invalid: list[str] = []
+    for where, media in json_bodies(doc):
+        if "schema" not in media:
+            invalid.append(f"{where}: no schema")
+            continue
+        check = validator(doc, media["schema"])
+        for label, value in examples_of(doc, media):
+            errors = [f"{e.instance_path}: {e.message}" for e in check.iter_errors(value)]
+            if errors:
+                invalid.append(f"{where} {label}: {errors[:3]}")
+    return invalid
+
+
+# --- The tests --------------------------------------------------------------------------------
+
+
+def test_the_document_has_operations() -> None:
+    names = [name for name, _ in operations(document())]
+    assert len(names) > 30
+    assert "POST /v1/screenings" in names
+    assert "POST /demo/partners/{partner_id}/inbox" in names
+
+
+def test_every_operation_has_a_summary_and_a_description() -> None:
+    missing = undocumented(document())
+    assert not missing, (
+        "these operations need `summary=` and a `description=` of at least "
+        f"{MIN_DESCRIPTION} characters that a caller can act on: {missing}"
+    )
+
+
+def test_every_error_response_is_a_problem_with_an_example() -> None:
+    wrong = bad_error_responses(document())
+    assert not wrong, "error responses must be problem+json (app.openapi.problem): " + str(wrong)
+    assert "HTTPValidationError" not in document()["components"]["schemas"]
+
+
+def test_every_json_body_and_success_response_has_an_example() -> None:
+    missing = without_examples(document())
+    assert not missing, (
+        "add an example (Body(openapi_examples=...), app.openapi.ok(...), or "
+        f"json_schema_extra on the model) to: {missing}"
+    )
+
+
+def test_every_example_validates_against_its_schema() -> None:
+    invalid = invalid_examples(document())
+    assert not invalid, "examples that do not match their schema:\n" + "\n".join(invalid)
+    checked = sum(len(examples_of(document(), media)) for _, media in json_bodies(document()))
+    assert checked > 40
+
+
+def test_a_bare_new_route_fails_every_check() -> None:
+    doc = build(extra_routes=True)
+    for check in (undocumented, bad_error_responses, without_examples):
+        assert any("/v1/bare" in problem for problem in check(doc)), check.__name__
+    # And a wrong example is caught: make one of the real ones invalid.
+    media = doc["paths"]["/v1/rules"]["get"]["responses"]["200"]["content"]["application/json"]
+    media["example"] = {**media["example"], "rules": "twenty-seven"}
+    assert any("GET /v1/rules 200" in problem for problem in invalid_examples(doc))
+    media["example"] = {k: v for k, v in media["example"].items() if k != "sha256"}
+    assert any("sha256" in problem for problem in invalid_examples(doc))
