@@ -108,6 +108,15 @@ LATENCY = Histogram(
 )
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _acceptable_request_id(value: str) -> bool:
+    """A client's X-Request-ID is kept only if the audit trail can hold it as a code."""
+    from app.audit.writer import is_code
+
+    return bool(_REQUEST_ID.match(value)) and is_code(value)
+
+
 log = structlog.get_logger("ruta.http")
 
 
@@ -129,7 +138,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _acceptable_request_id(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         started = time.perf_counter()

@@ -33,6 +33,20 @@ async def test_request_id_is_echoed_or_generated(http: httpx.AsyncClient) -> Non
     assert len(generated.headers["x-request-id"]) == 32
 
 
+@pytest.mark.parametrize("sent", ["-starts-with-dash", "_x", ".x", "51999888777"])
+async def test_request_ids_the_audit_trail_cannot_hold_are_replaced(
+    http: httpx.AsyncClient, api_key: KeyFactory, sent: str
+) -> None:
+    """Such an id passed the header check but not the audit writer: intake failed with 500."""
+    clinic = await api_key("clinic", "Caravana de la Vida")
+    response = await http.post(
+        "/v1/screenings", json=screening(), headers={**bearer(clinic), "X-Request-ID": sent}
+    )
+    assert response.status_code == 201, response.text
+    assert response.headers["x-request-id"] != sent
+    assert len(response.headers["x-request-id"]) == 32
+
+
 async def test_access_log_is_json_without_personal_data(
     http: httpx.AsyncClient, api_key: KeyFactory, capfd: pytest.CaptureFixture[str]
 ) -> None:

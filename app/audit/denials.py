@@ -23,7 +23,8 @@ log = structlog.get_logger("ruta.audit")
 
 def _route_template(request: Request) -> str | None:
     route: Any = request.scope.get("route")
-    path = getattr(route, "path", None)
+    # The template as declared ("/v1/screenings/{screening_id}"), not with its converters.
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
     return path if isinstance(path, str) and ROUTE_RE.fullmatch(path) else None
 
 

@@ -123,6 +123,12 @@ class _Pending:
     transaction: SessionTransaction | None = field(default=None)
 
 
+def is_code(value: str) -> bool:
+    """Whether ``value`` may stand in the trail as an identifier (a partner id, a request
+    id): a short code, not text, and not a bare phone or document number."""
+    return bool(REF_RE.fullmatch(value)) and not (value.isdigit() and len(value) >= 7)
+
+
 def _ref(name: str, value: uuid.UUID | str | None) -> str | None:
     if value is None:
         return None
@@ -130,7 +136,7 @@ def _ref(name: str, value: uuid.UUID | str | None) -> str | None:
         return str(value)
     if name in ("partner_id", "request_id"):
         # Identifiers, not text: no spaces, no "@", not a bare phone or document number.
-        if not REF_RE.fullmatch(value) or (value.isdigit() and len(value) >= 7):
+        if not is_code(value):
             raise AuditDataRejected(f"refs.{name}: expected a short code")
         return value
     return str(uuid.UUID(value))

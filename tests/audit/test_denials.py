@@ -53,6 +53,20 @@ async def test_denied_requests_are_recorded_without_the_key(
     assert events[2].data["method"] == "get"
 
 
+async def test_a_denial_on_a_route_with_a_converter_records_its_template(
+    http: httpx.AsyncClient, audited: async_sessionmaker[AsyncSession]
+) -> None:
+    url = "/v1/screenings/6c0b1f7e-0a53-4b51-9d55-3c3f4c2b8e10"
+    assert (await http.get(url)).status_code == 401
+    async with audited() as session:
+        [event] = [
+            e
+            for e in (await session.execute(select(AuditEvent))).scalars()
+            if e.action == "request.denied"
+        ]
+    assert event.data["route"] == "/v1/screenings/{screening_id}"
+
+
 async def test_a_failing_recorder_does_not_turn_a_denial_into_a_500(
     http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
