@@ -23,6 +23,7 @@ import jwt
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.cache import TableWatch, TtlCache
 from app.errors import Conflict, Forbidden, NotFound, Unauthorized
 
 if TYPE_CHECKING:
@@ -169,8 +170,14 @@ async def authenticate_key(
     method: str | None = None,
     route: str | None = None,
     request_id: str | None = None,
+    cache_seconds: float = 0.0,
 ) -> Principal:
     """The principal whose current key, or previous key within its grace period, is ``key``.
+
+    With ``cache_seconds`` > 0 a successful current-key lookup is reused for that long (see
+    :mod:`app.cache`): a revocation or rotation committed by this process applies to the
+    next request, one committed by another process (``ruta clients revoke``, a replica)
+    within ``cache_seconds``. Previous-key uses are never cached: each one is audited.
 
     A use of a previous key is recorded (``request.previous_key_used``, with ``method``,
     ``route`` and ``request_id``) and committed at once, in the caller's session, so the
@@ -180,13 +187,28 @@ async def authenticate_key(
     if key_id is None:
         raise Unauthorized("The API key is malformed.")
     presented = hash_key(secret_key, key)
-    client = (
-        await session.execute(select(ApiClient).where(ApiClient.key_id == key_id))
-    ).scalar_one_or_none()
-    if client is not None:
-        valid = hmac.compare_digest(client.key_hash, presented)
-        previous = False
-    else:
+
+    async def current_key() -> tuple[Principal | None, bool]:
+        """The principal for a valid current key, and whether the key id is a current one."""
+        row = (
+            await session.execute(select(ApiClient).where(ApiClient.key_id == key_id))
+        ).scalar_one_or_none()
+        if row is None:
+            return None, False
+        if not hmac.compare_digest(row.key_hash, presented) or row.revoked_at is not None:
+            return None, True
+        return _principal_of(row), True
+
+    # Only successes are cached (keyed by the key's keyed hash, never the key itself).
+    known, current = await _CURRENT_KEYS.get(
+        session, presented, current_key, ttl=cache_seconds, store=lambda r: r[0] is not None
+    )
+    if known is not None:
+        return known
+    client: ApiClient | None = None
+    valid = False
+    previous = False
+    if not current:
         # Only a miss on the current keys looks at the keys in a grace period.
         client = (
             await session.execute(select(ApiClient).where(ApiClient.previous_key_id == key_id))
@@ -202,12 +224,7 @@ async def authenticate_key(
         previous = True
     if client is None or not valid or client.revoked_at is not None:
         raise Unauthorized("The API key is not valid.")
-    principal = Principal(
-        client_id=client.id,
-        name=client.name,
-        role=Role(client.role),
-        organisation=client.organisation,
-    )
+    principal = _principal_of(client)
     if previous:
         from app import audit
 
@@ -220,6 +237,19 @@ async def authenticate_key(
         )
         await session.commit()
     return principal
+
+
+def _principal_of(client: ApiClient) -> Principal:
+    return Principal(
+        client_id=client.id,
+        name=client.name,
+        role=Role(client.role),
+        organisation=client.organisation,
+    )
+
+
+CLIENTS = TableWatch("api_clients", ApiClient)
+_CURRENT_KEYS: TtlCache[bytes, tuple[Principal | None, bool]] = TtlCache(CLIENTS)
 
 
 #: OAuth scopes that map onto Ruta roles. A token must carry exactly one.

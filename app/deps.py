@@ -79,6 +79,7 @@ async def _authenticate(
             method=request.method,
             route=route if isinstance(route, str) and ROUTE_RE.fullmatch(route) else None,
             request_id=request_id,
+            cache_seconds=settings.auth_cache_seconds,
         )
     return verifier.verify(token)
 

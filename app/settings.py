@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     #: committed by this process applies at once; one from another replica within this.
     #: 0 reads the directory for every screening.
     directory_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    #: How long a process may reuse a successful API-key lookup. A revocation or rotation
+    #: committed by this process applies at once; one from another process (the CLI, a
+    #: replica) within this. 0 looks the key up on every request.
+    auth_cache_seconds: float = Field(default=2.0, ge=0, le=30)
     #: Response deadlines per urgency (hours).
     deadline_emergency_hours: float = Field(default=24, gt=0)
     deadline_urgent_hours: float = Field(default=72, gt=0)

@@ -256,3 +256,52 @@ async def test_rotation_refuses_unknown_and_revoked_clients_and_long_grace(
         with pytest.raises(Conflict):
             await rotate(client.id)
         assert client.key_id == parse_key_id(key)
+
+
+async def test_key_lookups_are_cached_but_revocation_here_applies_at_once(
+    app: FastAPI, http: httpx.AsyncClient, api_key: KeyFactory, settings: Settings
+) -> None:
+    key = await api_key("clinic", "Caravana de la Vida")
+    secret = settings.secret_key.get_secret_value().encode()
+    maker = app.state.sessionmaker
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    from sqlalchemy import event, update
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        async with maker() as session:
+            first = await authenticate_key(session, secret_key=secret, key=key, cache_seconds=30)
+            looked_up = len(statements)
+            again = await authenticate_key(session, secret_key=secret, key=key, cache_seconds=30)
+        assert again == first
+        assert looked_up >= 1
+        assert len(statements) == looked_up  # the second lookup used no statement
+
+        # A change no session saw (another process's UPDATE) applies within the TTL only...
+        async with maker() as session:
+            await session.execute(update(ApiClient).values(name="renamed"))
+            await session.commit()
+        async with maker() as session:
+            cached = await authenticate_key(session, secret_key=secret, key=key, cache_seconds=30)
+            fresh = await authenticate_key(session, secret_key=secret, key=key, cache_seconds=0)
+        assert (cached.name, fresh.name) == ("test", "renamed")
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+    # ...while a revocation committed through the ORM in this process applies at once.
+    async with maker() as session:
+        client = (await session.execute(select(ApiClient))).scalars().one()
+        client.revoked_at = datetime.now(UTC)
+        await session.commit()
+    async with maker() as session:
+        with pytest.raises(Unauthorized):
+            await authenticate_key(session, secret_key=secret, key=key, cache_seconds=30)
+    # The app's own setting caches too, and the revoked key is refused over HTTP.
+    assert settings.auth_cache_seconds > 0
+    reply = await http.get(f"/v1/screenings/{uuid.uuid4()}", headers=bearer(key))
+    assert reply.status_code == 401
