@@ -35,7 +35,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -397,16 +397,21 @@ async def latency(
         write_directory(directory, partner_url)
         async with Database(engine, workdir, admin_url) as db:
             port = free_port()
+            # Under saturating load the worker runs as its own process, as in production
+            # (docs/operations.md): in the API process it would queue behind intake.
+            separate = clients > 0
             env = ruta_env(
                 db.url,
                 directory,
                 RUTA_HOST="127.0.0.1",
                 RUTA_PORT=str(port),
                 RUTA_WORKERS="1",
-                RUTA_EMBEDDED_WORKER="true",
+                RUTA_EMBEDDED_WORKER="false" if separate else "true",
             )
             key = await _create_key(_settings(env))
-            with _process([RUTA, "serve"], env) as server:
+            with _process([RUTA, "serve"], env) as server, ExitStack() as stack:
+                if separate:
+                    stack.enter_context(_process([RUTA, "worker"], env))
                 base = f"http://127.0.0.1:{port}"
                 await asyncio.to_thread(_wait_http, f"{base}/healthz")
                 return await _measure_latency(
@@ -513,6 +518,7 @@ async def _measure_latency(
         "post_median_ms": statistics.median(answered) if answered else float("nan"),
         "background_per_second": background if clients == 0 else None,
         "background_clients": clients,
+        "worker": "ruta worker process" if clients > 0 else "embedded",
         "background_screenings": posted["background"],
         "background_errors": posted["errors"],
         "partner_received": received,
