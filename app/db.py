@@ -7,9 +7,10 @@ services only ``flush()``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import event, insert
+from sqlalchemy import Insert, Table, event, insert
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import (
@@ -102,10 +103,23 @@ async def insert_all(session: AsyncSession, rows: Sequence[Any], *, attach: bool
             if generated is None or column != generated.key or getattr(rows[0], key) is not None
         ]
     await session.execute(
-        insert(mapper.local_table),
+        _insert_into(mapper.local_table),
         [{column: getattr(row, key) for key, column in pairs} for row in rows],
     )
     if attach:
         for row in rows:
             make_transient_to_detached(row)
             session.add(row)
+
+
+async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT plain rows (column name -> value) into ``table`` in one statement, in the
+    caller's transaction; no ORM objects are made (the cheapest way to write many rows)."""
+    if rows:
+        await session.execute(_insert_into(table), list(rows))
+
+
+@cache
+def _insert_into(table: Table) -> Insert:
+    """One INSERT statement object per table, so its cache key is computed once."""
+    return insert(table)

@@ -72,7 +72,7 @@ def _wake_local_workers(_session: Session) -> None:
         wake.set()
 
 
-async def _announce(session: AsyncSession, urgency: Urgency) -> None:
+async def announce(session: AsyncSession, urgency: Urgency) -> None:
     """Wake workers when this transaction commits (and only if it does)."""
     if not session.info.get(_HOOKED):
         session.info[_HOOKED] = True
@@ -99,44 +99,79 @@ async def enqueue(
     now: datetime,
     request_id: str | None = None,
     dek: bytes | None = None,
-    add: bool = True,
 ) -> Delivery:
     """Write a delivery in the caller's transaction. The body is encrypted under the
     subject's data key (``dek`` when the caller holds it already), so erasing the subject
-    also makes queued bodies unreadable. With ``add=False`` the caller writes the returned
-    row itself (intake inserts all of a screening's deliveries in one statement)."""
+    also makes queued bodies unreadable."""
     if dek is None:
-        subject = await session.get(Subject, subject_id)
-        assert subject is not None
-        assert subject.wrapped_dek is not None, "cannot forward for an erased subject"
-        dek = crypto.unwrap_with_any(
-            settings.keks_by_id(), subject.wrapped_dek, subject.id, subject.kek_id
-        )
-    delivery_id = uuid.uuid4()
+        dek = await subject_key(session, settings, subject_id)
     delivery = Delivery(
-        id=delivery_id,
-        webhook_id=f"msg_{uuid.uuid4().hex}",
-        referral_id=referral_id,
-        partner_id=partner_id,
-        subject_id=subject_id,
-        event_type=event_type,
-        urgency_rank=urgency.rank,
-        body_ct=crypto.encrypt_field(
+        **delivery_row(
+            dek,
+            referral_id=referral_id,
+            partner_id=partner_id,
+            subject_id=subject_id,
+            event_type=event_type,
+            body=body,
+            urgency=urgency,
+            now=now,
+            request_id=request_id,
+        )
+    )
+    session.add(delivery)
+    await announce(session, urgency)
+    return delivery
+
+
+async def subject_key(session: AsyncSession, settings: Settings, subject_id: uuid.UUID) -> bytes:
+    """The subject's plaintext data key (the subject must not be erased)."""
+    subject = await session.get(Subject, subject_id)
+    assert subject is not None
+    assert subject.wrapped_dek is not None, "cannot forward for an erased subject"
+    return crypto.unwrap_with_any(
+        settings.keks_by_id(), subject.wrapped_dek, subject.id, subject.kek_id
+    )
+
+
+def delivery_row(
+    dek: bytes,
+    *,
+    referral_id: uuid.UUID,
+    partner_id: str,
+    subject_id: uuid.UUID,
+    event_type: str,
+    body: bytes,
+    urgency: Urgency,
+    now: datetime,
+    request_id: str | None,
+) -> dict[str, Any]:
+    """A new outbox row's columns, the body encrypted under ``dek``. Intake writes all of a
+    screening's rows in one INSERT, then calls :func:`announce`."""
+    delivery_id = uuid.uuid4()
+    return {
+        "id": delivery_id,
+        "webhook_id": f"msg_{uuid.uuid4().hex}",
+        "referral_id": referral_id,
+        "partner_id": partner_id,
+        "subject_id": subject_id,
+        "event_type": event_type,
+        "urgency_rank": urgency.rank,
+        "body_ct": crypto.encrypt_field(
             dek, body, table="deliveries", column="body_ct", row_id=delivery_id
         ),
-        body_sha256=hashlib.sha256(body).hexdigest(),
-        status=PENDING,
-        attempt_count=0,
-        next_attempt_at=now,
-        needs_human=False,
-        replays=0,
-        request_id=request_id,
-        created_at=now,
-    )
-    if add:
-        session.add(delivery)
-    await _announce(session, urgency)
-    return delivery
+        "body_sha256": hashlib.sha256(body).hexdigest(),
+        "status": PENDING,
+        "attempt_count": 0,
+        "next_attempt_at": now,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "last_error": None,
+        "needs_human": False,
+        "replays": 0,
+        "request_id": request_id,
+        "created_at": now,
+        "finished_at": None,
+    }
 
 
 async def body_of(session: AsyncSession, settings: Settings, delivery: Delivery) -> bytes | None:

@@ -11,16 +11,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import audit
 from app.audit import Action
 from app.audit.writer import Actor, actor_of
 from app.auth import Principal
-from app.db import insert_all
+from app.db import insert_all, insert_rows
 from app.delivery import outbox
 from app.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.metrics import DECISIONS, RULES_FIRED
@@ -57,6 +57,8 @@ from app.services.personal import decrypt_personal
 from app.settings import Settings
 
 ROUTER = audit.system("referral-router")
+_EVENTS = cast(Table, ReferralEvent.__table__)
+_DELIVERIES = cast(Table, Delivery.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,27 +299,29 @@ async def create_referrals(
     # Parents before children: the referrals in one statement, then their first history
     # entries and outbox rows, which the commit writes (one statement per table).
     await insert_all(session, [referral for referral, _, _ in outbound])
-    events: list[ReferralEvent] = []
-    deliveries: list[Delivery] = []
+    # Their first history entries and outbox rows as plain rows: no ORM objects needed.
+    events: list[dict[str, Any]] = []
+    deliveries: list[dict[str, Any]] = []
     for referral, decided, body in outbound:
         events.append(
-            ReferralEvent(
-                referral_id=referral.id,
-                from_status=None,
-                to_status=referral.status,
-                reason=referral.human_reason,
-                partner_id=referral.partner_id,
-                actor_role=actor.role.value,
-                actor_id=str(actor.client_id),
-                at=now,
-            )
+            {
+                "referral_id": referral.id,
+                "from_status": None,
+                "to_status": referral.status,
+                "reason": referral.human_reason,
+                "partner_id": referral.partner_id,
+                "actor_role": actor.role.value,
+                "actor_id": str(actor.client_id),
+                "at": now,
+            }
         )
         if body is not None:
             assert referral.partner_id is not None
+            if dek is None:
+                dek = await outbox.subject_key(session, settings, referral.subject_id)
             deliveries.append(
-                await outbox.enqueue(
-                    session,
-                    settings,
+                outbox.delivery_row(
+                    dek,
                     referral_id=referral.id,
                     partner_id=referral.partner_id,
                     subject_id=referral.subject_id,
@@ -326,12 +330,13 @@ async def create_referrals(
                     urgency=decided.urgency,
                     now=now,
                     request_id=request_id,
-                    dek=dek,
-                    add=False,
                 )
             )
-    await insert_all(session, events, attach=False)
-    await insert_all(session, deliveries, attach=False)
+    await insert_rows(session, _EVENTS, events)
+    await insert_rows(session, _DELIVERIES, deliveries)
+    if deliveries:
+        sent = [decided.urgency for _, decided, body in outbound if body is not None]
+        await outbox.announce(session, max(sent, key=lambda urgency: urgency.rank))
     for referral, _, _ in outbound:
         await audit.record(
             session,

@@ -14,6 +14,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select
@@ -57,8 +58,18 @@ def fingerprint(secret_key: bytes, document: dict[str, Any]) -> bytes:
     return hmac.new(secret_key, canonical_json(document), hashlib.sha256).digest()
 
 
-def _insert(session: AsyncSession) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+@cache
+def _insert_or_skip(dialect: str, table: str) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING id``, built once per dialect: a statement
+    object reused with fresh parameters is compiled and cache-keyed once, not per request."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    if table == "subjects":
+        return (
+            insert(Subject)
+            .on_conflict_do_nothing(index_elements=["organisation", "case_code"])
+            .returning(Subject.id)
+        )
+    return insert(Screening).on_conflict_do_nothing(index_elements=["id"]).returning(Screening.id)
 
 
 async def get_or_create_subject(
@@ -79,14 +90,8 @@ async def get_or_create_subject(
         "kek_id": crypto.kek_id(kek),
         "created_at": now,
     }
-    inserted = (
-        await session.execute(
-            _insert(session)(Subject)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["organisation", "case_code"])
-            .returning(Subject.id)
-        )
-    ).scalar_one_or_none()
+    statement = _insert_or_skip(session.get_bind().dialect.name, "subjects")
+    inserted = (await session.execute(statement, values)).scalar_one_or_none()
     if inserted is not None:
         return _attach(session, Subject(**values, erased_at=None)), dek
     existing = (
@@ -202,10 +207,7 @@ async def submit_screening(
     # Insert first: a replay (or a concurrent request with the same id) is the exception,
     # and ON CONFLICT tells us about it without a read before every write.
     result = await session.execute(
-        _insert(session)(Screening)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["id"])
-        .returning(Screening.id)
+        _insert_or_skip(session.get_bind().dialect.name, "screenings"), values
     )
     if result.scalar_one_or_none() is None:
         existing = await session.get(Screening, screening.id, populate_existing=True)
