@@ -1,16 +1,23 @@
-"""ASGI middleware: the body-size cap.
+"""ASGI middleware: the body-size cap, and the refusal of NUL characters.
 
 The cap is enforced while the body streams in, not only from Content-Length, so a chunked
 upload cannot get round it.
+
+NUL characters cannot be stored in PostgreSQL text or JSON; left alone, one in a query
+parameter, a path or a JSON string fails deep in a query with a 500. They are refused up
+front with a 422 naming the field.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PROBLEM_JSON, PayloadTooLarge
+from app.errors import PROBLEM_JSON, PayloadTooLarge, RutaError, ValidationFailed, field_error
 from app.i18n import negotiate
 
 
@@ -72,19 +79,135 @@ class BodySizeLimit:
             "The body exceeds the limit of {max_bytes} bytes.",
             params={"max_bytes": self.max_bytes},
         )
-        accept_language = dict(scope.get("headers", [])).get(b"accept-language", b"")
-        locale = negotiate(accept_language.decode("latin-1") or None)
-        body = json.dumps(error.problem(scope.get("path"), locale)).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": error.status,
-                "headers": [
-                    (b"content-type", PROBLEM_JSON.encode()),
-                    (b"content-language", locale.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await send_problem(scope, send, error)
+
+
+#: A JSON string escape for U+0000 preceded by an even number of backslashes (an odd number
+#: would make it the literal text ``\u0000``).
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_NUL_MESSAGE = "must not contain NUL characters"
+
+
+class RejectNul:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        where = _nul_in_url(scope)
+        if where is not None:
+            await send_problem(scope, send, _nul_error(where))
+            return
+        if not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        # JSON bodies are read whole by the framework anyway; read them here first (the
+        # size cap outside this middleware still applies while they stream in).
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if _JSON_NUL.search(body):
+            found = _nul_in_json(body)
+            if found is not None:
+                await send_problem(scope, send, _nul_error(found))
+                return
+        await self.app(
+            scope,
+            _replay([{"type": "http.request", "body": body, "more_body": False}], receive),
+            send,
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            return b"json" in value.lower()
+    return False
+
+
+def _nul_in_url(scope: Scope) -> tuple[str, ...] | None:
+    if "\x00" in scope.get("path", ""):
+        return ("path",)
+    query = scope.get("query_string", b"").decode("latin-1")
+    if "%00" in query or "\x00" in query:
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            if "\x00" in name or "\x00" in value:
+                return ("query", name.replace("\x00", ""))
+        return ("query",)
+    if "\x00" in unquote(query):
+        return ("query",)
+    return None
+
+
+def _nul_in_json(body: bytes) -> tuple[str, ...] | None:
+    """The path of the first string (or key) holding a NUL, or None if the body is not JSON
+    (the framework then answers for it)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    return _find_nul(document, ())
+
+
+def _find_nul(value: Any, path: tuple[str, ...]) -> tuple[str, ...] | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                return (*path, key.replace("\x00", ""))
+            found = _find_nul(item, (*path, key))
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _find_nul(item, (*path, str(index)))
+            if found is not None:
+                return found
+    return None
+
+
+def _nul_error(loc: tuple[str, ...]) -> ValidationFailed:
+    return ValidationFailed([field_error(loc, _NUL_MESSAGE, "nul_character")])
+
+
+async def send_problem(scope: Scope, send: Send, error: RutaError) -> None:
+    """Answer with ``error`` as problem+json, in the caller's language, and close."""
+    accept_language = dict(scope.get("headers", [])).get(b"accept-language", b"")
+    locale = negotiate(accept_language.decode("latin-1") or None)
+    body = json.dumps(error.problem(scope.get("path"), locale)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-language", locale.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
