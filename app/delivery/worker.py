@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import uuid
@@ -70,6 +71,7 @@ class DeliveryWorker:
         self.poll_seconds = poll_seconds or settings.worker_poll_seconds
         self.clock = clock
         self._client = client
+        self.concurrency = concurrency
         self._semaphore = asyncio.Semaphore(concurrency)
         self._last_housekeeping: datetime | None = None
         self.wake = asyncio.Event()
@@ -84,21 +86,56 @@ class DeliveryWorker:
         self._client = self._client or sender.new_client()
         outbox.register_wake(self.wake)
         close_listener = await self._listen()
+        # Deliveries run as tasks, and the worker claims again as soon as one finishes (not
+        # when a whole batch has): an emergency waits for one free slot, not for the
+        # slowest delivery of a round.
+        in_flight: set[asyncio.Task[None]] = set()
+        slot_freed = asyncio.Event()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            slot_freed.set()
+
         try:
             while not stop.is_set():
-                handled = 0
-                # Cleared before the claim: work announced during this round is not lost.
+                # Cleared before the claim: work announced during it is not lost.
                 self.wake.clear()
-                try:
-                    handled = await self.run_once()
-                    await self.housekeeping()
-                except Exception as exc:
-                    log.error("worker_round_failed", error_type=type(exc).__name__)
-                if handled == 0:
+                slot_freed.clear()
+                free = self.concurrency - len(in_flight)
+                claimed = 0
+                if free > 0:
+                    try:
+                        ids = await self._claim(limit=free)
+                        claimed = len(ids)
+                        for delivery_id in ids:
+                            task = asyncio.create_task(self._guarded(delivery_id))
+                            in_flight.add(task)
+                            task.add_done_callback(finished)
+                        await self.housekeeping()
+                    except Exception as exc:
+                        log.error("worker_round_failed", error_type=type(exc).__name__)
+                if free > 0 and claimed < free:
+                    # Nothing more is claimable: sleep until work is announced, a delivery
+                    # finishes (its partner may have room again), or the poll interval.
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(
-                            _first(stop.wait(), self.wake.wait()), self.poll_seconds
+                            _first(stop.wait(), self.wake.wait(), slot_freed.wait()),
+                            self.poll_seconds,
                         )
+                else:
+                    # Every slot is busy (or was just filled): claim again when one frees.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            _first(stop.wait(), slot_freed.wait()), self.poll_seconds
+                        )
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+        except asyncio.CancelledError:
+            # Cancelled rather than stopped: what was in flight is dropped, and its leases
+            # expire so the deliveries are claimed again (same webhook-id, same bytes).
+            for task in in_flight:
+                task.cancel()
+            raise
         finally:
             outbox.unregister_wake(self.wake)
             if close_listener is not None:
@@ -126,14 +163,20 @@ class DeliveryWorker:
         close: Callable[[], Awaitable[None]] = connection.close
         return close
 
-    async def run_once(self) -> int:
-        """Claim one batch and deliver it; return how many deliveries were handled."""
+    async def _claim(self, *, limit: int) -> list[uuid.UUID]:
+        """Lease up to ``limit`` due deliveries (at most the configured batch)."""
+        config = dataclasses.replace(self.config, batch=max(1, min(self.config.batch, limit)))
         async with self.sessionmaker() as session:
             claimed = await outbox.claim(
-                session, worker_id=self.worker_id, now=self.clock(), config=self.config
+                session, worker_id=self.worker_id, now=self.clock(), config=config
             )
             ids = [d.id for d in claimed]
             await session.commit()
+        return ids
+
+    async def run_once(self) -> int:
+        """Claim one batch and deliver it; return how many deliveries were handled."""
+        ids = await self._claim(limit=self.config.batch)
         if ids:
             await asyncio.gather(*(self._guarded(i) for i in ids))
         return len(ids)
