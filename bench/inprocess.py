@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         url = f"sqlite+aiosqlite:///{scratch}/bench.db"
     directory = write_directory(scratch / "directory.yaml", "https://partners.bench.invalid")
-    env = wrk_bench.ruta_env(url, 0, 1, directory)
+    env = wrk_bench.ruta_env(url, 8000, 1, directory)  # no server is started
     try:
         key = wrk_bench.create_key(env)
         bare_cpu, _ = asyncio.run(measure_bare(args.requests))
