@@ -10,7 +10,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.vocabulary import REF_RE, ROUTE_RE
+from app.audit.denials import route_template
+from app.audit.vocabulary import is_code
 from app.auth import KEY_PREFIX, JwtVerifier, Principal, authenticate_key
 from app.errors import Forbidden, Unauthorized
 from app.models import Role
@@ -62,23 +63,15 @@ async def _authenticate(
     verifier: JwtVerifier | None = request.app.state.jwt_verifier
     if token.startswith(KEY_PREFIX) or verifier is None:
         # What the audit trail records if a rotated-out key is used: the route template and
-        # the request id, when they have the shapes it accepts.
-        matched = request.scope.get("route")
-        route = getattr(matched, "path_format", None) or getattr(matched, "path", None)
+        # the request id (RequestContext keeps only ids the trail accepts).
         request_id = getattr(request.state, "request_id", None)
-        if (
-            not isinstance(request_id, str)
-            or not REF_RE.fullmatch(request_id)
-            or request_id.isdigit()
-        ):
-            request_id = None
         return await authenticate_key(
             session,
             secret_key=settings.secret_key.get_secret_value().encode(),
             key=token,
             method=request.method,
-            route=route if isinstance(route, str) and ROUTE_RE.fullmatch(route) else None,
-            request_id=request_id,
+            route=route_template(request),
+            request_id=request_id if isinstance(request_id, str) and is_code(request_id) else None,
             cache_seconds=settings.auth_cache_seconds,
         )
     return verifier.verify(token)

@@ -18,6 +18,8 @@ import structlog
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.audit.vocabulary import is_code
+
 #: Keys that must never reach a log line, at any depth of the event dict.
 REDACTED_KEYS = frozenset(
     {
@@ -112,8 +114,6 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 def _acceptable_request_id(value: str) -> bool:
     """A client's X-Request-ID is kept only if the audit trail can hold it as a code."""
-    from app.audit.writer import is_code
-
     return bool(_REQUEST_ID.match(value)) and is_code(value)
 
 

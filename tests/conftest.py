@@ -177,6 +177,11 @@ KeyFactory = Callable[..., Awaitable[str]]
 @pytest.fixture
 def api_key(app: FastAPI, settings: Settings) -> KeyFactory:
     """Create an API client and return its key: ``await api_key("clinic", "IOM Peru")``."""
+    return key_factory(app, settings)
+
+
+def key_factory(app: FastAPI, settings: Settings) -> KeyFactory:
+    """What the ``api_key`` fixture returns, for tests that build their own app."""
 
     async def make(role: str, organisation: str | None = None, name: str = "test") -> str:
         async with app.state.sessionmaker() as session:

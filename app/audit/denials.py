@@ -21,7 +21,7 @@ from app.settings import Settings
 log = structlog.get_logger("ruta.audit")
 
 
-def _route_template(request: Request) -> str | None:
+def route_template(request: Request) -> str | None:
     route: Any = request.scope.get("route")
     # The template as declared ("/v1/screenings/{screening_id}"), not with its converters.
     path = getattr(route, "path_format", None) or getattr(route, "path", None)
@@ -62,7 +62,7 @@ async def record_denied(request: Request, status_code: int, reason: str) -> None
                 request_id=_request_id(request),
                 data={
                     "method": request.method,
-                    "route": _route_template(request),
+                    "route": route_template(request),
                     "status_code": status_code,
                     "reason": reason,
                 },

@@ -80,6 +80,14 @@ class Shape(StrEnum):
 CODE_RE = re.compile(r"^[a-z0-9][a-z0-9_.:+/\-]{0,63}$")
 #: Identifiers that travel as refs (request ids may be upper-case ULIDs or UUIDs).
 REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
+
+
+def is_code(value: str) -> bool:
+    """Whether ``value`` may stand in the trail as an identifier (a partner id, a request
+    id): a short code, not text, and not a bare phone or document number."""
+    return bool(REF_RE.fullmatch(value)) and not (value.isdigit() and len(value) >= 7)
+
+
 HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 #: A dotted version such as 2026.11.1 (rule sets): digits, but only in short dotted groups.
 VERSION_RE = re.compile(r"^[0-9]{1,4}(\.[0-9]{1,4}){0,3}(-[a-z0-9]{1,16})?$")

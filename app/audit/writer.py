@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
 
 from app.audit.chain import GENESIS_HASH, REF_KEYS, Checkpoint, EventRecord, Signer, format_time
-from app.audit.vocabulary import CODE_RE, REF_RE, Action, AuditDataRejected, validate_data
+from app.audit.vocabulary import CODE_RE, Action, AuditDataRejected, is_code, validate_data
 from app.auth import Principal
 from app.models.audit import AuditCheckpoint, AuditEvent
 from app.models.base import utcnow
@@ -121,12 +121,6 @@ class _Pending:
     data: dict[str, Any]
     #: The innermost transaction the event was recorded in; its rollback discards the event.
     transaction: SessionTransaction | None = field(default=None)
-
-
-def is_code(value: str) -> bool:
-    """Whether ``value`` may stand in the trail as an identifier (a partner id, a request
-    id): a short code, not text, and not a bare phone or document number."""
-    return bool(REF_RE.fullmatch(value)) and not (value.isdigit() and len(value) >= 7)
 
 
 def _ref(name: str, value: uuid.UUID | str | None) -> str | None:

@@ -52,7 +52,7 @@ class ClaimConfig:
 ADVISORY_NAMESPACE = 0x52555441
 #: The PostgreSQL channel an enqueueing transaction notifies; the payload is the urgency.
 NOTIFY_CHANNEL = "ruta_outbox"
-_HOOKED = "ruta.outbox.wake_hooked"
+_WAKE = "ruta.outbox.wake_on_commit"
 _NOTIFIED = "ruta.outbox.notified_in"
 #: Wake events of the workers running in this process (see :func:`register_wake`).
 _local_wakes: set[asyncio.Event] = set()
@@ -67,16 +67,21 @@ def unregister_wake(wake: asyncio.Event) -> None:
     _local_wakes.discard(wake)
 
 
-def _wake_local_workers(_session: Session) -> None:
-    for wake in list(_local_wakes):
-        wake.set()
+@event.listens_for(Session, "after_commit")
+def _wake_local_workers(session: Session) -> None:
+    if session.info.pop(_WAKE, False):
+        for wake in list(_local_wakes):
+            wake.set()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_wake(session: Session) -> None:
+    session.info.pop(_WAKE, None)
 
 
 async def announce(session: AsyncSession, urgency: Urgency) -> None:
     """Wake workers when this transaction commits (and only if it does)."""
-    if not session.info.get(_HOOKED):
-        session.info[_HOOKED] = True
-        event.listen(session.sync_session, "after_commit", _wake_local_workers)
+    session.info[_WAKE] = True
     if session.get_bind().dialect.name != "postgresql":
         return
     transaction = session.sync_session.get_transaction()

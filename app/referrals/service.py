@@ -296,10 +296,9 @@ async def create_referrals(
         )
         outbound.append((referral, decided, body))
         created.append(Created(referral=referral, match=result))
-    # Parents before children: the referrals in one statement, then their first history
-    # entries and outbox rows, which the commit writes (one statement per table).
+    # Parents before children, one statement per table: the referrals, then their first
+    # history entries and outbox rows (plain rows: nothing reads them back as objects).
     await insert_all(session, [referral for referral, _, _ in outbound])
-    # Their first history entries and outbox rows as plain rows: no ORM objects needed.
     events: list[dict[str, Any]] = []
     deliveries: list[dict[str, Any]] = []
     for referral, decided, body in outbound:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -50,18 +51,23 @@ async def decision_view(session: AsyncSession, screening_id: uuid.UUID) -> dict[
         return None
     referrals = list(
         (
-            await session.execute(
-                select(Referral)
-                .where(Referral.screening_id == screening_id)
-                .order_by(Referral.service)
-            )
+            await session.execute(select(Referral).where(Referral.screening_id == screening_id))
         ).scalars()
     )
     names = await partner_names(session, {r.partner_id for r in referrals if r.partner_id})
+    return decision_dict(decision, referrals, names)
+
+
+def decision_dict(
+    decision: Decision, referrals: Iterable[Referral], partner_names: dict[str, str]
+) -> dict[str, Any]:
+    """The decision as the API shows it; referrals in service order."""
     return {
         "id": str(decision.id),
         "rule_set": {"version": decision.rule_set_version, "sha256": decision.rule_set_hash},
         "non_identifying_notification": decision.non_identifying_notification,
-        "referrals": [referral_view(r, names) for r in referrals],
+        "referrals": [
+            referral_view(r, partner_names) for r in sorted(referrals, key=lambda r: r.service)
+        ],
         "trace": decision.trace,
     }

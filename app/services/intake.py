@@ -15,29 +15,26 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
 
 from app import audit, crypto
 from app.audit import Action
 from app.auth import Principal
+from app.db import attach
 from app.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.models import Screening, Subject
 from app.referrals.service import create_referrals
-from app.referrals.views import referral_view
+from app.referrals.views import decision_dict
 from app.schemas.screening import ScreeningIn, age_of, split_personal
 from app.settings import Settings
 
 if TYPE_CHECKING:
     from app.rules import RuleSet
-
-
-_Row = TypeVar("_Row", Screening, Subject)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +90,7 @@ async def get_or_create_subject(
     statement = _insert_or_skip(session.get_bind().dialect.name, "subjects")
     inserted = (await session.execute(statement, values)).scalar_one_or_none()
     if inserted is not None:
-        return _attach(session, Subject(**values, erased_at=None)), dek
+        return attach(session, Subject(**values, erased_at=None)), dek
     existing = (
         await session.execute(
             select(Subject).where(
@@ -111,14 +108,6 @@ async def get_or_create_subject(
     return existing, crypto.unwrap_with_any(
         settings.keks_by_id(), existing.wrapped_dek, existing.id, existing.kek_id
     )
-
-
-def _attach(session: AsyncSession, row: _Row) -> _Row:
-    """Put a row just written with a Core INSERT into the session as persistent, so later
-    ``session.get`` calls find it without a round trip."""
-    make_transient_to_detached(row)
-    session.add(row)
-    return row
 
 
 def _check_screened_at(screening: ScreeningIn, settings: Settings, now: datetime) -> None:
@@ -213,7 +202,7 @@ async def submit_screening(
         existing = await session.get(Screening, screening.id, populate_existing=True)
         assert existing is not None
         return await _replay(session, principal, existing, organisation, print_, batch=batch)
-    stored = _attach(session, Screening(**values))
+    stored = attach(session, Screening(**values))
     await _audit_received(session, principal, stored, subject, personal, batch, request_id)
     # Rules read the age derived from a date of birth; they never see personal fields.
     facts = (
@@ -235,20 +224,9 @@ async def submit_screening(
         request_id=request_id,
         dek=dek,
     )
-    names = {p.id: p.name for p in partners}
-    view = {
-        "id": str(decision_row.id),
-        "rule_set": {
-            "version": decision_row.rule_set_version,
-            "sha256": decision_row.rule_set_hash,
-        },
-        "non_identifying_notification": decision_row.non_identifying_notification,
-        "referrals": [
-            referral_view(c.referral, names)
-            for c in sorted(created, key=lambda c: c.referral.service)
-        ],
-        "trace": decision_row.trace,
-    }
+    view = decision_dict(
+        decision_row, (c.referral for c in created), {p.id: p.name for p in partners}
+    )
     return IntakeResult(screening=stored, created=True, decision=view)
 
 

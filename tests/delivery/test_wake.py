@@ -16,14 +16,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app import audit
-from app.auth import create_client
 from app.delivery.outbox import ClaimConfig
 from app.delivery.worker import DeliveryWorker
 from app.main import create_app
-from app.models import Role
 from app.settings import Environment, Settings
-from tests.conftest import TEST_SECRET, KeyFactory
+from tests.conftest import TEST_SECRET, KeyFactory, key_factory
 from tests.delivery.conftest import add_partner, submit
 from tests.delivery.partner_server import PartnerServer
 
@@ -88,7 +85,7 @@ async def test_a_worker_process_wakes_on_notify(
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://ruta.test") as http:
-            api_key = _key_factory(application, settings)
+            api_key = key_factory(application, settings)
             await add_partner(http, api_key, "hospital-a", partner_server.url)
             path = tmp_path / "worker.log"
             worker = _spawn(env, path)
@@ -113,20 +110,3 @@ async def test_a_worker_process_wakes_on_notify(
 def _spawn(env: dict[str, str], path: Path) -> subprocess.Popen[bytes]:
     with path.open("wb") as log:
         return subprocess.Popen([RUTA, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _key_factory(application: FastAPI, settings: Settings) -> KeyFactory:
-    async def make(role: str, organisation: str | None = None, name: str = "test") -> str:
-        async with application.state.sessionmaker() as session:
-            _client, key = await create_client(
-                session,
-                secret_key=settings.secret_key.get_secret_value().encode(),
-                name=name,
-                role=Role(role),
-                organisation=organisation,
-                actor=audit.system("test-setup"),
-            )
-            await session.commit()
-        return key
-
-    return make
