@@ -10,16 +10,21 @@ classes (seen by the ORM at flush). A :class:`TtlCache` entry is used only while
   or the CLI, applies within the TTL), and
 * the reading transaction has not changed those rows itself.
 
+When an entry expires under load, many requests miss at once. Only the first reads the
+database; the others wait for its read (one read per key per process, not one per request)
+and read for themselves only if it fails.
+
 The database stays the only truth: nothing is ever written through a cache. Changes made
 with Core statements are not seen by the watch; they apply within the TTL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from itertools import chain
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import event
@@ -75,6 +80,9 @@ class TtlCache(Generic[K, V]):
         self._entries: WeakKeyDictionary[Engine, dict[K, tuple[int, float, V]]] = (
             WeakKeyDictionary()
         )
+        #: Reads in progress, by engine and key: the generation they started at and the
+        #: future their result goes to (``_FAILED`` if the read failed).
+        self._reading: dict[tuple[Engine, K], tuple[int, asyncio.Future[Any]]] = {}
 
     async def get(
         self,
@@ -97,9 +105,27 @@ class TtlCache(Generic[K, V]):
         entry = entries.get(key)
         if entry is not None and entry[0] == generation and now - entry[1] < ttl:
             return entry[2]
-        value = await load()
+        loop = asyncio.get_running_loop()
+        reading = self._reading.get((engine, key))
+        if reading is not None and reading[0] == generation and reading[1].get_loop() is loop:
+            # Another request is reading this key right now: share its read.
+            shared = await asyncio.shield(reading[1])
+            return await load() if shared is _FAILED else cast(V, shared)
+        future: asyncio.Future[Any] = loop.create_future()
+        self._reading[engine, key] = (generation, future)
+        value: Any = _FAILED
+        try:
+            value = await load()
+        finally:
+            if self._reading.get((engine, key), (0, None))[1] is future:
+                del self._reading[engine, key]
+            future.set_result(value)
         if store(value) and not self.watch.changed_in(session):
             if len(entries) >= self._max:
                 entries.clear()
             entries[key] = (generation, now, value)
-        return value
+        return cast(V, value)
+
+
+#: What a shared read's waiters get when the read failed: each then reads for itself.
+_FAILED: Any = object()

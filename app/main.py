@@ -32,6 +32,7 @@ from app.routers import (
     subjects,
 )
 from app.rules import DEFAULT_RULES_PATH, load_rule_set
+from app.services.grouping import GroupCommitter
 from app.settings import Settings, get_settings
 
 log = structlog.get_logger("ruta")
@@ -80,6 +81,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 },
             )
             await session.commit()
+        app.state.intake = GroupCommitter(
+            app.state.sessionmaker,
+            lambda: app.state.settings,
+            max_group=settings.intake_group_max,
+        )
         background = BackgroundTasks(app.state.sessionmaker, settings)
         background.start()
         worker_stop = asyncio.Event()
@@ -91,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.intake.close()
             worker_stop.set()
             if worker_task is not None:
                 await worker_task

@@ -11,6 +11,15 @@ DECISIONS = Counter(
     ["service", "urgency", "legal_basis"],
 )
 RULES_FIRED = Counter("ruta_rules_fired_total", "Rules that fired, by rule id.", ["rule_id"])
+INTAKE_GROUP_SIZE = Histogram(
+    "ruta_intake_group_size",
+    "Screenings committed per intake transaction (group commit).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+INTAKE_GROUP_RETRIES = Counter(
+    "ruta_intake_group_retries_total",
+    "Intake groups that failed and were written again one screening at a time.",
+)
 DELIVERY_ATTEMPTS = Counter(
     "ruta_delivery_attempts_total",
     "Delivery attempts by partner and outcome.",

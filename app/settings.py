@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     #: committed by this process applies at once; one from another process (the CLI, a
     #: replica) within this. 0 looks the key up on every request.
     auth_cache_seconds: float = Field(default=2.0, ge=0, le=30)
+    #: Group commit: the most screenings one intake transaction takes from concurrent
+    #: requests. Nothing waits for a group to fill; 1 gives every screening its own
+    #: transaction.
+    intake_group_max: int = Field(default=64, ge=1, le=1000)
     #: Response deadlines per urgency (hours).
     deadline_emergency_hours: float = Field(default=24, gt=0)
     deadline_urgent_hours: float = Field(default=72, gt=0)

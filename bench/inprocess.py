@@ -1,12 +1,15 @@
 """Intake in-process, one request at a time: CPU and statements per screening.
 
-    python -m bench.inprocess [--engine postgresql|sqlite] [--requests 300] [--profile]
+    python -m bench.inprocess [--engine postgresql|sqlite] [--requests 300] [--concurrency 1]
+                              [--profile FILE]
 
 This is the tool behind the step-by-step table in docs/performance.md. It runs the real app
 (production settings, the benchmark partner directory, worker off) under an in-process
 HTTP client, so there is no network and no concurrency: what it reports is the work one
 screening costs, which noise on a shared machine disturbs less than throughput under load.
 The same loop against the bare endpoint (bench/bare.py) gives the framework's share.
+``--concurrency N`` posts N screenings at a time instead (waves of N concurrent requests),
+which shows what group commit saves per screening when requests overlap.
 With ``--profile`` it writes a pyinstrument report (``pip install pyinstrument``).
 """
 
@@ -39,28 +42,36 @@ def body() -> dict[str, Any]:
     return document
 
 
-async def loop(client: httpx.AsyncClient, headers: dict[str, str], n: int) -> tuple[float, float]:
-    """Post ``n`` screenings one after the other; CPU and wall seconds per screening."""
+async def loop(
+    client: httpx.AsyncClient, headers: dict[str, str], n: int, concurrency: int = 1
+) -> tuple[float, float]:
+    """Post ``n`` screenings, ``concurrency`` at a time; CPU and wall seconds per screening."""
     bodies = [body() for _ in range(n)]
     started, cpu = time.perf_counter(), time.process_time()
-    for document in bodies:
-        response = await client.post("/v1/screenings", json=document, headers=headers)
-        if response.status_code not in (200, 201):
-            raise RuntimeError(f"{response.status_code}: {response.text}")
+    for wave in range(0, n, concurrency):
+        responses = await asyncio.gather(
+            *(
+                client.post("/v1/screenings", json=document, headers=headers)
+                for document in bodies[wave : wave + concurrency]
+            )
+        )
+        for response in responses:
+            if response.status_code not in (200, 201):
+                raise RuntimeError(f"{response.status_code}: {response.text}")
     return (time.process_time() - cpu) / n, (time.perf_counter() - started) / n
 
 
-async def measure_bare(n: int) -> tuple[float, float]:
+async def measure_bare(n: int, concurrency: int) -> tuple[float, float]:
     from bench.bare import app
 
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-        await loop(client, {}, 50)
-        return await loop(client, {}, n)
+        await loop(client, {}, 50, concurrency)
+        return await loop(client, {}, n, concurrency)
 
 
 async def measure_ruta(
-    env: dict[str, str], key: str, n: int, profile: bool
+    env: dict[str, str], key: str, n: int, concurrency: int, profile: bool
 ) -> tuple[float, float, float, Counter[str], str]:
     os.environ.update(env)
     from app.main import create_app
@@ -76,7 +87,7 @@ async def measure_ruta(
         transport = httpx.ASGITransport(app=app)
         headers = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            await loop(client, headers, 30)  # warm-up: caches, prepared statements
+            await loop(client, headers, 30, concurrency)  # warm-up: caches, prepared statements
             event.listen(app.state.engine.sync_engine, "before_cursor_execute", count)
             profiler: Any = None
             report = ""
@@ -85,7 +96,7 @@ async def measure_ruta(
 
                 profiler = pyinstrument.Profiler(interval=0.001, async_mode="enabled")
                 profiler.start()
-            cpu, wall = await loop(client, headers, n)
+            cpu, wall = await loop(client, headers, n, concurrency)
             if profiler is not None:
                 profiler.stop()
                 report = profiler.output_text(unicode=False)
@@ -96,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--engine", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="screenings posted at a time (default 1)"
+    )
     parser.add_argument("--profile", type=Path, default=None, help="write a pyinstrument report")
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="ruta-inprocess-"))
@@ -112,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     env = wrk_bench.ruta_env(url, 8000, 1, directory)  # no server is started
     try:
         key = wrk_bench.create_key(env)
-        bare_cpu, _ = asyncio.run(measure_bare(args.requests))
+        bare_cpu, _ = asyncio.run(measure_bare(args.requests, args.concurrency))
         cpu, wall, per_request, statements, report = asyncio.run(
-            measure_ruta(env, key, args.requests, args.profile is not None)
+            measure_ruta(env, key, args.requests, args.concurrency, args.profile is not None)
         )
         if args.profile is not None:
             args.profile.write_text(report)
@@ -125,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                 ["psql", admin, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
                 capture_output=True,
             )
-    print(f"{args.engine}, {args.requests} screenings one at a time, in-process client:")
+    at_a_time = "one" if args.concurrency == 1 else str(args.concurrency)
+    print(f"{args.engine}, {args.requests} screenings {at_a_time} at a time, in-process client:")
     print(f"  bare endpoint  {bare_cpu * 1000:6.2f} ms CPU per request")
     print(f"  ruta intake    {cpu * 1000:6.2f} ms CPU per screening ({wall * 1000:.2f} ms wall)")
     print(f"  statements     {per_request:6.2f} per screening")

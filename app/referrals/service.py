@@ -20,13 +20,11 @@ from app import audit
 from app.audit import Action
 from app.audit.writer import Actor, actor_of
 from app.auth import Principal
-from app.db import insert_all, insert_rows
 from app.delivery import outbox
 from app.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.metrics import DECISIONS, RULES_FIRED
 from app.models import Decision as DecisionRow
 from app.models import Delivery, PartnerRow, Referral, ReferralEvent, Screening, Subject
-from app.partners.cache import cached_directory
 from app.partners.directory import Organisation, Partner, PayloadFormat
 from app.partners.matching import MatchResult, SubjectFacts, match
 from app.partners.minimiser import (
@@ -59,12 +57,6 @@ from app.settings import Settings
 ROUTER = audit.system("referral-router")
 _EVENTS = cast(Table, ReferralEvent.__table__)
 _DELIVERIES = cast(Table, Delivery.__table__)
-
-
-@dataclass(frozen=True, slots=True)
-class Created:
-    referral: Referral
-    match: MatchResult
 
 
 def decided_of(row: Referral) -> DecidedReferral:
@@ -187,70 +179,57 @@ async def _dispatch(
     return outbound
 
 
-async def create_referrals(
-    session: AsyncSession,
+@dataclass(slots=True)
+class ReferralPlan:
+    """What a decision will write, worked out before any SQL: the decision row, each
+    decided referral matched to a partner, and each partner's minimised body. The subject
+    is not known yet (intake resolves it with the rest of its group); :func:`write_rows`
+    fills it in."""
+
+    decision: Decision
+    decision_row: DecisionRow
+    fired: list[str]
+    #: One per decided referral: the row, what was decided, the partner's body (None when
+    #: held), and the match.
+    referrals: list[tuple[Referral, DecidedReferral, OutboundReferral | None, MatchResult]]
+    partners: Sequence[Partner]
+
+    def partner_names(self) -> dict[str, str]:
+        return {p.id: p.name for p in self.partners}
+
+
+def plan_referrals(
     settings: Settings,
     *,
-    screening_row: Screening,
+    screening_id: uuid.UUID,
+    organisation: str,
     screening: ScreeningIn,
     decision: Decision,
-    actor: Principal,
+    partners: Sequence[Partner],
     now: datetime,
-    partners: Sequence[Partner] | None = None,
-    request_id: str | None = None,
-    dek: bytes | None = None,
-) -> tuple[DecisionRow, list[Created], Sequence[Partner]]:
-    """Store the decision, match each decided referral to a partner, and enqueue delivery.
+    document: dict[str, Any] | None = None,
+) -> ReferralPlan:
+    """Match each decided referral to a partner and build its body (CPU only, no SQL).
 
     A referral with no eligible partner is kept as ``held`` and flagged for a person; it is
-    never dropped. Rows are only added to the session: they are written together at the
-    next flush (one INSERT per table). ``dek`` is the subject's data key when the caller
-    already holds it. Returns the partners matched against, for naming them.
+    never dropped. ``document`` is the screening's JSON dump when the caller has one.
     """
     trace = decision.trace.model_dump(mode="json") if decision.trace is not None else {}
     decision_row = DecisionRow(
         id=uuid.uuid4(),
-        screening_id=screening_row.id,
+        screening_id=screening_id,
         rule_set_version=str(trace.get("rule_set_version", "")),
         rule_set_hash=str(trace.get("rule_set_hash", "")),
         non_identifying_notification=decision.non_identifying_notification,
         trace=trace,
         created_at=now,
     )
-    await insert_all(session, [decision_row])
     fired = sorted({f.rule_id for f in (decision.trace.fired if decision.trace else ())})
-    await audit.record(
-        session,
-        action=Action.decision_made,
-        actor=actor,
-        screening_id=screening_row.id,
-        subject_id=screening_row.subject_id,
-        request_id=request_id,
-        data={
-            "decision_id": str(decision_row.id),
-            "rule_set_version": decision_row.rule_set_version,
-            "rule_set_hash": decision_row.rule_set_hash,
-            "services": sorted(r.service.value for r in decision.referrals),
-            "rules_fired": fired,
-        },
-    )
-    for rule_id in fired:
-        RULES_FIRED.labels(rule_id).inc()
-    for decided_referral in decision.referrals:
-        DECISIONS.labels(
-            decided_referral.service.value,
-            decided_referral.urgency.value,
-            decided_referral.legal_basis.value,
-        ).inc()
-    if partners is None:
-        partners = await cached_directory(
-            session, directory_partners, ttl=settings.directory_cache_seconds
-        )
     by_id = {p.id: p for p in partners}
     facts = SubjectFacts.from_screening(screening, now.date())
-    created: list[Created] = []
-    outbound: list[tuple[Referral, DecidedReferral, OutboundReferral | None]] = []
-    document = screening.model_dump(mode="json")  # one dump for every partner's body
+    if document is None:
+        document = screening.model_dump(mode="json")  # one dump for every partner's body
+    planned: list[tuple[Referral, DecidedReferral, OutboundReferral | None, MatchResult]] = []
     for decided in decision.referrals:
         result = match(decided, facts, list(partners), now, settings=settings)
         referral_id = uuid.uuid4()
@@ -258,7 +237,7 @@ async def create_referrals(
             _build_body(
                 settings,
                 referral_id,
-                screening_row.organisation,
+                organisation,
                 decided,
                 screening,
                 by_id[result.partner_id],
@@ -270,10 +249,9 @@ async def create_referrals(
         )
         referral = Referral(
             id=referral_id,
-            screening_id=screening_row.id,
+            screening_id=screening_id,
             decision_id=decision_row.id,
-            subject_id=screening_row.subject_id,
-            organisation=screening_row.organisation,
+            organisation=organisation,
             region=screening.subject.region.value,
             service=decided.service.value,
             urgency=decided.urgency.value,
@@ -294,14 +272,32 @@ async def create_referrals(
             updated_at=now,
             closed_at=None,
         )
-        outbound.append((referral, decided, body))
-        created.append(Created(referral=referral, match=result))
-    # Parents before children, one statement per table: the referrals, then their first
-    # history entries and outbox rows (plain rows: nothing reads them back as objects).
-    await insert_all(session, [referral for referral, _, _ in outbound])
-    events: list[dict[str, Any]] = []
-    deliveries: list[dict[str, Any]] = []
-    for referral, decided, body in outbound:
+        planned.append((referral, decided, body, result))
+    return ReferralPlan(
+        decision=decision,
+        decision_row=decision_row,
+        fired=fired,
+        referrals=planned,
+        partners=partners,
+    )
+
+
+def write_rows(
+    plan: ReferralPlan,
+    *,
+    subject_id: uuid.UUID,
+    dek: bytes,
+    actor: Principal,
+    now: datetime,
+    request_id: str | None,
+    events: list[dict[str, Any]],
+    deliveries: list[dict[str, Any]],
+) -> None:
+    """Give the planned referrals their subject, and add their first history entries and
+    their outbox rows (bodies encrypted under the subject's ``dek``) to ``events`` and
+    ``deliveries``: the caller writes a whole group's rows in one INSERT per table."""
+    for referral, decided, body, _ in plan.referrals:
+        referral.subject_id = subject_id
         events.append(
             {
                 "referral_id": referral.id,
@@ -316,14 +312,12 @@ async def create_referrals(
         )
         if body is not None:
             assert referral.partner_id is not None
-            if dek is None:
-                dek = await outbox.subject_key(session, settings, referral.subject_id)
             deliveries.append(
                 outbox.delivery_row(
                     dek,
                     referral_id=referral.id,
                     partner_id=referral.partner_id,
-                    subject_id=referral.subject_id,
+                    subject_id=subject_id,
                     event_type="referral.created",
                     body=body.to_bytes(),
                     urgency=decided.urgency,
@@ -331,21 +325,45 @@ async def create_referrals(
                     request_id=request_id,
                 )
             )
-    await insert_rows(session, _EVENTS, events)
-    await insert_rows(session, _DELIVERIES, deliveries)
-    if deliveries:
-        sent = [decided.urgency for _, decided, body in outbound if body is not None]
-        await outbox.announce(session, max(sent, key=lambda urgency: urgency.rank))
-    for referral, _, _ in outbound:
+
+
+async def record_decision(
+    session: AsyncSession,
+    plan: ReferralPlan,
+    *,
+    screening_id: uuid.UUID,
+    subject_id: uuid.UUID,
+    actor: Principal,
+    request_id: str | None,
+) -> None:
+    """Audit the decision and each referral (committed with the caller's transaction), and
+    count them in the metrics."""
+    decision_row = plan.decision_row
+    await audit.record(
+        session,
+        action=Action.decision_made,
+        actor=actor,
+        screening_id=screening_id,
+        subject_id=subject_id,
+        request_id=request_id,
+        data={
+            "decision_id": str(decision_row.id),
+            "rule_set_version": decision_row.rule_set_version,
+            "rule_set_hash": decision_row.rule_set_hash,
+            "services": sorted(r.service.value for r in plan.decision.referrals),
+            "rules_fired": plan.fired,
+        },
+    )
+    for referral, _, _, _ in plan.referrals:
         await audit.record(
             session,
             action=Action.referral_created,
             actor=actor,
             request_id=request_id,
-            screening_id=screening_row.id,
+            screening_id=screening_id,
             referral_id=referral.id,
             partner_id=referral.partner_id,
-            subject_id=screening_row.subject_id,
+            subject_id=subject_id,
             data={
                 "decision_id": str(decision_row.id),
                 "service": referral.service,
@@ -355,7 +373,14 @@ async def create_referrals(
                 **({"reason": referral.human_reason} if referral.human_reason else {}),
             },
         )
-    return decision_row, created, partners
+    for rule_id in plan.fired:
+        RULES_FIRED.labels(rule_id).inc()
+    for decided_referral in plan.decision.referrals:
+        DECISIONS.labels(
+            decided_referral.service.value,
+            decided_referral.urgency.value,
+            decided_referral.legal_basis.value,
+        ).inc()
 
 
 async def owns(session: AsyncSession, principal: Principal, referral: Referral) -> bool:

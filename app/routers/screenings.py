@@ -13,6 +13,8 @@ from app.i18n import negotiate
 from app.models import Screening
 from app.models.base import utcnow
 from app.openapi import ok, problem, responses
+from app.partners.cache import cached_directory
+from app.partners.service import directory_partners
 from app.problems import validation_errors
 from app.referrals.views import decision_view
 from app.schemas import examples
@@ -98,6 +100,7 @@ async def submit(
         rule_set=request.app.state.rule_set,
         now=utcnow(),
         request_id=request.state.request_id,
+        committer=request.app.state.intake,
     )
     answer = await receipt(
         session, result.screening, replayed=not result.created, decision=result.decision
@@ -155,53 +158,77 @@ async def submit_batch(
                 }
             ]
         )
-    results: list[BatchItemResult] = []
     now = utcnow()
+    results: dict[int, BatchItemResult] = {}
+    plans: dict[int, intake.Plan] = {}
+    partners = await cached_directory(
+        session, directory_partners, ttl=settings.directory_cache_seconds
+    )
     for index, raw in enumerate(batch.screenings):
         item_id = raw.get("id") if isinstance(raw.get("id"), str) else None
         try:
             screening = _screening_adapter.validate_python(raw)
         except ValidationError as exc:
             problem = ValidationFailed(validation_errors(exc.errors(), strip_body=False))
-            results.append(_failed(index, item_id, "invalid", problem, locale))
+            results[index] = _failed(index, item_id, "invalid", problem, locale)
             continue
         try:
-            async with session.begin_nested():
-                result = await intake.submit_screening(
-                    session,
-                    settings,
-                    principal,
-                    screening,
-                    rule_set=request.app.state.rule_set,
-                    now=now,
-                    batch=True,
-                    request_id=request.state.request_id,
-                )
-        except RutaError as exc:
-            status = {409: "conflict", 403: "forbidden"}.get(exc.status, "invalid")
-            results.append(_failed(index, str(screening.id), status, exc, locale))
-            continue
-        results.append(
-            BatchItemResult(
-                index=index,
-                id=str(screening.id),
-                status="created" if result.created else "replayed",
-                http_status=201 if result.created else 200,
-                receipt=await receipt(
-                    session,
-                    result.screening,
-                    replayed=not result.created,
-                    decision=result.decision,
-                ),
+            plans[index] = intake.prepare(
+                settings,
+                principal,
+                screening,
+                rule_set=request.app.state.rule_set,
+                partners=partners,
+                now=now,
+                batch=True,
+                request_id=request.state.request_id,
             )
+        except RutaError as exc:
+            results[index] = _failed(index, str(screening.id), "invalid", exc, locale)
+    # The valid items are written as one group; if that fails, each alone, so a bad item
+    # cannot reject the good ones.
+    written: dict[int, intake.IntakeResult | None] = {}
+    try:
+        async with session.begin_nested():
+            written = dict(
+                zip(plans, await intake.write(session, settings, list(plans.values())), strict=True)
+            )
+    except Exception:
+        for index, plan in plans.items():
+            try:
+                async with session.begin_nested():
+                    [written[index]] = await intake.write(session, settings, [plan])
+            except RutaError as exc:
+                results[index] = _failed(index, str(plan.id), "invalid", exc, locale)
+    for index, plan in plans.items():
+        if index in results:
+            continue
+        result = written[index]
+        if result is None:  # the id was already stored: a replay, or a conflict
+            try:
+                async with session.begin_nested():
+                    result = await intake.replay(session, plan)
+            except RutaError as exc:
+                status = {409: "conflict", 403: "forbidden"}.get(exc.status, "invalid")
+                results[index] = _failed(index, str(plan.id), status, exc, locale)
+                continue
+        results[index] = BatchItemResult(
+            index=index,
+            id=str(plan.id),
+            status="created" if result.created else "replayed",
+            http_status=201 if result.created else 200,
+            receipt=await receipt(
+                session, result.screening, replayed=not result.created, decision=result.decision
+            ),
         )
-    created = sum(r.status == "created" for r in results)
-    replayed = sum(r.status == "replayed" for r in results)
+    ordered = [results[index] for index in sorted(results)]
+    created = sum(r.status == "created" for r in ordered)
+    replayed = sum(r.status == "replayed" for r in ordered)
     return BatchResult(
         created=created,
         replayed=replayed,
-        failed=len(results) - created - replayed,
-        results=results,
+        failed=len(ordered) - created - replayed,
+        results=ordered,
     )
 
 

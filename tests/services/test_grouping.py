@@ -1,0 +1,376 @@
+"""Group commit: concurrent screenings share transactions, and each keeps its guarantees.
+
+What a clinic relies on: 201 means stored with everything it caused, a failing screening
+fails alone, a repeated id is answered as a replay or a conflict, and the audit chain stays
+whole. The concurrency is real (requests in flight together through the ASGI app), and the
+failure is a real database error raised by a trigger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.audit.store import verify_database
+from app.auth import Principal, authenticate_key
+from app.main import create_app
+from app.metrics import INTAKE_GROUP_RETRIES, INTAKE_GROUP_SIZE
+from app.models import Decision, Delivery, Referral, Screening, Subject
+from app.models.audit import AuditEvent
+from app.models.base import utcnow
+from app.schemas.screening import ScreeningIn
+from app.services import intake
+from app.services.grouping import GroupCommitter
+from app.services.intake import Plan
+from app.settings import Settings
+from tests.conftest import KeyFactory, bearer, key_factory
+from tests.delivery.conftest import partner_document
+from tests.factories import adult_consenting
+
+ORGANISATION = "Caravana de la Vida"
+
+
+def _group_metrics() -> tuple[float, float, float]:
+    """(groups, screenings in groups, groups retried one by one) so far in this process."""
+    count = sum_ = 0.0
+    for metric in INTAKE_GROUP_SIZE.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_count"):
+                count = sample.value
+            elif sample.name.endswith("_sum"):
+                sum_ = sample.value
+    retries = next(
+        s.value
+        for m in INTAKE_GROUP_RETRIES.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
+    )
+    return count, sum_, retries
+
+
+async def _with_partner(http: httpx.AsyncClient, api_key: KeyFactory) -> str:
+    """A partner offering every service, so each screening also queues its deliveries."""
+    admin = await api_key("admin")
+    document = partner_document("grouped-partner", "http://127.0.0.1:9/referrals")
+    response = await http.post("/v1/partners", json=document, headers=bearer(admin))
+    assert response.status_code == 201, response.text
+    return await api_key("clinic", ORGANISATION)
+
+
+async def _post_all(
+    http: httpx.AsyncClient, key: str, bodies: list[dict[str, Any]]
+) -> list[httpx.Response]:
+    return list(
+        await asyncio.gather(
+            *(http.post("/v1/screenings", json=body, headers=bearer(key)) for body in bodies)
+        )
+    )
+
+
+async def _principal(app: FastAPI, settings: Settings, key: str) -> Principal:
+    async with app.state.sessionmaker() as session:
+        return await authenticate_key(
+            session,
+            secret_key=settings.secret_key.get_secret_value().encode(),
+            key=key,
+            method="POST",
+            route="/v1/screenings",
+            request_id=None,
+            cache_seconds=0,
+        )
+
+
+def _plan(app: FastAPI, settings: Settings, principal: Principal, body: dict[str, Any]) -> Plan:
+    return intake.prepare(
+        settings,
+        principal,
+        ScreeningIn.model_validate(body),
+        rule_set=app.state.rule_set,
+        partners=[],
+        now=utcnow(),
+    )
+
+
+async def _count(sessionmaker: async_sessionmaker[AsyncSession], model: Any) -> int:
+    async with sessionmaker() as session:
+        return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def test_concurrent_screenings_share_transactions_and_each_is_stored_whole(
+    app: FastAPI,
+    http: httpx.AsyncClient,
+    api_key: KeyFactory,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    key = await _with_partner(http, api_key)
+    groups_before, screenings_before, retries_before = _group_metrics()
+    bodies = [adult_consenting(subject__case_code=f"GRP-{i:03d}") for i in range(40)]
+    # Two screenings of one person in the same burst share one subject.
+    bodies.append(adult_consenting(subject__case_code="GRP-000"))
+
+    responses = await _post_all(http, key, bodies)
+
+    assert [r.status_code for r in responses] == [201] * len(bodies), [
+        r.text for r in responses if r.status_code != 201
+    ]
+    groups, screenings, retries = _group_metrics()
+    assert screenings - screenings_before == len(bodies)
+    # Grouped: fewer transactions than screenings (each group is one transaction).
+    assert groups - groups_before < len(bodies)
+    assert retries == retries_before
+
+    async with sessionmaker() as session:
+        stored = {
+            s.id: s
+            for s in (await session.execute(select(Screening))).scalars()
+            if s.organisation == ORGANISATION
+        }
+        subjects = {s.id: s for s in (await session.execute(select(Subject))).scalars()}
+        referrals = list((await session.execute(select(Referral))).scalars())
+        decisions = list((await session.execute(select(Decision))).scalars())
+        deliveries = list((await session.execute(select(Delivery))).scalars())
+        received = list(
+            (
+                await session.execute(
+                    select(AuditEvent).where(AuditEvent.action == "screening.received")
+                )
+            ).scalars()
+        )
+        report = await verify_database(session, settings)
+    assert report.ok, report
+    assert {str(i) for i in stored} == {b["id"] for b in bodies}
+    assert len(subjects) == 40
+    assert (
+        stored[uuid.UUID(bodies[0]["id"])].subject_id
+        == stored[uuid.UUID(bodies[-1]["id"])].subject_id
+    )
+    # Every screening has its decision, referrals (each on its screening's subject) and
+    # deliveries, and the receipt it was answered with matches what was stored.
+    assert Counter(d.screening_id for d in decisions) == Counter(stored.keys())
+    for response in responses:
+        answer = response.json()
+        mine = [r for r in referrals if str(r.screening_id) == answer["id"]]
+        assert {str(r.id) for r in mine} == {r["id"] for r in answer["decision"]["referrals"]}
+        assert {r.subject_id for r in mine} == {stored[uuid.UUID(answer["id"])].subject_id}
+    assert {d.referral_id for d in deliveries} == {r.id for r in referrals if r.partner_id}
+    assert {d.subject_id for d in deliveries} <= set(subjects)
+    assert sorted(str(e.screening_id) for e in received) == sorted(b["id"] for b in bodies)
+
+
+async def test_the_same_id_twice_in_a_burst_is_stored_once_and_answered_as_a_replay(
+    http: httpx.AsyncClient,
+    api_key: KeyFactory,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    key = await _with_partner(http, api_key)
+    body = adult_consenting()
+    changed = {**body, "notes": "a different body under the same id"}
+    others = [adult_consenting() for _ in range(6)]
+
+    responses = await _post_all(http, key, [body, *others, body, changed])
+
+    statuses = [r.status_code for r in responses]
+    assert statuses[1:7] == [201] * 6
+    assert sorted([statuses[0], statuses[7]]) == [200, 201]
+    assert statuses[8] == 409
+    original = responses[0] if statuses[0] == 201 else responses[7]
+    replay = responses[7] if statuses[0] == 201 else responses[0]
+    assert replay.json()["replayed"] is True
+    assert replay.json()["decision"] == original.json()["decision"]
+    async with sessionmaker() as session:
+        assert (await session.get(Screening, uuid.UUID(body["id"]))) is not None
+        decisions = (
+            await session.execute(
+                select(func.count())
+                .select_from(Decision)
+                .where(Decision.screening_id == uuid.UUID(body["id"]))
+            )
+        ).scalar_one()
+    assert decisions == 1
+
+
+@pytest.fixture
+async def poisoned(app: FastAPI) -> str:
+    """A trigger that makes the database refuse one case code's subject, as a constraint
+    would: whatever group holds that screening fails."""
+    case_code = "POISON-0001"
+    async with app.state.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(
+                text(
+                    "CREATE FUNCTION ruta_test_poison() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                    f"BEGIN IF NEW.case_code = '{case_code}' THEN "
+                    "RAISE EXCEPTION 'poisoned subject'; END IF; RETURN NEW; END $$"
+                )
+            )
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER ruta_test_poison BEFORE INSERT ON subjects "
+                    "FOR EACH ROW EXECUTE FUNCTION ruta_test_poison()"
+                )
+            )
+        else:
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER ruta_test_poison BEFORE INSERT ON subjects "
+                    f"WHEN NEW.case_code = '{case_code}' "
+                    "BEGIN SELECT RAISE(ABORT, 'poisoned subject'); END"
+                )
+            )
+    return case_code
+
+
+async def test_a_screening_the_database_refuses_fails_alone(
+    app: FastAPI,
+    api_key: KeyFactory,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    poisoned: str,
+) -> None:
+    good = [adult_consenting() for _ in range(12)]
+    bad = adult_consenting(subject__case_code=poisoned)
+    bodies = [*good[:6], bad, *good[6:]]
+    # As uvicorn serves it: an unhandled error is a 500 answer, not an exception here.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ruta.test") as http:
+        key = await _with_partner(http, api_key)
+        responses = await _post_all(http, key, bodies)
+
+    by_id = {body["id"]: response for body, response in zip(bodies, responses, strict=True)}
+    assert by_id[bad["id"]].status_code == 500
+    assert by_id[bad["id"]].headers["content-type"].startswith("application/problem+json")
+    assert "poisoned" not in by_id[bad["id"]].text  # no database detail leaks to the clinic
+    assert [by_id[b["id"]].status_code for b in good] == [201] * len(good)
+    async with sessionmaker() as session:
+        ids = {str(i) for i in (await session.execute(select(Screening.id))).scalars()}
+        audited = {
+            str(i)
+            for i in (
+                await session.execute(
+                    select(AuditEvent.screening_id).where(AuditEvent.action == "screening.received")
+                )
+            ).scalars()
+        }
+        report = await verify_database(session, settings)
+    assert ids == audited == {b["id"] for b in good}
+    assert report.ok, report
+
+
+async def test_a_failed_group_is_written_again_one_screening_at_a_time(
+    app: FastAPI, api_key: KeyFactory, settings: Settings, poisoned: str
+) -> None:
+    """All plans are queued before the committer runs, so they form one group with the
+    refused one in it: the group fails, and each is written again alone."""
+    committer = GroupCommitter(app.state.sessionmaker, settings, max_group=64)
+    principal = await _principal(app, settings, await api_key("clinic", ORGANISATION))
+    bodies = [adult_consenting() for _ in range(5)]
+    bodies.insert(2, adult_consenting(subject__case_code=poisoned))
+    groups_before, _, retries_before = _group_metrics()
+
+    waiting = [
+        asyncio.ensure_future(committer.submit(_plan(app, settings, principal, b)))
+        for b in bodies
+    ]
+    outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+    await committer.close()
+
+    groups, _, retries = _group_metrics()
+    assert retries == retries_before + 1
+    assert groups - groups_before == 1  # one group; its retries are not groups of their own
+    assert isinstance(outcomes[2], DBAPIError)
+    created = [o for i, o in enumerate(outcomes) if i != 2]
+    assert all(isinstance(o, intake.IntakeResult) and o.created for o in created)
+
+
+async def test_a_conflicting_id_in_a_group_leaves_no_subject_behind(
+    app: FastAPI,
+    http: httpx.AsyncClient,
+    api_key: KeyFactory,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    """write() is given a group in which one id is already stored by another organisation
+    under a new case code: that one is not written (the caller answers 409), its subject
+    does not outlive the group, and the rest of the group is stored."""
+    key = await _with_partner(http, api_key)
+    first = adult_consenting()
+    assert (await http.post("/v1/screenings", json=first, headers=bearer(key))).status_code == 201
+    other_clinic = await api_key("clinic", "Otra Clínica")
+    subjects_before = await _count(sessionmaker, Subject)
+
+    stolen_id = {**adult_consenting(subject__case_code="NEW-CASE-9"), "id": first["id"]}
+    fresh = adult_consenting(subject__case_code="NEW-CASE-10")
+    responses = await _post_all(http, other_clinic, [stolen_id, fresh])
+
+    assert [r.status_code for r in responses] == [409, 201]
+    async with sessionmaker() as session:
+        case_codes = set((await session.execute(select(Subject.case_code))).scalars())
+    assert "NEW-CASE-9" not in case_codes
+    assert "NEW-CASE-10" in case_codes
+    assert await _count(sessionmaker, Subject) == subjects_before + 1
+
+    # The same through write() directly, in one group, so the stray subject is certain to
+    # have been inserted and then dropped within the group's transaction.
+    principal = await _principal(app, settings, other_clinic)
+    plans = [
+        _plan(app, settings, principal, body)
+        for body in (
+            {**adult_consenting(subject__case_code="NEW-CASE-11"), "id": first["id"]},
+            adult_consenting(subject__case_code="NEW-CASE-12"),
+        )
+    ]
+    async with app.state.sessionmaker() as session:
+        results = await intake.write(session, settings, plans)
+        await session.commit()
+    assert results[0] is None
+    assert results[1] is not None
+    assert results[1].created
+    async with sessionmaker() as session:
+        case_codes = set((await session.execute(select(Subject.case_code))).scalars())
+    assert "NEW-CASE-11" not in case_codes
+    assert "NEW-CASE-12" in case_codes
+
+
+async def test_a_group_size_of_one_gives_each_screening_its_own_transaction(
+    settings: Settings,
+) -> None:
+    app = create_app(settings.model_copy(update={"intake_group_max": 1}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ruta.test") as http:
+            key = await key_factory(app, settings)("clinic", ORGANISATION)
+            groups_before, _, _ = _group_metrics()
+            responses = await _post_all(http, key, [adult_consenting() for _ in range(8)])
+            groups, _, _ = _group_metrics()
+    assert [r.status_code for r in responses] == [201] * 8
+    assert groups - groups_before == 8
+
+
+async def test_close_writes_what_is_queued_before_it_returns(
+    app: FastAPI, api_key: KeyFactory, settings: Settings
+) -> None:
+    """Shutdown (the app's lifespan end calls close()) commits the screenings already
+    handed to the committer; none is dropped."""
+    committer = GroupCommitter(app.state.sessionmaker, settings, max_group=4)
+    principal = await _principal(app, settings, await api_key("clinic", ORGANISATION))
+    plans = [_plan(app, settings, principal, adult_consenting()) for _ in range(10)]
+    waiting = [asyncio.ensure_future(committer.submit(plan)) for plan in plans]
+    await asyncio.sleep(0)  # every submit has queued its plan
+
+    await committer.close()
+
+    results = await asyncio.gather(*waiting)
+    assert all(r is not None and r.created for r in results)
+    async with app.state.sessionmaker() as session:
+        stored = set((await session.execute(select(Screening.id))).scalars())
+    assert stored >= {plan.id for plan in plans}
