@@ -278,8 +278,7 @@ async def test_a_failed_group_is_written_again_one_screening_at_a_time(
     groups_before, _, retries_before = _group_metrics()
 
     waiting = [
-        asyncio.ensure_future(committer.submit(_plan(app, settings, principal, b)))
-        for b in bodies
+        asyncio.ensure_future(committer.submit(_plan(app, settings, principal, b))) for b in bodies
     ]
     outcomes = await asyncio.gather(*waiting, return_exceptions=True)
     await committer.close()
