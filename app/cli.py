@@ -16,7 +16,7 @@ from app import audit
 from app.audit.cli import audit_cli
 from app.partners.cli import partners_cli
 from app.rules.cli import rules_cli
-from app.settings import Environment, Settings, get_settings
+from app.settings import Environment, Settings, get_settings, tune_gc
 
 cli = typer.Typer(
     name="ruta",
@@ -104,6 +104,7 @@ def worker(
     from app.delivery.worker import DeliveryWorker
 
     settings = _settings()
+    tune_gc(settings)
 
     async def run() -> None:
         from app.db import create_engine, create_sessionmaker

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import Insert, Table, event, insert
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Engine
@@ -50,7 +51,16 @@ def _configure_sqlite(sync_engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def json_dumps(value: Any) -> str:
+    """How JSON columns are written: orjson, several times faster than the standard library
+    (intake writes a dozen JSON values per screening). Non-string keys become strings, as
+    with the standard encoder; integers beyond 64 bits are refused (none of our columns
+    holds one)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    kwargs.setdefault("json_serializer", json_dumps)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, **kwargs)
         _configure_sqlite(engine.sync_engine)

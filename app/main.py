@@ -33,7 +33,7 @@ from app.routers import (
 )
 from app.rules import DEFAULT_RULES_PATH, load_rule_set
 from app.services.grouping import GroupCommitter
-from app.settings import Settings, get_settings
+from app.settings import Settings, get_settings, tune_gc
 
 log = structlog.get_logger("ruta")
 
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tune_gc(settings)
         engine = create_engine(settings.database_url)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)

@@ -1,16 +1,19 @@
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import JSON, bindparam, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import create_engine
+from app.db import create_engine, json_dumps
 from app.models import Screening
 
 
@@ -49,3 +52,35 @@ async def test_foreign_keys_are_enforced(
         )
         with pytest.raises(IntegrityError):
             await session.flush()
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=8) | st.integers(0, 99), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_json_values)
+def test_json_columns_hold_what_the_standard_encoder_would_write(value: object) -> None:
+    """orjson writes JSON columns (speed); what is read back is what the standard library's
+    encoder would have stored, integer keys turned into strings included."""
+    assert json.loads(json_dumps(value)) == json.loads(json.dumps(value))
+
+
+async def test_a_json_value_round_trips_through_the_database(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    document = {"nombre": "Quispe Mamani", "emoji": "🌄", "n": [1, 2.5, None, True], "7": {}}
+    async with sessionmaker() as session:
+        stored = (
+            await session.execute(select(bindparam("doc", {**document, 8: "x"}, type_=JSON)))
+        ).scalar_one()
+    assert stored == {**document, "8": "x"}
