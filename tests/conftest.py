@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -218,3 +219,34 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             red=True,
         )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+async def poisoned(app: FastAPI) -> str:
+    """A trigger that makes the database refuse one case code's subject, as a constraint
+    would: whatever group holds that screening fails."""
+    case_code = "POISON-0001"
+    async with app.state.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(
+                text(
+                    "CREATE FUNCTION ruta_test_poison() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                    f"BEGIN IF NEW.case_code = '{case_code}' THEN "
+                    "RAISE EXCEPTION 'poisoned subject'; END IF; RETURN NEW; END $$"
+                )
+            )
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER ruta_test_poison BEFORE INSERT ON subjects "
+                    "FOR EACH ROW EXECUTE FUNCTION ruta_test_poison()"
+                )
+            )
+        else:
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER ruta_test_poison BEFORE INSERT ON subjects "
+                    f"WHEN NEW.case_code = '{case_code}' "
+                    "BEGIN SELECT RAISE(ABORT, 'poisoned subject'); END"
+                )
+            )
+    return case_code

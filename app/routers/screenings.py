@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Body, Request, Response
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +29,8 @@ from app.schemas.outcome import (
 )
 from app.schemas.screening import ScreeningIn
 from app.services import intake
+
+log = structlog.get_logger("ruta.intake")
 
 router = APIRouter(prefix="/v1/screenings", tags=["screenings"], responses=responses(404, 409))
 
@@ -124,8 +127,10 @@ async def submit(
         "(default 100) screenings, each with its original `screened_at`. Each item is "
         "validated and stored on its own, exactly as `POST /v1/screenings` would: a bad item "
         "is reported in `results` (with its `http_status` and problem) and does not reject "
-        "the good ones, and a replayed item answers `replayed`. The answer is 200 whenever "
-        "the batch itself is well-formed; check `failed` and each result."
+        "the good ones, and a replayed item answers `replayed`. The valid items are stored "
+        "in one transaction; if the database refuses one of them, it is reported as `error` "
+        "(500) and the others are still stored. The answer is 200 whenever the batch itself "
+        "is well-formed; check `failed` and each result."
     ),
     responses={
         **ok(examples.BATCH_RESULT, "One result per item, in order"),
@@ -193,13 +198,18 @@ async def submit_batch(
             written = dict(
                 zip(plans, await intake.write(session, settings, list(plans.values())), strict=True)
             )
-    except Exception:
+    except Exception as group_error:
+        log.warning("intake_batch_group_failed", error=type(group_error).__name__)
         for index, plan in plans.items():
             try:
                 async with session.begin_nested():
                     [written[index]] = await intake.write(session, settings, [plan])
             except RutaError as exc:
                 results[index] = _failed(index, str(plan.id), "invalid", exc, locale)
+            except Exception as exc:  # this item alone fails in the database
+                log.error("intake_batch_item_failed", error=type(exc).__name__)
+                internal = RutaError("An internal error occurred.")
+                results[index] = _failed(index, str(plan.id), "error", internal, locale)
     for index, plan in plans.items():
         if index in results:
             continue

@@ -46,7 +46,8 @@ class BatchIn(BaseModel):
 class BatchItemResult(BaseModel):
     index: int
     id: str | None
-    status: Literal["created", "replayed", "conflict", "invalid", "forbidden"]
+    #: ``error``: the database refused this item (500); the others are kept.
+    status: Literal["created", "replayed", "conflict", "invalid", "forbidden", "error"]
     http_status: int
     receipt: ScreeningReceipt | None = None
     problem: dict[str, Any] | None = None

@@ -5,6 +5,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -328,3 +329,41 @@ async def test_nul_characters_are_a_422_not_a_500(
     assert [e["path"] for e in response.json()["errors"]] == ["source.screener"]
     assert "\x00" not in response.text
     assert await _count(sessionmaker) == 0
+
+
+async def test_batch_stores_its_items_together_and_one_the_database_refuses_fails_alone(
+    app: FastAPI,
+    api_key: KeyFactory,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    poisoned: str,
+) -> None:
+    """The valid items are written as one group; when the database refuses one of them the
+    group is retried item by item: that item is `error` (500), the others are stored, and
+    the same id twice in one batch is stored once and then answered as a replay."""
+    key = await api_key("clinic", ORG)
+    good = [screening() for _ in range(3)]
+    refused = screening(subject__case_code=poisoned)
+    twice = screening()
+    items = [good[0], refused, twice, good[1], twice, {**twice, "notes": "changed"}, good[2]]
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ruta.test") as http:
+        response = await http.post(
+            "/v1/screenings/batch", json={"screenings": items}, headers=bearer(key)
+        )
+    assert response.status_code == 200, response.text
+    result = response.json()
+    statuses = [(r["index"], r["status"], r["http_status"]) for r in result["results"]]
+    assert statuses == [
+        (0, "created", 201),
+        (1, "error", 500),
+        (2, "created", 201),
+        (3, "created", 201),
+        (4, "replayed", 200),
+        (5, "conflict", 409),
+        (6, "created", 201),
+    ]
+    assert "poisoned" not in response.text  # no database detail reaches the clinic
+    assert (result["created"], result["replayed"], result["failed"]) == (4, 1, 2)
+    async with sessionmaker() as session:
+        stored = {str(i) for i in (await session.execute(select(Screening.id))).scalars()}
+    assert stored == {b["id"] for b in [*good, twice]}

@@ -14,9 +14,8 @@ from collections import Counter
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -197,37 +196,6 @@ async def test_the_same_id_twice_in_a_burst_is_stored_once_and_answered_as_a_rep
             )
         ).scalar_one()
     assert decisions == 1
-
-
-@pytest.fixture
-async def poisoned(app: FastAPI) -> str:
-    """A trigger that makes the database refuse one case code's subject, as a constraint
-    would: whatever group holds that screening fails."""
-    case_code = "POISON-0001"
-    async with app.state.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(
-                text(
-                    "CREATE FUNCTION ruta_test_poison() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                    f"BEGIN IF NEW.case_code = '{case_code}' THEN "
-                    "RAISE EXCEPTION 'poisoned subject'; END IF; RETURN NEW; END $$"
-                )
-            )
-            await conn.execute(
-                text(
-                    "CREATE TRIGGER ruta_test_poison BEFORE INSERT ON subjects "
-                    "FOR EACH ROW EXECUTE FUNCTION ruta_test_poison()"
-                )
-            )
-        else:
-            await conn.execute(
-                text(
-                    "CREATE TRIGGER ruta_test_poison BEFORE INSERT ON subjects "
-                    f"WHEN NEW.case_code = '{case_code}' "
-                    "BEGIN SELECT RAISE(ABORT, 'poisoned subject'); END"
-                )
-            )
-    return case_code
 
 
 async def test_a_screening_the_database_refuses_fails_alone(
