@@ -10,6 +10,8 @@ gathered as one group: one transaction, one INSERT per table, one chain append, 
 Nothing waits for a group to fill. A screening that arrives while the database is idle is
 written at once, alone. Screenings that arrive while a group is being written form the
 next group, so groups grow with the load and latency stays that of one transaction or two.
+On PostgreSQL two groups are in flight at once: the next group's statements run while the
+previous one waits for the audit chain's lock and its commit.
 
 The invariants hold per screening, as before:
 
@@ -58,10 +60,17 @@ class GroupCommitter:
         settings: Settings | Callable[[], Settings],
         *,
         max_group: int,
+        in_flight: int | None = None,
     ) -> None:
         """``settings`` may be a callable, read for each group (the app passes its current
-        settings this way)."""
+        settings this way). ``in_flight`` groups are written at once: by default 2 on
+        PostgreSQL, so the next group's statements overlap the previous group's commit,
+        and 1 on SQLite, where every transaction holds the one write lock."""
         self._sessionmaker = sessionmaker
+        if in_flight is None:
+            bind = sessionmaker.kw.get("bind")
+            in_flight = 2 if bind is not None and bind.dialect.name == "postgresql" else 1
+        self._in_flight = in_flight
         self._settings = settings if callable(settings) else (lambda: settings)
         self._max_group = max_group
         self._queue: deque[_Waiting] = deque()
@@ -100,22 +109,39 @@ class GroupCommitter:
         )
 
     async def _run(self) -> None:
-        while True:
-            if not self._queue:
-                if self._closing:
+        writing: set[asyncio.Task[None]] = set()
+
+        def done(task: asyncio.Task[None]) -> None:
+            writing.discard(task)
+            self._wake.set()
+
+        try:
+            while True:
+                if self._queue and len(writing) < self._in_flight:
+                    group = self._take()
+                    if group:
+                        INTAKE_GROUP_SIZE.observe(len(group))
+                        task = asyncio.create_task(self._write(group))
+                        writing.add(task)
+                        task.add_done_callback(done)
+                    continue
+                if self._closing and not self._queue and not writing:
                     return
                 await self._wake.wait()
                 self._wake.clear()
-                continue
-            group = self._take()
-            INTAKE_GROUP_SIZE.observe(len(group))
-            try:
-                await self._commit(group)
-            except BaseException as exc:  # cancelled: fail what this task can no longer write
-                for waiting in (*group, *self._queue):
-                    _settle(waiting, error=exc)
-                self._queue.clear()
-                raise
+        except BaseException as exc:  # cancelled: fail what this task can no longer write
+            for waiting in self._queue:
+                _settle(waiting, error=exc)
+            self._queue.clear()
+            raise
+
+    async def _write(self, group: list[_Waiting]) -> None:
+        try:
+            await self._commit(group)
+        except BaseException as exc:  # cancelled mid-write: its requests get the error
+            for waiting in group:
+                _settle(waiting, error=exc)
+            raise
 
     def _take(self) -> list[_Waiting]:
         """The next group: up to ``max_group`` screenings in arrival order. A second copy

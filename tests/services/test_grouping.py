@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.store import verify_database
+from app.audit.writer import CHAIN_LOCK_KEY
 from app.auth import Principal, authenticate_key
 from app.main import create_app
 from app.metrics import INTAKE_GROUP_RETRIES, INTAKE_GROUP_SIZE
@@ -341,3 +342,49 @@ async def test_close_writes_what_is_queued_before_it_returns(
     async with app.state.sessionmaker() as session:
         stored = set((await session.execute(select(Screening.id))).scalars())
     assert stored >= {plan.id for plan in plans}
+
+
+async def test_on_postgresql_the_next_group_is_written_while_one_waits_to_commit(
+    app: FastAPI, api_key: KeyFactory, settings: Settings
+) -> None:
+    """Two groups in flight: while the first waits for the audit chain's lock at commit,
+    the next group's statements already run, and both commit once the lock is free. On
+    SQLite, where every transaction holds the one write lock, one group at a time."""
+    committer = GroupCommitter(app.state.sessionmaker, settings, max_group=64)
+    if app.state.engine.dialect.name != "postgresql":
+        assert committer._in_flight == 1
+        return
+    assert committer._in_flight == 2
+    principal = await _principal(app, settings, await api_key("clinic", ORGANISATION))
+    groups_before, _, _ = _group_metrics()
+    async with app.state.engine.connect() as holder:
+        # Hold the chain lock as another replica's commit would.
+        await holder.execute(select(func.pg_advisory_lock(CHAIN_LOCK_KEY)))
+        first = asyncio.ensure_future(
+            committer.submit(_plan(app, settings, principal, adult_consenting()))
+        )
+        await _until(lambda: _group_metrics()[0] - groups_before == 1)
+        later = [
+            asyncio.ensure_future(
+                committer.submit(_plan(app, settings, principal, adult_consenting()))
+            )
+            for _ in range(3)
+        ]
+        await _until(lambda: _group_metrics()[0] - groups_before == 2)
+        await asyncio.sleep(0.2)
+        assert not first.done()
+        assert not any(w.done() for w in later)
+        assert _group_metrics()[0] - groups_before == 2  # a third waits for a free slot
+        await holder.execute(select(func.pg_advisory_unlock(CHAIN_LOCK_KEY)))
+    results = await asyncio.gather(first, *later)
+    await committer.close()
+    assert all(r is not None and r.created for r in results)
+    async with app.state.sessionmaker() as session:
+        assert (await verify_database(session, settings)).ok
+
+
+async def _until(condition: Any) -> None:
+    """Wait (at most 10 s) until ``condition()`` holds."""
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110 (a metric, not an event, is what changes)
+            await asyncio.sleep(0.01)
