@@ -154,20 +154,32 @@ def run_wrk(
     return rps, parse_latency(out, "50"), parse_latency(out, "99"), non_2xx
 
 
+def fresh_secrets() -> dict[str, str]:
+    """A deployment's secrets. Runs that share a database must share these too: a subject
+    stored under one KEK cannot be read under another (intake answers 500 undecryptable)."""
+    return {
+        "RUTA_SECRET_KEY": secrets.token_urlsafe(48),
+        "RUTA_ENCRYPTION_KEK": base64.b64encode(os.urandom(32)).decode(),
+        "RUTA_AUDIT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+
+
 def ruta_env(
-    database_url: str, port: int, workers: int, directory: Path | None = None
+    database_url: str,
+    port: int,
+    workers: int,
+    directory: Path | None = None,
+    deployment: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Production settings with fresh secrets. With ``directory``, every referral is matched
-    and written to the outbox; the delivery worker is off (in production it is its own
-    process), so what is measured is intake alone."""
+    """Production settings, with ``deployment``'s secrets or fresh ones. With
+    ``directory``, every referral is matched and written to the outbox; the delivery worker
+    is off (in production it is its own process), so what is measured is intake alone."""
     env = dict(os.environ)
+    env.update(deployment or fresh_secrets())
     env.update(
         {
             "RUTA_ENV": "production",
             "RUTA_DATABASE_URL": database_url,
-            "RUTA_SECRET_KEY": secrets.token_urlsafe(48),
-            "RUTA_ENCRYPTION_KEK": base64.b64encode(os.urandom(32)).decode(),
-            "RUTA_AUDIT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
             "RUTA_HOST": "127.0.0.1",
             "RUTA_PORT": str(port),
             "RUTA_WORKERS": str(workers),
@@ -184,7 +196,9 @@ def ruta_env(
 def measure(
     name: str, cmd: list[str], env: dict[str, str], port: int, key: str, args: argparse.Namespace
 ) -> Result:
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The server's warnings and errors (RUTA_LOG_LEVEL=WARNING) explain any non-2xx answer.
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", prefix="ruta-bench-")  # noqa: SIM115
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         wait_healthy(f"http://127.0.0.1:{port}/healthz" if key else f"http://127.0.0.1:{port}/docs")
         run_wrk(port, key, 2, args.connections)  # warm-up
@@ -193,6 +207,11 @@ def measure(
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.seek(0)
+        problems = [line.strip() for line in log if '"level": "error"' in line]
+        log.close()
+    for line in problems[:5]:
+        print(f"    server error: {line}", flush=True)
     result = Result(name, rps, p50, p99, non_2xx, memory, processes)
     print(
         f"  {name:<28} {rps:>9.0f} req/s  p50 {p50:>7.2f} ms  p99 {p99:>7.2f} ms  "
@@ -283,10 +302,11 @@ def main() -> int:
         print("  PostgreSQL unavailable: skipping the PostgreSQL runs", flush=True)
     else:
         admin, url = pg
+        deployment = fresh_secrets()  # both runs use one database, so one set of keys
         try:
             for workers in (1, args.workers):
                 port = free_port()
-                env = ruta_env(url, port, workers, directory)
+                env = ruta_env(url, port, workers, directory, deployment)
                 key = create_key(env)
                 results.append(
                     measure(
