@@ -77,6 +77,8 @@ class GroupCommitter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        #: The ids of the groups being written.
+        self._writing_ids: set[uuid.UUID] = set()
 
     async def submit(self, plan: intake.Plan) -> intake.IntakeResult | None:
         loop = asyncio.get_running_loop()
@@ -103,6 +105,7 @@ class GroupCommitter:
         # First use, or a new event loop (tests): a fresh task and event for this loop.
         self._wake = asyncio.Event()
         self._closing = False
+        self._writing_ids = set()
         # In a context of its own: it must not carry the first request's id into its logs.
         self._task = loop.create_task(
             self._run(), name="ruta-intake-committer", context=contextvars.Context()
@@ -124,7 +127,8 @@ class GroupCommitter:
                         task = asyncio.create_task(self._write(group))
                         writing.add(task)
                         task.add_done_callback(done)
-                    continue
+                        continue
+                    # Only copies of ids still being written wait: until a group is done.
                 if self._closing and not self._queue and not writing:
                     return
                 await self._wake.wait()
@@ -142,11 +146,14 @@ class GroupCommitter:
             for waiting in group:
                 _settle(waiting, error=exc)
             raise
+        finally:
+            self._writing_ids -= {waiting.plan.id for waiting in group}
 
     def _take(self) -> list[_Waiting]:
         """The next group: up to ``max_group`` screenings in arrival order. A second copy
-        of an id already in the group waits for the next one, so it is answered as the
-        replay it is."""
+        of an id already in this group, or in a group still being written, waits until
+        that group has committed, and is then answered as the replay it is. (Two groups in
+        flight that both held one id could each wait on the other's rows.)"""
         group: list[_Waiting] = []
         ids: set[uuid.UUID] = set()
         later: list[_Waiting] = []
@@ -154,12 +161,13 @@ class GroupCommitter:
             waiting = self._queue.popleft()
             if waiting.future.done():
                 continue  # its request was cancelled before the group formed
-            if waiting.plan.id in ids:
+            if waiting.plan.id in ids or waiting.plan.id in self._writing_ids:
                 later.append(waiting)
                 continue
             ids.add(waiting.plan.id)
             group.append(waiting)
         self._queue.extendleft(reversed(later))
+        self._writing_ids |= ids
         return group
 
     async def _commit(self, group: list[_Waiting]) -> None:
