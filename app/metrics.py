@@ -16,6 +16,11 @@ INTAKE_GROUP_SIZE = Histogram(
     "Screenings committed per intake transaction (group commit).",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
+INTAKE_GROUP_SECONDS = Histogram(
+    "ruta_intake_group_seconds",
+    "Time to write and commit one intake group (a slow database shows here first).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 INTAKE_GROUP_RETRIES = Counter(
     "ruta_intake_group_retries_total",
     "Intake groups that failed and were written again one screening at a time.",

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.metrics import INTAKE_GROUP_RETRIES, INTAKE_GROUP_SIZE
+from app.metrics import INTAKE_GROUP_RETRIES, INTAKE_GROUP_SECONDS, INTAKE_GROUP_SIZE
 from app.services import intake
 from app.settings import Settings
 
@@ -171,12 +172,14 @@ class GroupCommitter:
         return group
 
     async def _commit(self, group: list[_Waiting]) -> None:
+        started = time.perf_counter()
         try:
             async with self._sessionmaker() as session:
                 results = await intake.write(
                     session, self._settings(), [waiting.plan for waiting in group]
                 )
                 await session.commit()
+            INTAKE_GROUP_SECONDS.observe(time.perf_counter() - started)
         except Exception as exc:
             if len(group) == 1:
                 _settle(group[0], error=exc)

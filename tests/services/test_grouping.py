@@ -24,7 +24,7 @@ from app.audit.store import verify_database
 from app.audit.writer import CHAIN_LOCK_KEY
 from app.auth import Principal, authenticate_key
 from app.main import create_app
-from app.metrics import INTAKE_GROUP_RETRIES, INTAKE_GROUP_SIZE
+from app.metrics import INTAKE_GROUP_RETRIES, INTAKE_GROUP_SECONDS, INTAKE_GROUP_SIZE
 from app.models import Decision, Delivery, Referral, Screening, Subject
 from app.models.audit import AuditEvent
 from app.models.base import utcnow
@@ -56,6 +56,16 @@ def _group_metrics() -> tuple[float, float, float]:
         if s.name.endswith("_total")
     )
     return count, sum_, retries
+
+
+def _timed_groups() -> float:
+    """Groups whose write and commit were timed (the successful ones)."""
+    return next(
+        s.value
+        for m in INTAKE_GROUP_SECONDS.collect()
+        for s in m.samples
+        if s.name.endswith("_count")
+    )
 
 
 async def _with_partner(http: httpx.AsyncClient, api_key: KeyFactory) -> str:
@@ -115,6 +125,7 @@ async def test_concurrent_screenings_share_transactions_and_each_is_stored_whole
 ) -> None:
     key = await _with_partner(http, api_key)
     groups_before, screenings_before, retries_before = _group_metrics()
+    timed_before = _timed_groups()
     bodies = [adult_consenting(subject__case_code=f"GRP-{i:03d}") for i in range(40)]
     # Two screenings of one person in the same burst share one subject.
     bodies.append(adult_consenting(subject__case_code="GRP-000"))
@@ -129,6 +140,7 @@ async def test_concurrent_screenings_share_transactions_and_each_is_stored_whole
     # Grouped: fewer transactions than screenings (each group is one transaction).
     assert groups - groups_before < len(bodies)
     assert retries == retries_before
+    assert _timed_groups() - timed_before == groups - groups_before
 
     async with sessionmaker() as session:
         stored = {
