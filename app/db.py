@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from sqlalchemy import Insert, Table, event, insert
@@ -20,9 +20,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import make_transient_to_detached
-
-_Row = TypeVar("_Row")
 
 
 def _configure_sqlite(sync_engine: Engine) -> None:
@@ -94,7 +91,9 @@ async def purge_dead_rows(engine: AsyncEngine) -> None:
 
 async def insert_all(session: AsyncSession, rows: Sequence[Any]) -> None:
     """INSERT new rows of one mapped class in a single statement, in the caller's
-    transaction, and put them in the session as persistent objects.
+    transaction. The objects are only read: they stay transient, outside any session, so a
+    rolled-back transaction leaves them as they were and they can be written again (group
+    commit retries a failed group this way).
 
     Every column must be set on the objects (no server defaults are read back). This is for
     hot paths: it skips the unit of work, whose flush ordering between tables is only
@@ -110,16 +109,6 @@ async def insert_all(session: AsyncSession, rows: Sequence[Any]) -> None:
         mapper.local_table,
         [{column: getattr(row, key) for key, column in pairs} for row in rows],
     )
-    for row in rows:
-        attach(session, row)
-
-
-def attach(session: AsyncSession, row: _Row) -> _Row:
-    """Put a row just written with a Core INSERT (every column set) into the session as
-    persistent, so later ``session.get`` calls find it without a round trip."""
-    make_transient_to_detached(row)
-    session.add(row)
-    return row
 
 
 async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:

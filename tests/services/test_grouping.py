@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -28,6 +28,7 @@ from app.metrics import INTAKE_GROUP_RETRIES, INTAKE_GROUP_SECONDS, INTAKE_GROUP
 from app.models import Decision, Delivery, Referral, Screening, Subject
 from app.models.audit import AuditEvent
 from app.models.base import utcnow
+from app.partners.service import directory_partners
 from app.schemas.screening import ScreeningIn
 from app.services import intake
 from app.services.grouping import GroupCommitter
@@ -100,14 +101,23 @@ async def _principal(app: FastAPI, settings: Settings, key: str) -> Principal:
         )
 
 
-def _plan(app: FastAPI, settings: Settings, principal: Principal, body: dict[str, Any]) -> Plan:
+def _plan(
+    app: FastAPI,
+    settings: Settings,
+    principal: Principal,
+    body: dict[str, Any],
+    *,
+    partners: Any = (),
+    request_id: str | None = None,
+) -> Plan:
     return intake.prepare(
         settings,
         principal,
         ScreeningIn.model_validate(body),
         rule_set=app.state.rule_set,
-        partners=[],
+        partners=list(partners),
         now=utcnow(),
+        request_id=request_id,
     )
 
 
@@ -279,6 +289,79 @@ async def test_a_failed_group_is_written_again_one_screening_at_a_time(
     assert isinstance(outcomes[2], DBAPIError)
     created = [o for i, o in enumerate(outcomes) if i != 2]
     assert all(isinstance(o, intake.IntakeResult) and o.created for o in created)
+
+
+@pytest.fixture
+async def refused_delivery(app: FastAPI) -> str:
+    """A trigger that refuses the outbox rows of one request: the group fails late, after
+    its decisions and referrals are written."""
+    request_id = "refused-delivery-1"
+    async with app.state.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(
+                text(
+                    "CREATE FUNCTION ruta_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                    f"BEGIN IF NEW.request_id = '{request_id}' THEN "
+                    "RAISE EXCEPTION 'refused delivery'; END IF; RETURN NEW; END $$"
+                )
+            )
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER ruta_test_refuse BEFORE INSERT ON deliveries "
+                    "FOR EACH ROW EXECUTE FUNCTION ruta_test_refuse()"
+                )
+            )
+        else:
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER ruta_test_refuse BEFORE INSERT ON deliveries "
+                    f"WHEN NEW.request_id = '{request_id}' "
+                    "BEGIN SELECT RAISE(ABORT, 'refused delivery'); END"
+                )
+            )
+    return request_id
+
+
+async def test_a_group_that_fails_late_is_written_again_whole(
+    app: FastAPI,
+    http: httpx.AsyncClient,
+    api_key: KeyFactory,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    refused_delivery: str,
+) -> None:
+    """The group fails at its outbox rows, after its decisions and referrals were written
+    and rolled back: the retry writes each screening again, every row included."""
+    await _with_partner(http, api_key)
+    async with app.state.sessionmaker() as session:
+        partners = await directory_partners(session)
+    committer = GroupCommitter(app.state.sessionmaker, settings, max_group=64)
+    principal = await _principal(app, settings, await api_key("clinic", ORGANISATION))
+    request_ids = ["ok-1", "ok-2", refused_delivery, "ok-3", "ok-4"]
+    plans = [
+        _plan(app, settings, principal, adult_consenting(), partners=partners, request_id=r)
+        for r in request_ids
+    ]
+    assert all(p.referrals.referrals[0][2] is not None for p in plans)  # each has deliveries
+
+    outcomes = await asyncio.gather(
+        *(committer.submit(plan) for plan in plans), return_exceptions=True
+    )
+    await committer.close()
+
+    assert isinstance(outcomes[2], DBAPIError)
+    for index in (0, 1, 3, 4):
+        outcome = outcomes[index]
+        assert isinstance(outcome, intake.IntakeResult), outcome
+        assert outcome.created
+    async with sessionmaker() as session:
+        referrals = list((await session.execute(select(Referral))).scalars())
+        deliveries = list((await session.execute(select(Delivery))).scalars())
+        report = await verify_database(session, settings)
+    stored = {p.id for i, p in enumerate(plans) if i != 2}
+    assert {r.screening_id for r in referrals} == stored
+    assert {d.referral_id for d in deliveries} == {r.id for r in referrals if r.partner_id}
+    assert report.ok, report
 
 
 async def test_a_conflicting_id_in_a_group_leaves_no_subject_behind(
