@@ -13,7 +13,9 @@ def main() -> int:
     print("\n== intake vs a bare FastAPI endpoint ==", flush=True)
     status |= intake.main() or 0
     print("\n== delivery: one worker, and POST-to-partner latency of emergencies ==", flush=True)
-    status |= delivery.main(["--saturating-clients", "32"]) or 0
+    status |= (
+        delivery.main(["--saturating-clients", "32", "--saturating-api-processes", "1", "2"]) or 0
+    )
     return status
 
 

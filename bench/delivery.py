@@ -390,6 +390,7 @@ async def latency(
     background: float,
     admin_url: str | None,
     clients: int = 0,
+    api_processes: int = 1,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, partner_process() as (partner, partner_url):
         workdir = Path(tmp)
@@ -405,7 +406,7 @@ async def latency(
                 directory,
                 RUTA_HOST="127.0.0.1",
                 RUTA_PORT=str(port),
-                RUTA_WORKERS="1",
+                RUTA_WORKERS=str(api_processes),
                 RUTA_EMBEDDED_WORKER="false" if separate else "true",
             )
             key = await _create_key(_settings(env))
@@ -414,7 +415,7 @@ async def latency(
                     stack.enter_context(_process([RUTA, "worker"], env))
                 base = f"http://127.0.0.1:{port}"
                 await asyncio.to_thread(_wait_http, f"{base}/healthz")
-                return await _measure_latency(
+                result = await _measure_latency(
                     engine,
                     base,
                     key,
@@ -425,6 +426,7 @@ async def latency(
                     partner,
                     clients,
                 )
+                return {**result, "api_processes": api_processes}
 
 
 async def _measure_latency(
@@ -477,6 +479,8 @@ async def _measure_latency(
         else:
             streams = [asyncio.create_task(stream())]
         sent: dict[str, float] = {}
+        #: When each emergency's POST was answered (to split its latency in two).
+        answered_at: dict[str, float] = {}
         answered: list[float] = []
         peak_rss = 0.0
         try:
@@ -487,10 +491,12 @@ async def _measure_latency(
                     "/v1/screenings", json=_screening(emergency=True), headers=headers
                 )
                 response.raise_for_status()
-                answered.append((time.time() - t0) * 1000)
+                t1 = time.time()
+                answered.append((t1 - t0) * 1000)
                 for referral in response.json()["decision"]["referrals"]:
                     if referral["urgency"] == "emergency" and referral.get("partner"):
                         sent[referral["id"]] = t0
+                        answered_at[referral["id"]] = t1
                 peak_rss = max(peak_rss, rss_mib(server.pid))
                 await asyncio.sleep(0.25)
             deadline = time.monotonic() + 120
@@ -508,6 +514,9 @@ async def _measure_latency(
                 task.cancel()
             await asyncio.gather(*streams, return_exceptions=True)
     latencies = [(arrived[rid] - t0) * 1000 for rid, t0 in sent.items() if rid in arrived]
+    # After the POST was answered: the worker's part (wake, claim, sign, send), and the
+    # partner's.
+    after_post = [(arrived[rid] - answered_at[rid]) * 1000 for rid in sent if rid in arrived]
     return {
         "engine": engine,
         "emergency_referrals": len(sent),
@@ -516,6 +525,9 @@ async def _measure_latency(
         "p99_ms": _percentile(latencies, 0.99),
         "max_ms": max(latencies) if latencies else float("nan"),
         "post_median_ms": statistics.median(answered) if answered else float("nan"),
+        "post_p99_ms": _percentile(answered, 0.99),
+        "after_post_median_ms": statistics.median(after_post) if after_post else float("nan"),
+        "after_post_p99_ms": _percentile(after_post, 0.99),
         "background_per_second": background if clients == 0 else None,
         "background_clients": clients,
         "worker": "ruta worker process" if clients > 0 else "embedded",
@@ -537,10 +549,11 @@ async def run_delivery_bench(
     background: float = 5,
     postgres_url: str | None = None,
     saturating_clients: int = 0,
+    saturating_api_processes: tuple[int, ...] = (1,),
 ) -> dict[str, Any]:
     """Run (a) and (b) on SQLite, and on PostgreSQL when it is reachable; with
     ``saturating_clients``, (b) once more on PostgreSQL under that many closed-loop
-    clients."""
+    clients, for each number of API processes in ``saturating_api_processes``."""
     admin = postgres_url or os.environ.get("BENCH_POSTGRES_URL") or DEFAULT_POSTGRES
     engines = ["sqlite"]
     if await postgres_available(admin):
@@ -556,20 +569,30 @@ async def run_delivery_bench(
         results["throughput"].append(await throughput(engine, deliveries, admin))
         print(f"  emergency latency on {engine}: {emergencies} emergencies…", flush=True)
         results["latency"].append(await latency(engine, emergencies, background, admin))
-    if saturating_clients and "postgresql" in engines:
+    for processes in saturating_api_processes if saturating_clients else ():
+        if "postgresql" not in engines:
+            break
         print(
-            f"  emergency latency on postgresql under {saturating_clients} saturating clients…",
+            f"  emergency latency on postgresql under {saturating_clients} saturating clients, "
+            f"{processes} API process(es)…",
             flush=True,
         )
         results["latency"].append(
-            await latency("postgresql", emergencies, 0, admin, clients=saturating_clients)
+            await latency(
+                "postgresql",
+                emergencies,
+                0,
+                admin,
+                clients=saturating_clients,
+                api_processes=processes,
+            )
         )
     return results
 
 
 def _load(result: dict[str, Any]) -> str:
     if result.get("background_clients"):
-        return f"{result['background_clients']} cl"
+        return f"{result['background_clients']} cl/{result.get('api_processes', 1)}p"
     return f"{result['background_per_second']:.1f}/s"
 
 
@@ -593,6 +616,13 @@ def print_table(results: dict[str, Any]) -> None:
             f"{_load(r):>9} {r['background_screenings']:>7} "
             f"{r['server_rss_mib']:>8.0f} MiB"
         )
+    print("  split: POST answered (p50 / p99), then POST answered -> partner (p50 / p99)")
+    for r in results["latency"]:
+        print(
+            f"  {r['engine']:<11} {_load(r):>9}  POST {r['post_median_ms']:>6.0f} / "
+            f"{r['post_p99_ms']:>6.0f} ms   after {r['after_post_median_ms']:>6.0f} / "
+            f"{r['after_post_p99_ms']:>6.0f} ms"
+        )
     for note in results["skipped"]:
         print(f"  skipped {note}")
 
@@ -610,6 +640,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="also measure (b) on PostgreSQL under this many back-to-back clients",
     )
+    parser.add_argument(
+        "--saturating-api-processes",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="API processes (RUTA_WORKERS) for the saturated runs, one run each (default 1)",
+    )
     parser.add_argument("--postgres-url", default=None)
     parser.add_argument("--output", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
@@ -621,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
             background=args.background,
             postgres_url=args.postgres_url,
             saturating_clients=args.saturating_clients,
+            saturating_api_processes=tuple(args.saturating_api_processes),
         )
     )
     print_table(results)

@@ -85,11 +85,24 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         self._ensure_running(loop)
         waiting = _Waiting(plan, loop.create_future())
-        self._queue.append(waiting)
+        if plan.emergency:
+            # Emergencies go in the next group, ahead of everything queued before them.
+            self._queue.insert(self._emergencies_queued(), waiting)
+        else:
+            self._queue.append(waiting)
         self._wake.set()
         # If this request is cancelled, the screening may still be committed with its group;
         # the clinic's retry with the same id then gets the stored result.
         return await waiting.future
+
+    def _emergencies_queued(self) -> int:
+        """How many emergencies are at the front of the queue (they keep their order)."""
+        count = 0
+        for waiting in self._queue:
+            if not waiting.plan.emergency:
+                break
+            count += 1
+        return count
 
     async def close(self) -> None:
         """Write what is queued, then stop."""

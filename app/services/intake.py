@@ -133,6 +133,11 @@ class Plan:
     def subject_key(self) -> tuple[str, str]:
         return self.organisation, self.screening.subject.case_code
 
+    @property
+    def emergency(self) -> bool:
+        """Whether the rules decided an emergency referral."""
+        return any(d.urgency is Urgency.emergency for d in self.referrals.decision.referrals)
+
 
 @dataclass(frozen=True, slots=True)
 class IntakeResult:

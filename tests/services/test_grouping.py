@@ -527,3 +527,42 @@ async def test_a_copy_of_an_id_being_written_waits_for_that_group(
     assert new is not None
     assert new.created
     assert _group_metrics()[0] - groups_before == 3  # the copy went in a later group
+
+
+def _no_emergency() -> dict[str, Any]:
+    """Routine and urgent referrals only (as in bench/delivery.py)."""
+    body = adult_consenting(
+        safety__trafficker_nearby=False,
+        safety__can_return_safely=True,
+        health__hours_since_sexual_violence=...,
+    )
+    body["mental_health"] = {"suicidal": "none", "positive_screen": True}
+    return body
+
+
+async def test_an_emergency_goes_in_the_next_group_ahead_of_queued_screenings(
+    app: FastAPI, api_key: KeyFactory, settings: Settings
+) -> None:
+    committer = GroupCommitter(app.state.sessionmaker, settings, max_group=2, in_flight=1)
+    principal = await _principal(app, settings, await api_key("clinic", ORGANISATION))
+    routine = [_plan(app, settings, principal, _no_emergency()) for _ in range(5)]
+    emergencies = [
+        _plan(app, settings, principal, adult_consenting(safety__immediate_danger=True))
+        for _ in range(2)
+    ]
+    assert not any(p.emergency for p in routine)
+    assert all(p.emergency for p in emergencies)
+    finished: list[uuid.UUID] = []
+
+    async def submit(plan: Plan) -> None:
+        result = await committer.submit(plan)
+        assert result is not None
+        finished.append(plan.id)
+
+    # All are queued before the committer takes its first group: routine ones first.
+    await asyncio.gather(*(submit(p) for p in [*routine, *emergencies]))
+    await committer.close()
+
+    # Groups of two, one at a time: the emergencies, in their order, form the first group.
+    assert finished[:2] == [p.id for p in emergencies]
+    assert set(finished[2:]) == {p.id for p in routine}
