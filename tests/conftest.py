@@ -221,32 +221,38 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-@pytest.fixture
-async def poisoned(app: FastAPI) -> str:
-    """A trigger that makes the database refuse one case code's subject, as a constraint
-    would: whatever group holds that screening fails."""
-    case_code = "POISON-0001"
+async def refuse_inserts(app: FastAPI, table: str, column: str, value: str) -> None:
+    """Make the database refuse rows of ``table`` whose ``column`` is ``value`` (a trigger
+    that raises, as a constraint would): whatever transaction writes one fails there."""
+    name = f"ruta_test_refuse_{table}"
     async with app.state.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(
                 text(
-                    "CREATE FUNCTION ruta_test_poison() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                    f"BEGIN IF NEW.case_code = '{case_code}' THEN "
-                    "RAISE EXCEPTION 'poisoned subject'; END IF; RETURN NEW; END $$"
+                    f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                    f"BEGIN IF NEW.{column} = '{value}' THEN "
+                    f"RAISE EXCEPTION 'refused {table} row'; END IF; RETURN NEW; END $$"
                 )
             )
             await conn.execute(
                 text(
-                    "CREATE TRIGGER ruta_test_poison BEFORE INSERT ON subjects "
-                    "FOR EACH ROW EXECUTE FUNCTION ruta_test_poison()"
+                    f"CREATE TRIGGER {name} BEFORE INSERT ON {table} "
+                    f"FOR EACH ROW EXECUTE FUNCTION {name}()"
                 )
             )
         else:
             await conn.execute(
                 text(
-                    "CREATE TRIGGER ruta_test_poison BEFORE INSERT ON subjects "
-                    f"WHEN NEW.case_code = '{case_code}' "
-                    "BEGIN SELECT RAISE(ABORT, 'poisoned subject'); END"
+                    f"CREATE TRIGGER {name} BEFORE INSERT ON {table} "
+                    f"WHEN NEW.{column} = '{value}' "
+                    f"BEGIN SELECT RAISE(ABORT, 'refused {table} row'); END"
                 )
             )
-    return case_code
+
+
+@pytest.fixture
+async def poisoned(app: FastAPI) -> str:
+    """A case code whose subject the database refuses: the group holding that screening
+    fails at its first statement."""
+    await refuse_inserts(app, "subjects", "case_code", "POISON-0001")
+    return "POISON-0001"

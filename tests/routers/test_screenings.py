@@ -362,7 +362,7 @@ async def test_batch_stores_its_items_together_and_one_the_database_refuses_fail
         (5, "conflict", 409),
         (6, "created", 201),
     ]
-    assert "poisoned" not in response.text  # no database detail reaches the clinic
+    assert "refused subjects" not in response.text  # no database detail reaches the clinic
     assert (result["created"], result["replayed"], result["failed"]) == (4, 1, 2)
     async with sessionmaker() as session:
         stored = {str(i) for i in (await session.execute(select(Screening.id))).scalars()}

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -34,7 +34,7 @@ from app.services import intake
 from app.services.grouping import GroupCommitter
 from app.services.intake import Plan
 from app.settings import Settings
-from tests.conftest import KeyFactory, bearer, key_factory
+from tests.conftest import KeyFactory, bearer, key_factory, refuse_inserts
 from tests.delivery.conftest import partner_document
 from tests.factories import adult_consenting
 
@@ -127,7 +127,6 @@ async def _count(sessionmaker: async_sessionmaker[AsyncSession], model: Any) -> 
 
 
 async def test_concurrent_screenings_share_transactions_and_each_is_stored_whole(
-    app: FastAPI,
     http: httpx.AsyncClient,
     api_key: KeyFactory,
     sessionmaker: async_sessionmaker[AsyncSession],
@@ -249,7 +248,7 @@ async def test_a_screening_the_database_refuses_fails_alone(
     by_id = {body["id"]: response for body, response in zip(bodies, responses, strict=True)}
     assert by_id[bad["id"]].status_code == 500
     assert by_id[bad["id"]].headers["content-type"].startswith("application/problem+json")
-    assert "poisoned" not in by_id[bad["id"]].text  # no database detail leaks to the clinic
+    assert "refused" not in by_id[bad["id"]].text  # no database detail leaks to the clinic
     assert [by_id[b["id"]].status_code for b in good] == [201] * len(good)
     async with sessionmaker() as session:
         ids = {str(i) for i in (await session.execute(select(Screening.id))).scalars()}
@@ -293,33 +292,10 @@ async def test_a_failed_group_is_written_again_one_screening_at_a_time(
 
 @pytest.fixture
 async def refused_delivery(app: FastAPI) -> str:
-    """A trigger that refuses the outbox rows of one request: the group fails late, after
-    its decisions and referrals are written."""
-    request_id = "refused-delivery-1"
-    async with app.state.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(
-                text(
-                    "CREATE FUNCTION ruta_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                    f"BEGIN IF NEW.request_id = '{request_id}' THEN "
-                    "RAISE EXCEPTION 'refused delivery'; END IF; RETURN NEW; END $$"
-                )
-            )
-            await conn.execute(
-                text(
-                    "CREATE TRIGGER ruta_test_refuse BEFORE INSERT ON deliveries "
-                    "FOR EACH ROW EXECUTE FUNCTION ruta_test_refuse()"
-                )
-            )
-        else:
-            await conn.execute(
-                text(
-                    "CREATE TRIGGER ruta_test_refuse BEFORE INSERT ON deliveries "
-                    f"WHEN NEW.request_id = '{request_id}' "
-                    "BEGIN SELECT RAISE(ABORT, 'refused delivery'); END"
-                )
-            )
-    return request_id
+    """A request id whose outbox rows the database refuses: the group fails late, after its
+    decisions and referrals are written."""
+    await refuse_inserts(app, "deliveries", "request_id", "refused-delivery-1")
+    return "refused-delivery-1"
 
 
 async def test_a_group_that_fails_late_is_written_again_whole(
