@@ -11,7 +11,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.denials import route_template
-from app.audit.vocabulary import is_code
 from app.auth import KEY_PREFIX, JwtVerifier, Principal, authenticate_key
 from app.errors import Forbidden, Unauthorized
 from app.models import Role
@@ -71,7 +70,7 @@ async def _authenticate(
             key=token,
             method=request.method,
             route=route_template(request),
-            request_id=request_id if isinstance(request_id, str) and is_code(request_id) else None,
+            request_id=request_id if isinstance(request_id, str) else None,
             cache_seconds=settings.auth_cache_seconds,
         )
     return verifier.verify(token)

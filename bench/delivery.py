@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import secrets
@@ -48,6 +47,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.schemas.examples import EXAMPLE_SCREENING
+from bench.intake import fresh_secrets
 
 PYTHON = sys.executable
 RUTA = str(Path(PYTHON).with_name("ruta"))
@@ -152,9 +152,7 @@ def ruta_env(database_url: str, partners_path: Path, **extra: str) -> dict[str, 
             # Development: the partner is plain http on loopback, which production refuses.
             "RUTA_ENV": "development",
             "RUTA_DATABASE_URL": database_url,
-            "RUTA_SECRET_KEY": secrets.token_urlsafe(48),
-            "RUTA_ENCRYPTION_KEK": base64.b64encode(os.urandom(32)).decode(),
-            "RUTA_AUDIT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
+            **fresh_secrets(),
             "RUTA_PARTNERS_PATH": str(partners_path),
             "RUTA_RATE_LIMIT_BACKEND": "off",
             "RUTA_LOG_LEVEL": "WARNING",

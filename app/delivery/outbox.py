@@ -103,16 +103,12 @@ async def enqueue(
     urgency: Urgency,
     now: datetime,
     request_id: str | None = None,
-    dek: bytes | None = None,
 ) -> Delivery:
     """Write a delivery in the caller's transaction. The body is encrypted under the
-    subject's data key (``dek`` when the caller holds it already), so erasing the subject
-    also makes queued bodies unreadable."""
-    if dek is None:
-        dek = await subject_key(session, settings, subject_id)
+    subject's data key, so erasing the subject also makes queued bodies unreadable."""
     delivery = Delivery(
         **delivery_row(
-            dek,
+            await subject_key(session, settings, subject_id),
             referral_id=referral_id,
             partner_id=partner_id,
             subject_id=subject_id,

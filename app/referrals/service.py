@@ -11,9 +11,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import audit
@@ -24,7 +24,7 @@ from app.delivery import outbox
 from app.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.metrics import DECISIONS, RULES_FIRED
 from app.models import Decision as DecisionRow
-from app.models import Delivery, PartnerRow, Referral, ReferralEvent, Screening, Subject
+from app.models import PartnerRow, Referral, ReferralEvent, Screening, Subject
 from app.partners.directory import Organisation, Partner, PayloadFormat
 from app.partners.matching import MatchResult, SubjectFacts, match
 from app.partners.minimiser import (
@@ -55,8 +55,6 @@ from app.services.personal import decrypt_personal
 from app.settings import Settings
 
 ROUTER = audit.system("referral-router")
-_EVENTS = cast(Table, ReferralEvent.__table__)
-_DELIVERIES = cast(Table, Delivery.__table__)
 
 
 def decided_of(row: Referral) -> DecidedReferral:
@@ -156,7 +154,6 @@ async def _dispatch(
     *,
     now: datetime,
     request_id: str | None = None,
-    dek: bytes | None = None,
 ) -> OutboundReferral:
     """Build the partner's body with the minimiser and put it in the outbox."""
     outbound = _build_body(
@@ -174,7 +171,6 @@ async def _dispatch(
         urgency=decided.urgency,
         now=now,
         request_id=request_id,
-        dek=dek,
     )
     return outbound
 
