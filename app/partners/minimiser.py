@@ -13,7 +13,7 @@ need-to-know property holds for both formats.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 
+import orjson
 import yaml
 from pydantic import BaseModel
 
@@ -90,29 +91,59 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Allowed:
+    """What one (service, identifying) pair may receive, worked out once per policy."""
+
+    categories: tuple[str, ...]
+    #: Allowed leaf paths, sorted, each with its keys split out.
+    paths: tuple[tuple[str, tuple[str, ...]], ...]
+    path_set: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     categories: dict[str, tuple[str, ...]]
     identifying_categories: frozenset[str]
     services: dict[ServiceCategory, frozenset[str]]
+    #: Filled on first use: the policy itself never changes once parsed.
+    _allowed: dict[tuple[ServiceCategory, bool], Allowed] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _category_by_path: dict[str, str] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def allowed(self, service: ServiceCategory, identifying: bool) -> Allowed:
+        """What a (service, identifying) referral may receive, worked out once."""
+        found = self._allowed.get((service, identifying))
+        if found is None:
+            allowed = self.services[service]
+            categories = tuple(
+                c
+                for c in self.categories
+                if c in allowed and (identifying or c not in self.identifying_categories)
+            )
+            paths = frozenset(p for c in categories for p in self.categories[c])
+            found = Allowed(
+                categories=categories,
+                paths=tuple((p, tuple(p.split("."))) for p in sorted(paths)),
+                path_set=paths,
+            )
+            self._allowed[(service, identifying)] = found
+        return found
 
     def allowed_categories(self, service: ServiceCategory, identifying: bool) -> list[str]:
-        allowed = self.services[service]
-        return [
-            c
-            for c in self.categories
-            if c in allowed and (identifying or c not in self.identifying_categories)
-        ]
+        return list(self.allowed(service, identifying).categories)
 
     def allowed_paths(self, service: ServiceCategory, identifying: bool) -> frozenset[str]:
-        return frozenset(
-            p for c in self.allowed_categories(service, identifying) for p in self.categories[c]
-        )
+        return self.allowed(service, identifying).path_set
 
     def category_of(self, path: str) -> str:
-        for category, paths in self.categories.items():
-            if path in paths:
-                return category
-        raise KeyError(path)
+        if not self._category_by_path:
+            self._category_by_path.update(
+                {p: category for category, paths in self.categories.items() for p in paths}
+            )
+        return self._category_by_path[path]
 
 
 def parse_policy(document: Any) -> Policy:
@@ -194,9 +225,7 @@ class OutboundReferral:
         """Canonical bytes: store them once; every retry sends exactly these bytes."""
         if self.fhir_bundle is not None:
             return fhir.dumps(self.fhir_bundle)
-        return json.dumps(
-            self.body, ensure_ascii=False, sort_keys=True, separators=(",", ":")
-        ).encode()
+        return _sorted_json(self.body)
 
 
 _INSTRUCTIONS = {
@@ -221,17 +250,16 @@ _INSTRUCTIONS = {
 }
 
 
-def _get(document: dict[str, Any], path: str) -> Any:
+def _get(document: dict[str, Any], keys: tuple[str, ...]) -> Any:
     node: Any = document
-    for key in path.split("."):
+    for key in keys:
         if not isinstance(node, dict) or key not in node:
             return None
         node = node[key]
     return node
 
 
-def _put(document: dict[str, Any], path: str, value: Any) -> None:
-    keys = path.split(".")
+def _put(document: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
     node = document
     for key in keys[:-1]:
         node = node.setdefault(key, {})
@@ -335,21 +363,22 @@ def _build_ruta_json(
     identifying = decided.identifying
     if document is None:
         document = screening.model_dump(mode="json")
-    allowed = policy.allowed_paths(decided.service, identifying)
+    permitted = policy.allowed(decided.service, identifying)
+    allowed = permitted.path_set
     shared: dict[str, Any] = {}
     fields: list[str] = []
     phone_controlled = screening.safety.phone_controlled or ReferralFlag.phone_controlled in flags
-    for path in sorted(allowed):
+    for path, keys in permitted.paths:
         if path.startswith("safety.safe_contact."):
             continue  # travels in contact_instructions below
         if path == "subject.contact.phone" and phone_controlled:
             # Someone else controls that phone: the number is useless to the partner and a
             # call or message to it can endanger the person. Only the safe channel leaves.
             continue
-        value = _get(document, path)
+        value = _get(document, keys)
         if value is None or value == []:
             continue
-        _put(shared, path, value)
+        _put(shared, keys, value)
         fields.append(path)
 
     safety = screening.safety
@@ -362,9 +391,7 @@ def _build_ruta_json(
     }
     notes = []
     may_contact = "safety.safe_contact.number_or_handle" in allowed
-    if safe is not None and "safe_contact" in policy.allowed_categories(
-        decided.service, identifying
-    ):
+    if safe is not None and "safe_contact" in permitted.categories:
         contact["channel"] = safe.channel.value
         fields.append("safety.safe_contact.channel")
         if safe.safe_times:
@@ -453,4 +480,11 @@ def build_revocation_body(
                 public_base_url=public_base_url,
             )
         )
-    return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+    return _sorted_json(document)
+
+
+def _sorted_json(document: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON with sorted keys. orjson, because intake writes one body per
+    referral; the screening's validation has already refused what it cannot write (lone
+    surrogates), and every number in a body is one the schema bounds."""
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
