@@ -18,7 +18,9 @@ from app.ratelimit import RateLimiter, enforce
 from app.settings import Settings
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
+    """``async`` on purpose, as every dependency here: FastAPI runs a plain ``def``
+    dependency in its thread pool, a thread hop on every request."""
     settings: Settings = request.app.state.settings
     return settings
 

@@ -23,8 +23,9 @@ router = APIRouter(prefix="/v1/rules", tags=["rules"], responses=responses(404))
 MAX_RULE_FILE_CHARS = 512_000
 
 
-def get_rule_set(request: Request) -> RuleSet:
-    """The rule set loaded at startup (``app.state.rule_set``)."""
+async def get_rule_set(request: Request) -> RuleSet:
+    """The rule set loaded at startup (``app.state.rule_set``); ``async`` so that FastAPI
+    does not run it in its thread pool."""
     rule_set: RuleSet | None = getattr(request.app.state, "rule_set", None)
     if rule_set is None:
         raise ServiceUnavailable("No rule set is loaded.")
