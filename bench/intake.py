@@ -68,6 +68,8 @@ class Result:
     non_2xx: int
     rss_mib: float
     processes: int
+    #: Each process's resident memory: uvicorn's supervisor first, then its workers.
+    rss_per_process_mib: list[float]
 
 
 def free_port() -> int:
@@ -87,15 +89,16 @@ def wait_healthy(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not become healthy")
 
 
-def rss_mib(pid: int) -> tuple[float, int]:
-    """Resident memory of a process and its children (uvicorn workers), in MiB."""
+def rss_mib(pid: int) -> list[float]:
+    """Resident memory of a process and of each of its children (uvicorn workers), in MiB,
+    the process first."""
     pids = [pid]
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         pids += [int(c) for c in children]
     except OSError:
         pass
-    total = 0
+    sizes: list[float] = []
     for p in pids:
         try:
             status = Path(f"/proc/{p}/status").read_text()
@@ -103,8 +106,8 @@ def rss_mib(pid: int) -> tuple[float, int]:
             continue
         match = re.search(r"VmRSS:\s+(\d+) kB", status)
         if match:
-            total += int(match.group(1))
-    return total / 1024, len(pids)
+            sizes.append(int(match.group(1)) / 1024)
+    return sizes
 
 
 def parse_latency(text: str, label: str) -> float:
@@ -203,7 +206,7 @@ def measure(
         wait_healthy(f"http://127.0.0.1:{port}/healthz" if key else f"http://127.0.0.1:{port}/docs")
         run_wrk(port, key, 2, args.connections)  # warm-up
         rps, p50, p99, non_2xx = run_wrk(port, key, args.duration, args.connections)
-        memory, processes = rss_mib(server.pid)
+        sizes = rss_mib(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -212,10 +215,13 @@ def measure(
         log.close()
     for line in problems[:5]:
         print(f"    server error: {line}", flush=True)
-    result = Result(name, rps, p50, p99, non_2xx, memory, processes)
+    memory, processes = sum(sizes), len(sizes)
+    result = Result(name, rps, p50, p99, non_2xx, memory, processes, [round(m) for m in sizes])
+    each = " + ".join(f"{m:.0f}" for m in sizes) if processes > 1 else ""
     print(
         f"  {name:<28} {rps:>9.0f} req/s  p50 {p50:>7.2f} ms  p99 {p99:>7.2f} ms  "
-        f"non-2xx {non_2xx}  rss {memory:.0f} MiB in {processes} process(es)",
+        f"non-2xx {non_2xx}  rss {memory:.0f} MiB in {processes} process(es)"
+        + (f" ({each})" if each else ""),
         flush=True,
     )
     return result
