@@ -332,7 +332,7 @@ def _after_soft_rollback(session: Session, previous: SessionTransaction) -> None
     if previous.parent is None:
         session.info[PENDING_KEY] = []
         return
-    session.info[PENDING_KEY] = [p for p in pending if not _within(p.transaction, previous)]
+    session.info[PENDING_KEY] = [p for p in pending if not within(p.transaction, previous)]
 
 
 @event.listens_for(Session, "after_transaction_end")
@@ -341,7 +341,8 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         session.info.pop(PENDING_KEY, None)
 
 
-def _within(tagged: SessionTransaction | None, ended: SessionTransaction) -> bool:
+def within(tagged: SessionTransaction | None, ended: SessionTransaction) -> bool:
+    """Whether ``tagged`` is ``ended`` or nested inside it (a rollback of ``ended`` undid it)."""
     current = tagged
     while current is not None:
         if current is ended:

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 from app import audit
 from app.audit import Action
-from app.audit.writer import Actor, actor_of
+from app.audit.writer import Actor, actor_of, within
 from app.auth import Principal
 from app.delivery import outbox
 from app.errors import Conflict, NotFound, ValidationFailed, field_error
@@ -333,7 +334,7 @@ async def record_decision(
     request_id: str | None,
 ) -> None:
     """Audit the decision and each referral (committed with the caller's transaction), and
-    count them in the metrics."""
+    count them in the metrics once that transaction has committed."""
     decision_row = plan.decision_row
     await audit.record(
         session,
@@ -369,6 +370,19 @@ async def record_decision(
                 **({"reason": referral.human_reason} if referral.human_reason else {}),
             },
         )
+    sync = session.sync_session
+    sync.info.setdefault(_COUNT_KEY, []).append(
+        (sync.get_nested_transaction() or sync.get_transaction(), plan)
+    )
+
+
+#: Decisions recorded in a session, counted in the metrics once their transaction commits:
+#: a group that fails and is written again one screening at a time, or a batch item whose
+#: savepoint is rolled back, must not count twice.
+_COUNT_KEY = "ruta.decisions_to_count"
+
+
+def _count(plan: ReferralPlan) -> None:
     for rule_id in plan.fired:
         RULES_FIRED.labels(rule_id).inc()
     for decided_referral in plan.decision.referrals:
@@ -377,6 +391,31 @@ async def record_decision(
             decided_referral.urgency.value,
             decided_referral.legal_basis.value,
         ).inc()
+
+
+@event.listens_for(Session, "after_commit")
+def _count_committed(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: its decisions count when the outer transaction commits
+    for _, plan in session.info.pop(_COUNT_KEY, ()):
+        _count(plan)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous: SessionTransaction) -> None:
+    pending = session.info.get(_COUNT_KEY)
+    if not pending:
+        return
+    if previous.parent is None:
+        session.info[_COUNT_KEY] = []
+        return
+    session.info[_COUNT_KEY] = [(t, p) for t, p in pending if not within(t, previous)]
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None and not transaction.nested:
+        session.info.pop(_COUNT_KEY, None)
 
 
 async def owns(session: AsyncSession, principal: Principal, referral: Referral) -> bool:

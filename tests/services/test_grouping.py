@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import Counter as Counter_
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,7 +25,13 @@ from app.audit.store import verify_database
 from app.audit.writer import CHAIN_LOCK_KEY
 from app.auth import Principal, authenticate_key
 from app.main import create_app
-from app.metrics import INTAKE_GROUP_RETRIES, INTAKE_GROUP_SECONDS, INTAKE_GROUP_SIZE
+from app.metrics import (
+    DECISIONS,
+    INTAKE_GROUP_RETRIES,
+    INTAKE_GROUP_SECONDS,
+    INTAKE_GROUP_SIZE,
+    RULES_FIRED,
+)
 from app.models import Decision, Delivery, Referral, Screening, Subject
 from app.models.audit import AuditEvent
 from app.models.base import utcnow
@@ -288,6 +295,37 @@ async def test_a_failed_group_is_written_again_one_screening_at_a_time(
     assert isinstance(outcomes[2], DBAPIError)
     created = [o for i, o in enumerate(outcomes) if i != 2]
     assert all(isinstance(o, intake.IntakeResult) and o.created for o in created)
+
+
+async def test_metrics_count_each_stored_decision_once(
+    app: FastAPI, api_key: KeyFactory, settings: Settings
+) -> None:
+    """Decisions are counted when their transaction commits. The group below fails at its
+    audit append, after every decision in it was recorded: that attempt counts nothing,
+    the retries count the stored screenings, and the refused one never counts."""
+    await refuse_inserts(app, "audit_events", "request_id", "refused-audit-1")
+    committer = GroupCommitter(app.state.sessionmaker, settings, max_group=64)
+    principal = await _principal(app, settings, await api_key("clinic", ORGANISATION))
+    request_ids = ["ok-1", "refused-audit-1", "ok-2", "ok-3", "ok-4"]
+    plans = [_plan(app, settings, principal, adult_consenting(), request_id=r) for r in request_ids]
+    decisions_before, fired_before = _total(DECISIONS), _total(RULES_FIRED)
+    retries_before = _group_metrics()[2]
+
+    waiting = [asyncio.ensure_future(committer.submit(plan)) for plan in plans]
+    outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+    await committer.close()
+
+    assert _group_metrics()[2] == retries_before + 1  # the group did fail, late
+    assert isinstance(outcomes[1], DBAPIError)
+    stored = [p for i, p in enumerate(plans) if i != 1]
+    decided = sum(len(p.referrals.decision.referrals) for p in stored)
+    assert decided > 0
+    assert _total(DECISIONS) - decisions_before == decided
+    assert _total(RULES_FIRED) - fired_before == sum(len(p.referrals.fired) for p in stored)
+
+
+def _total(counter: Counter_) -> float:
+    return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
 
 
 @pytest.fixture
