@@ -41,6 +41,7 @@ from app.schemas.screening import (
     Region,
     ServiceCategory,
     Sex,
+    SortedSets,
     Strict,
 )
 
@@ -85,7 +86,7 @@ class Organisation(Strict):
     name: str = Field(min_length=1, max_length=200)
 
 
-class ServiceArea(Strict):
+class ServiceArea(SortedSets):
     """HSDS ``service_area``: departments and/or ubigeo prefixes, or the whole country."""
 
     national: bool = False
@@ -125,7 +126,7 @@ class ServiceArea(Strict):
         return False
 
 
-class Eligibility(Strict):
+class Eligibility(SortedSets):
     """HSDS ``eligibility``. An empty ``sexes`` means every sex is accepted."""
 
     min_age: int | None = Field(default=None, ge=0, le=120)
@@ -163,7 +164,7 @@ class Capacity(Strict):
         return self
 
 
-class OpeningHours(Strict):
+class OpeningHours(SortedSets):
     """HSDS ``schedule``, simplified: the same hours on the listed days, America/Lima."""
 
     days: frozenset[Weekday] = Field(min_length=1)
@@ -227,7 +228,7 @@ class Endpoint(Strict):
         return value
 
 
-class Partner(Strict):
+class Partner(SortedSets):
     id: PartnerId
     organisation: Organisation
     name: str = Field(min_length=1, max_length=200, description="HSDS service name.")

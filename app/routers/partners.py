@@ -38,7 +38,7 @@ from app.partners.directory import (
     check_partner_url,
 )
 from app.schemas import examples
-from app.schemas.screening import Language, ServiceCategory, Strict
+from app.schemas.screening import Language, ServiceCategory, SortedSets, Strict
 
 router = APIRouter(prefix="/v1/partners", tags=["partners"], responses=responses(404, 409))
 
@@ -98,7 +98,7 @@ class CapacityPatch(Strict):
     maximum: int | None = Field(default=None, ge=0, le=100_000)
 
 
-class PartnerPatch(Strict):
+class PartnerPatch(SortedSets):
     """Only the fields given change. Secrets cannot be set here: rotate them."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [examples.PARTNER_PATCH]})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import unicodedata
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 from uuid import UUID
 
 from pydantic import (
@@ -32,9 +32,27 @@ SCHEMA_VERSION: Literal["1"] = "1"
 
 
 class Strict(BaseModel):
-    """Unknown fields are rejected everywhere: a misspelt field must never be ignored."""
+    """Unknown fields are rejected everywhere: a misspelt field must never be ignored.
+
+    A model with a set field must derive from :class:`SortedSets` (defining one that does
+    not raises ``TypeError``), so that its sets serialise sorted.
+    """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+    #: The fields that hold a frozenset (filled for each subclass).
+    set_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        sets = tuple(name for name, f in cls.model_fields.items() if _holds_set(f.annotation))
+        if sets and not issubclass(cls, SortedSets):
+            raise TypeError(
+                f"{cls.__name__} has set fields {sets}: derive it from SortedSets so they "
+                "serialise sorted"
+            )
+        cls.set_fields = sets
 
     @field_validator("*", mode="after")
     @classmethod
@@ -44,14 +62,28 @@ class Strict(BaseModel):
             raise ValueError("must not contain NUL characters")
         return value
 
+
+class SortedSets(Strict):
+    """A :class:`Strict` model whose sets serialise sorted, so equal screenings have
+    byte-equal canonical JSON (their fingerprints match, and a replay is recognised).
+
+    Only models with set fields take this serializer: a wrap serializer is a Python call
+    for every instance dumped, and a screening holds a dozen nested models.
+    """
+
     @model_serializer(mode="wrap")
     def _sorted_sets(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Sets serialise sorted, so equal screenings have byte-equal canonical JSON."""
         data: dict[str, Any] = handler(self)
-        for name, value in self:
-            if isinstance(value, frozenset) and name in data:
+        for name in self.set_fields:
+            if name in data and isinstance(getattr(self, name), frozenset):
                 data[name] = sorted(data[name])
         return data
+
+
+def _holds_set(annotation: Any) -> bool:
+    if annotation is frozenset or get_origin(annotation) in (frozenset, set):
+        return True
+    return any(_holds_set(arg) for arg in get_args(annotation))
 
 
 class ServiceCategory(StrEnum):
@@ -302,7 +334,7 @@ class ConsentMethod(StrEnum):
     not_obtained = "not_obtained"
 
 
-class Consent(Strict):
+class Consent(SortedSets):
     given: bool
     scopes: frozenset[ConsentScope] = Field(
         default=frozenset(), description="Services the person agreed to be referred to."
@@ -404,7 +436,7 @@ class Sector(StrEnum):
     other = "other"
 
 
-class Indicators(Strict):
+class Indicators(SortedSets):
     exploitation_types: frozenset[ExploitationType] = frozenset()
     control_methods: frozenset[ControlMethod] = frozenset()
     recruitment: frozenset[Recruitment] = frozenset()
@@ -479,7 +511,7 @@ class Need(StrEnum):
     other = "other"
 
 
-class ScreeningIn(Strict):
+class ScreeningIn(SortedSets):
     """A screening, as a clinic app posts it (schema version 1)."""
 
     model_config = ConfigDict(
