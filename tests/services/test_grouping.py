@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import Counter as Counter_
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -580,3 +580,47 @@ async def test_an_emergency_goes_in_the_next_group_ahead_of_queued_screenings(
     # Groups of two, one at a time: the emergencies, in their order, form the first group.
     assert finished[:2] == [p.id for p in emergencies]
     assert set(finished[2:]) == {p.id for p in routine}
+
+
+async def test_a_group_costs_the_same_statements_whatever_its_size(
+    app: FastAPI, http: httpx.AsyncClient, api_key: KeyFactory, settings: Settings
+) -> None:
+    """What group commit is for: each table gets one INSERT for the whole group, so a group
+    of 16 screenings (each with its decision, referrals, history, outbox rows and audit
+    events) takes exactly as many statements as a group of 2. A change that puts a
+    statement per screening back fails here."""
+    await _with_partner(http, api_key)
+    async with app.state.sessionmaker() as session:
+        partners = await directory_partners(session)
+    principal = await _principal(app, settings, await api_key("clinic", ORGANISATION))
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(statement)
+
+    async def group_of(size: int) -> list[str]:
+        plans = [
+            _plan(
+                app,
+                settings,
+                principal,
+                adult_consenting(subject__case_code=f"GRP-{uuid.uuid4().hex[:8]}"),
+                partners=partners,
+            )
+            for _ in range(size)
+        ]
+        assert all(p.referrals.referrals[0][2] is not None for p in plans)  # outbox rows too
+        statements.clear()
+        event.listen(app.state.engine.sync_engine, "before_cursor_execute", count)
+        try:
+            async with app.state.sessionmaker() as session:
+                results = await intake.write(session, settings, plans)
+                await session.commit()
+        finally:
+            event.remove(app.state.engine.sync_engine, "before_cursor_execute", count)
+        assert all(r is not None and r.created for r in results)
+        return [s.split("(")[0].strip()[:40] for s in statements]
+
+    small, large = await group_of(2), await group_of(16)
+    assert len(large) == len(small), (small, large)
+    assert len(small) <= 12, small
