@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Insert, Table, event, insert
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -87,28 +86,6 @@ async def purge_dead_rows(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
         await autocommit.exec_driver_sql("VACUUM subjects")
-
-
-async def insert_all(session: AsyncSession, rows: Sequence[Any]) -> None:
-    """INSERT new rows of one mapped class in a single statement, in the caller's
-    transaction. The objects are only read: they stay transient, outside any session, so a
-    rolled-back transaction leaves them as they were and they can be written again (group
-    commit retries a failed group this way).
-
-    Every column must be set on the objects (no server defaults are read back). This is for
-    hot paths: it skips the unit of work, whose flush ordering between tables is only
-    guaranteed through relationships, so the caller inserts parents before children.
-    """
-    if not rows:
-        return
-    mapper = sa_inspect(type(rows[0]))
-    # Core INSERT on the table (not the ORM bulk path): attribute key -> column name.
-    pairs = [(prop.key, prop.columns[0].key) for prop in mapper.column_attrs]
-    await insert_rows(
-        session,
-        mapper.local_table,
-        [{column: getattr(row, key) for key, column in pairs} for row in rows],
-    )
 
 
 async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:

@@ -24,7 +24,6 @@ from app.auth import Principal
 from app.delivery import outbox
 from app.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.metrics import DECISIONS, RULES_FIRED
-from app.models import Decision as DecisionRow
 from app.models import PartnerRow, Referral, ReferralEvent, Screening, Subject
 from app.partners.directory import Organisation, Partner, PayloadFormat
 from app.partners.matching import MatchResult, SubjectFacts, match
@@ -177,6 +176,59 @@ async def _dispatch(
 
 
 @dataclass(slots=True)
+class NewDecision:
+    """A ``decisions`` row intake is about to insert. Plain attributes, not an ORM object:
+    building one of those costs about 18 µs (instrumented attributes), this under 1 µs, and
+    intake builds four rows per screening. ``tests/referrals/test_service.py`` checks the
+    fields are exactly the table's columns."""
+
+    id: uuid.UUID
+    screening_id: uuid.UUID
+    rule_set_version: str
+    rule_set_hash: str
+    non_identifying_notification: bool
+    trace: dict[str, Any]
+    created_at: datetime
+
+    def row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(slots=True)
+class NewReferral:
+    """A ``referrals`` row intake is about to insert (see :class:`NewDecision`).
+    ``subject_id`` is set when the group's subjects are known (:func:`write_rows`)."""
+
+    id: uuid.UUID
+    screening_id: uuid.UUID
+    decision_id: uuid.UUID
+    subject_id: uuid.UUID | None
+    organisation: str
+    region: str
+    service: str
+    urgency: str
+    legal_basis: str
+    identifying: bool
+    flags: list[str]
+    reasons: list[dict[str, Any]]
+    status: str
+    partner_id: str | None
+    match: dict[str, Any]
+    tried_partner_ids: list[str]
+    deadline_at: datetime | None
+    data_categories: list[str]
+    needs_human: bool
+    human_reason: str | None
+    assignment: int
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+
+    def row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(slots=True)
 class ReferralPlan:
     """What a decision will write, worked out before any SQL: the decision row, each
     decided referral matched to a partner, and each partner's minimised body. The subject
@@ -184,11 +236,11 @@ class ReferralPlan:
     fills it in."""
 
     decision: Decision
-    decision_row: DecisionRow
+    decision_row: NewDecision
     fired: list[str]
     #: One per decided referral: the row, what was decided, the partner's body (None when
     #: held), and the match.
-    referrals: list[tuple[Referral, DecidedReferral, OutboundReferral | None, MatchResult]]
+    referrals: list[tuple[NewReferral, DecidedReferral, OutboundReferral | None, MatchResult]]
     partners: Sequence[Partner]
 
     def partner_names(self) -> dict[str, str]:
@@ -212,7 +264,7 @@ def plan_referrals(
     never dropped. ``document`` is the screening's JSON dump when the caller has one.
     """
     trace = decision.trace.model_dump(mode="json") if decision.trace is not None else {}
-    decision_row = DecisionRow(
+    decision_row = NewDecision(
         id=uuid.uuid4(),
         screening_id=screening_id,
         rule_set_version=str(trace.get("rule_set_version", "")),
@@ -226,7 +278,7 @@ def plan_referrals(
     facts = SubjectFacts.from_screening(screening, now.date())
     if document is None:
         document = screening.model_dump(mode="json")  # one dump for every partner's body
-    planned: list[tuple[Referral, DecidedReferral, OutboundReferral | None, MatchResult]] = []
+    planned: list[tuple[NewReferral, DecidedReferral, OutboundReferral | None, MatchResult]] = []
     for decided in decision.referrals:
         result = match(decided, facts, list(partners), now, settings=settings)
         referral_id = uuid.uuid4()
@@ -244,10 +296,11 @@ def plan_referrals(
             if result.matched and result.partner_id is not None
             else None
         )
-        referral = Referral(
+        referral = NewReferral(
             id=referral_id,
             screening_id=screening_id,
             decision_id=decision_row.id,
+            subject_id=None,
             organisation=organisation,
             region=screening.subject.region.value,
             service=decided.service.value,

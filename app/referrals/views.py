@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Decision, PartnerRow, Referral
 
+if TYPE_CHECKING:
+    from app.referrals.service import NewDecision, NewReferral
 
-def referral_view(referral: Referral, partner_names: dict[str, str]) -> dict[str, Any]:
+
+def referral_view(
+    referral: Referral | NewReferral, partner_names: dict[str, str]
+) -> dict[str, Any]:
     return {
         "id": str(referral.id),
         "service": referral.service,
@@ -59,7 +64,9 @@ async def decision_view(session: AsyncSession, screening_id: uuid.UUID) -> dict[
 
 
 def decision_dict(
-    decision: Decision, referrals: Iterable[Referral], partner_names: dict[str, str]
+    decision: Decision | NewDecision,
+    referrals: Iterable[Referral | NewReferral],
+    partner_names: dict[str, str],
 ) -> dict[str, Any]:
     """The decision as the API shows it; referrals in service order."""
     return {

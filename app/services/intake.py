@@ -33,10 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import audit, crypto
 from app.audit import Action
 from app.auth import Principal
-from app.db import insert_all, insert_rows
+from app.db import insert_rows
 from app.delivery import outbox
 from app.errors import Conflict, NotFound, ValidationFailed, field_error
-from app.models import Delivery, ReferralEvent, Screening, Subject
+from app.models import Decision, Delivery, Referral, ReferralEvent, Screening, Subject
 from app.partners.cache import cached_directory
 from app.partners.directory import Partner
 from app.partners.service import directory_partners
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 _SUBJECTS = cast(Table, Subject.__table__)
 _SCREENINGS = cast(Table, Screening.__table__)
+_DECISIONS = cast(Table, Decision.__table__)
+_REFERRALS = cast(Table, Referral.__table__)
 _REFERRAL_EVENTS = cast(Table, ReferralEvent.__table__)
 _DELIVERIES = cast(Table, Delivery.__table__)
 
@@ -254,8 +256,14 @@ async def write(
             events=events,
             deliveries=deliveries,
         )
-    await insert_all(session, [plan.referrals.decision_row for plan, _ in stored])
-    await insert_all(session, [r for plan, _ in stored for r, _, _, _ in plan.referrals.referrals])
+    await insert_rows(
+        session, _DECISIONS, [plan.referrals.decision_row.row() for plan, _ in stored]
+    )
+    await insert_rows(
+        session,
+        _REFERRALS,
+        [r.row() for plan, _ in stored for r, _, _, _ in plan.referrals.referrals],
+    )
     await insert_rows(session, _REFERRAL_EVENTS, events)
     await insert_rows(session, _DELIVERIES, deliveries)
     if deliveries:
