@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
@@ -435,15 +436,29 @@ async def record_decision(
 _COUNT_KEY = "ruta.decisions_to_count"
 
 
+#: Each label set's child counter, looked up once: ``labels()`` validates and locks on every
+#: call, and a screening counts about twenty (its fired rules and its referrals). Both label
+#: sets are bounded: the rule set's ids, and service x urgency x legal basis.
+_RULES_FIRED: dict[str, Counter] = {}
+_DECISIONS: dict[tuple[str, str, str], Counter] = {}
+
+
 def _count(plan: ReferralPlan) -> None:
     for rule_id in plan.fired:
-        RULES_FIRED.labels(rule_id).inc()
+        fired = _RULES_FIRED.get(rule_id)
+        if fired is None:
+            fired = _RULES_FIRED[rule_id] = RULES_FIRED.labels(rule_id)
+        fired.inc()
     for decided_referral in plan.decision.referrals:
-        DECISIONS.labels(
+        key = (
             decided_referral.service.value,
             decided_referral.urgency.value,
             decided_referral.legal_basis.value,
-        ).inc()
+        )
+        decided = _DECISIONS.get(key)
+        if decided is None:
+            decided = _DECISIONS[key] = DECISIONS.labels(*key)
+        decided.inc()
 
 
 @event.listens_for(Session, "after_commit")
