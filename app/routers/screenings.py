@@ -26,6 +26,7 @@ from app.schemas.outcome import (
     BatchResult,
     ScreeningDetail,
     ScreeningReceipt,
+    receipt_json,
 )
 from app.schemas.screening import ScreeningIn
 from app.services import intake
@@ -105,13 +106,26 @@ async def submit(
         request_id=request.state.request_id,
         committer=request.app.state.intake,
     )
-    answer = await receipt(
-        session, result.screening, replayed=not result.created, decision=result.decision
-    )
-    # Serialised once, here: returning the model would make FastAPI dump it, validate the
-    # dump against the response model it was just built from, and dump it again.
+    screening_row = result.screening
+    if result.decision is not None:
+        # Just decided: written straight from what intake holds (see receipt_json).
+        content = receipt_json(
+            id=screening_row.id,
+            organisation=screening_row.organisation,
+            status="decided",
+            schema_version=screening_row.schema_version,
+            screened_at=screening_row.screened_at,
+            received_at=screening_row.received_at,
+            replayed=not result.created,
+            decision=result.decision,
+        )
+    else:
+        answer = await receipt(session, screening_row, replayed=not result.created)
+        # Serialised once, here: returning the model would make FastAPI dump it, validate
+        # the dump against the response model it was just built from, and dump it again.
+        content = answer.model_dump_json().encode()
     return Response(
-        content=answer.model_dump_json(),
+        content=content,
         status_code=201 if result.created else 200,
         media_type="application/json",
         headers={"Location": f"/v1/screenings/{result.screening.id}"},

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas.examples import BATCH_IN
@@ -24,6 +25,40 @@ class ScreeningReceipt(BaseModel):
     decision: dict[str, Any] | None = Field(
         default=None, description="The referral decision, once the rules engine has run."
     )
+
+
+def receipt_json(
+    *,
+    id: UUID,
+    organisation: str,
+    status: Literal["received", "decided"],
+    schema_version: str,
+    screened_at: datetime,
+    received_at: datetime,
+    replayed: bool,
+    decision: dict[str, Any] | None,
+) -> bytes:
+    """``ScreeningReceipt(...).model_dump_json()``, byte for byte, without building the model.
+
+    Intake answers every screening with a receipt whose decision carries the rules trace
+    (about 9 KB), and validating and dumping that as ``dict[str, Any]`` cost about 12 µs
+    more than writing it with orjson. A value orjson cannot write falls back to the model.
+    ``tests/schemas/test_outcome.py`` checks the two agree.
+    """
+    fields: dict[str, Any] = {
+        "id": id,
+        "organisation": organisation,
+        "status": status,
+        "schema_version": schema_version,
+        "screened_at": screened_at,
+        "received_at": received_at,
+        "replayed": replayed,
+        "decision": decision,
+    }
+    try:
+        return orjson.dumps(fields, option=orjson.OPT_UTC_Z)
+    except TypeError:
+        return ScreeningReceipt.model_validate(fields).model_dump_json().encode()
 
 
 class ScreeningDetail(ScreeningReceipt):
