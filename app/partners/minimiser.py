@@ -14,6 +14,7 @@ need-to-know property holds for both formats.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -90,14 +91,40 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+#: A projection: for each key, the projection below it (None for a leaf) and the leaf's
+#: dotted path.
+Projection = dict[str, tuple["Projection | None", str]]
+
+#: Contact instructions carry these (never the ``screening`` part of a body).
+_SAFE_CONTACT = "safety.safe_contact."
+#: Left out of a body when someone else controls the person's phone.
+_PHONE = "subject.contact.phone"
+
+
+def _projection(paths: Iterable[str]) -> Projection:
+    """The allowed leaf paths as a tree, in sorted path order."""
+    tree: Projection = {}
+    for path in sorted(paths):
+        *parents, leaf = path.split(".")
+        node = tree
+        for key in parents:
+            below, _ = node.setdefault(key, ({}, ""))
+            assert below is not None, f"{path} is below a leaf"
+            node = below
+        node[leaf] = (None, path)
+    return tree
+
+
 @dataclass(frozen=True, slots=True)
 class Allowed:
     """What one (service, identifying) pair may receive, worked out once per policy."""
 
     categories: tuple[str, ...]
-    #: Allowed leaf paths, sorted, each with its keys split out.
-    paths: tuple[tuple[str, tuple[str, ...]], ...]
     path_set: frozenset[str]
+    #: The paths copied into a body's ``screening`` (not the safe contact, which travels in
+    #: the contact instructions), with and without the person's phone number.
+    projection: Projection
+    projection_without_phone: Projection
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +151,12 @@ class Policy:
                 if c in allowed and (identifying or c not in self.identifying_categories)
             )
             paths = frozenset(p for c in categories for p in self.categories[c])
+            copied = [p for p in paths if not p.startswith(_SAFE_CONTACT)]
             found = Allowed(
                 categories=categories,
-                paths=tuple((p, tuple(p.split("."))) for p in sorted(paths)),
                 path_set=paths,
+                projection=_projection(copied),
+                projection_without_phone=_projection(p for p in copied if p != _PHONE),
             )
             self._allowed[(service, identifying)] = found
         return found
@@ -250,20 +279,21 @@ _INSTRUCTIONS = {
 }
 
 
-def _get(document: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    node: Any = document
-    for key in keys:
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
-
-
-def _put(document: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
-    node = document
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
+def _project(document: dict[str, Any], projection: Projection, fields: list[str]) -> dict[str, Any]:
+    """The allowed part of ``document``: leaves without a value (None, an empty list) and
+    branches left empty are dropped; each leaf copied is added to ``fields``."""
+    shared: dict[str, Any] = {}
+    for key, (below, path) in projection.items():
+        value = document.get(key)
+        if below is not None:
+            if isinstance(value, dict):
+                inner = _project(value, below, fields)
+                if inner:
+                    shared[key] = inner
+        elif value is not None and value != []:
+            shared[key] = value
+            fields.append(path)
+    return shared
 
 
 def build_referral_body(
@@ -365,21 +395,16 @@ def _build_ruta_json(
         document = screening.model_dump(mode="json")
     permitted = policy.allowed(decided.service, identifying)
     allowed = permitted.path_set
-    shared: dict[str, Any] = {}
     fields: list[str] = []
     phone_controlled = screening.safety.phone_controlled or ReferralFlag.phone_controlled in flags
-    for path, keys in permitted.paths:
-        if path.startswith("safety.safe_contact."):
-            continue  # travels in contact_instructions below
-        if path == "subject.contact.phone" and phone_controlled:
-            # Someone else controls that phone: the number is useless to the partner and a
-            # call or message to it can endanger the person. Only the safe channel leaves.
-            continue
-        value = _get(document, keys)
-        if value is None or value == []:
-            continue
-        _put(shared, keys, value)
-        fields.append(path)
+    # The safe contact travels in contact_instructions below. If someone else controls the
+    # person's phone, the number is useless to the partner and a call or message to it can
+    # endanger the person: only the safe channel leaves.
+    shared = _project(
+        document,
+        permitted.projection_without_phone if phone_controlled else permitted.projection,
+        fields,
+    )
 
     safety = screening.safety
     subject = screening.subject

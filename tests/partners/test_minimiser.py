@@ -323,6 +323,44 @@ def test_every_service_and_basis_for_the_same_screening(s: ScreeningIn) -> None:
             check_body(s, service, identifying)
 
 
+def _shared_by_path(s: ScreeningIn, service: ServiceCategory, identifying: bool) -> Any:
+    """The reference: every allowed leaf path with a value, one at a time."""
+    document = s.model_dump(mode="json")
+    phone_controlled = s.safety.phone_controlled  # render() adds interpreter_needed only
+    shared: dict[str, Any] = {}
+    fields: list[str] = []
+    for path in sorted(default_policy().allowed_paths(service, identifying)):
+        if path.startswith("safety.safe_contact.") or (
+            path == "subject.contact.phone" and phone_controlled
+        ):
+            continue
+        node: Any = document
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is None or node == []:
+            continue
+        *parents, leaf = path.split(".")
+        target = shared
+        for key in parents:
+            target = target.setdefault(key, {})
+        target[leaf] = node
+        fields.append(path)
+    return shared, fields
+
+
+@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(screenings())
+def test_bodies_share_every_allowed_field_that_has_a_value(s: ScreeningIn) -> None:
+    """Not only nothing outside the allow-list: nothing inside it with a value is dropped,
+    and the order is the sorted paths' order (what the projection tree replaced)."""
+    for service in ServiceCategory:
+        for identifying in (False, True):
+            out = render(s, service, identifying, thin=False)
+            shared, fields = _shared_by_path(s, service, identifying)
+            assert json.dumps(out.body["screening"]) == json.dumps(shared)
+            assert [f for f in out.fields if not f.startswith("safety.safe_contact.")] == fields
+
+
 def test_legal_never_gets_clinical_details_in_a_full_screening() -> None:
     from tests.factories import screening
 
