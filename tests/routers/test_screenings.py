@@ -9,8 +9,9 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.models import Screening
-from tests.conftest import KeyFactory, bearer
+from app.metrics import DECISIONS
+from app.models import Referral, Screening
+from tests.conftest import KeyFactory, bearer, refuse_inserts
 from tests.factories import screening
 
 ORG = "Caravana de la Vida"
@@ -367,3 +368,43 @@ async def test_batch_stores_its_items_together_and_one_the_database_refuses_fail
     async with sessionmaker() as session:
         stored = {str(i) for i in (await session.execute(select(Screening.id))).scalars()}
     assert stored == {b["id"] for b in [*good, twice]}
+
+
+async def test_batch_counts_the_decisions_it_stores_once(
+    app: FastAPI,
+    api_key: KeyFactory,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """The batch's group fails late (the database refuses one item's audit events, after
+    every decision in the group was recorded), so the group's savepoint is rolled back and
+    each item written again in its own. The metrics count the stored decisions once each,
+    and none for the refused item."""
+    key = await api_key("clinic", ORG)
+    items = [screening() for _ in range(4)]
+    refused = uuid.UUID(items[1]["id"])
+    postgres = app.state.engine.dialect.name == "postgresql"
+    await refuse_inserts(
+        app, "audit_events", "screening_id", str(refused) if postgres else refused.hex
+    )
+    before = _decisions_counted()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ruta.test") as http:
+        response = await http.post(
+            "/v1/screenings/batch", json={"screenings": items}, headers=bearer(key)
+        )
+    assert response.status_code == 200, response.text
+    statuses = [r["status"] for r in response.json()["results"]]
+    assert statuses == ["created", "error", "created", "created"]
+    async with sessionmaker() as session:
+        referrals = (await session.execute(select(func.count()).select_from(Referral))).scalar()
+    assert referrals
+    assert _decisions_counted() - before == referrals
+
+
+def _decisions_counted() -> float:
+    return sum(
+        sample.value
+        for metric in DECISIONS.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
