@@ -121,6 +121,15 @@ class _Pending:
     data: dict[str, Any]
     #: The innermost transaction the event was recorded in; its rollback discards the event.
     transaction: SessionTransaction | None = field(default=None)
+    #: The screening, referral and subject ids as UUIDs, for the row's columns (``refs``
+    #: holds their text, which is what is hashed).
+    ids: tuple[uuid.UUID | None, uuid.UUID | None, uuid.UUID | None] = (None, None, None)
+
+
+def _uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    return uuid.UUID(value)
 
 
 def _ref(name: str, value: uuid.UUID | str | None) -> str | None:
@@ -156,11 +165,12 @@ async def record(
     """
     _config(session)
     action = Action(action)
+    ids = (_uuid(screening_id), _uuid(referral_id), _uuid(subject_id))
     refs = {
-        "screening_id": _ref("screening_id", screening_id),
-        "referral_id": _ref("referral_id", referral_id),
+        "screening_id": _ref("screening_id", ids[0]),
+        "referral_id": _ref("referral_id", ids[1]),
         "partner_id": _ref("partner_id", partner_id),
-        "subject_id": _ref("subject_id", subject_id),
+        "subject_id": _ref("subject_id", ids[2]),
         "request_id": _ref("request_id", request_id),
     }
     assert tuple(refs) == REF_KEYS
@@ -173,6 +183,7 @@ async def record(
             refs=refs,
             data=validate_data(action, data or {}),
             transaction=sync.get_nested_transaction() or sync.get_transaction(),
+            ids=ids,
         )
     )
 
@@ -234,7 +245,7 @@ def _append_pending(session: Session) -> int:
             data=item.data,
         )
         record.hash = record.compute_hash()
-        rows.append(_row(record, now))
+        rows.append(_row(record, now, item.ids))
         prev = record.hash
     session.info[PENDING_KEY] = []
     session.execute(insert(_EVENTS), rows)
@@ -244,7 +255,11 @@ def _append_pending(session: Session) -> int:
     return seq
 
 
-def _row(record: EventRecord, moment: datetime) -> dict[str, Any]:
+def _row(
+    record: EventRecord,
+    moment: datetime,
+    ids: tuple[uuid.UUID | None, uuid.UUID | None, uuid.UUID | None],
+) -> dict[str, Any]:
     refs = record.refs
     return {
         "seq": record.seq,
@@ -255,10 +270,10 @@ def _row(record: EventRecord, moment: datetime) -> dict[str, Any]:
         "actor_type": record.actor["type"],
         "actor_id": record.actor["id"],
         "actor_role": record.actor["role"],
-        "screening_id": uuid.UUID(refs["screening_id"]) if refs["screening_id"] else None,
-        "referral_id": uuid.UUID(refs["referral_id"]) if refs["referral_id"] else None,
+        "screening_id": ids[0],
+        "referral_id": ids[1],
         "partner_id": refs["partner_id"],
-        "subject_id": uuid.UUID(refs["subject_id"]) if refs["subject_id"] else None,
+        "subject_id": ids[2],
         "request_id": refs["request_id"],
         "data": record.data,
     }
