@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -256,3 +257,8 @@ async def poisoned(app: FastAPI) -> str:
     fails at its first statement."""
     await refuse_inserts(app, "subjects", "case_code", "POISON-0001")
     return "POISON-0001"
+
+
+def counter_total(counter: Counter) -> float:
+    """A Prometheus counter's total over all its label sets, in this process."""
+    return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.metrics import DECISIONS
 from app.models import Referral, Screening
-from tests.conftest import KeyFactory, bearer, refuse_inserts
+from tests.conftest import KeyFactory, bearer, counter_total, refuse_inserts
 from tests.factories import screening
 
 ORG = "Caravana de la Vida"
@@ -386,7 +386,7 @@ async def test_batch_counts_the_decisions_it_stores_once(
     await refuse_inserts(
         app, "audit_events", "screening_id", str(refused) if postgres else refused.hex
     )
-    before = _decisions_counted()
+    before = counter_total(DECISIONS)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://ruta.test") as http:
         response = await http.post(
@@ -398,13 +398,4 @@ async def test_batch_counts_the_decisions_it_stores_once(
     async with sessionmaker() as session:
         referrals = (await session.execute(select(func.count()).select_from(Referral))).scalar()
     assert referrals
-    assert _decisions_counted() - before == referrals
-
-
-def _decisions_counted() -> float:
-    return sum(
-        sample.value
-        for metric in DECISIONS.collect()
-        for sample in metric.samples
-        if sample.name.endswith("_total")
-    )
+    assert counter_total(DECISIONS) - before == referrals

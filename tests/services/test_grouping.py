@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client import Counter as Counter_
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -41,7 +40,7 @@ from app.services import intake
 from app.services.grouping import GroupCommitter
 from app.services.intake import Plan
 from app.settings import Settings
-from tests.conftest import KeyFactory, bearer, key_factory, refuse_inserts
+from tests.conftest import KeyFactory, bearer, counter_total, key_factory, refuse_inserts
 from tests.delivery.conftest import partner_document
 from tests.factories import adult_consenting
 
@@ -308,7 +307,7 @@ async def test_metrics_count_each_stored_decision_once(
     principal = await _principal(app, settings, await api_key("clinic", ORGANISATION))
     request_ids = ["ok-1", "refused-audit-1", "ok-2", "ok-3", "ok-4"]
     plans = [_plan(app, settings, principal, adult_consenting(), request_id=r) for r in request_ids]
-    decisions_before, fired_before = _total(DECISIONS), _total(RULES_FIRED)
+    decisions_before, fired_before = counter_total(DECISIONS), counter_total(RULES_FIRED)
     retries_before = _group_metrics()[2]
 
     waiting = [asyncio.ensure_future(committer.submit(plan)) for plan in plans]
@@ -320,12 +319,8 @@ async def test_metrics_count_each_stored_decision_once(
     stored = [p for i, p in enumerate(plans) if i != 1]
     decided = sum(len(p.referrals.decision.referrals) for p in stored)
     assert decided > 0
-    assert _total(DECISIONS) - decisions_before == decided
-    assert _total(RULES_FIRED) - fired_before == sum(len(p.referrals.fired) for p in stored)
-
-
-def _total(counter: Counter_) -> float:
-    return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
+    assert counter_total(DECISIONS) - decisions_before == decided
+    assert counter_total(RULES_FIRED) - fired_before == sum(len(p.referrals.fired) for p in stored)
 
 
 @pytest.fixture
