@@ -80,14 +80,19 @@ class GroupCommitter:
         self._closing = False
         #: The ids of the groups being written.
         self._writing_ids: set[uuid.UUID] = set()
+        #: How many emergencies lead the queue: a new one goes right behind them. Kept, not
+        #: counted on each submit, which a burst of emergencies would make quadratic.
+        self._front_emergencies = 0
 
     async def submit(self, plan: intake.Plan) -> intake.IntakeResult | None:
         loop = asyncio.get_running_loop()
         self._ensure_running(loop)
         waiting = _Waiting(plan, loop.create_future())
         if plan.emergency:
-            # Emergencies go in the next group, ahead of everything queued before them.
-            self._queue.insert(self._emergencies_queued(), waiting)
+            # Emergencies go in the next group, ahead of everything queued before them (and
+            # behind the emergencies already there).
+            self._queue.insert(self._front_emergencies, waiting)
+            self._front_emergencies += 1
         else:
             self._queue.append(waiting)
         self._wake.set()
@@ -95,7 +100,7 @@ class GroupCommitter:
         # the clinic's retry with the same id then gets the stored result.
         return await waiting.future
 
-    def _emergencies_queued(self) -> int:
+    def _count_front_emergencies(self) -> int:
         """How many emergencies are at the front of the queue (they keep their order)."""
         count = 0
         for waiting in self._queue:
@@ -151,6 +156,7 @@ class GroupCommitter:
             for waiting in self._queue:
                 _settle(waiting, error=exc)
             self._queue.clear()
+            self._front_emergencies = 0
             raise
 
     async def _write(self, group: list[_Waiting]) -> None:
@@ -181,6 +187,7 @@ class GroupCommitter:
             ids.add(waiting.plan.id)
             group.append(waiting)
         self._queue.extendleft(reversed(later))
+        self._front_emergencies = self._count_front_emergencies()
         self._writing_ids |= ids
         return group
 

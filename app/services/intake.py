@@ -126,6 +126,8 @@ class Plan:
     data: dict[str, Any]
     personal: dict[str, Any]
     referrals: ReferralPlan
+    #: Whether the rules decided an emergency referral.
+    emergency: bool
 
     @property
     def id(self) -> uuid.UUID:
@@ -134,11 +136,6 @@ class Plan:
     @property
     def subject_key(self) -> tuple[str, str]:
         return self.organisation, self.screening.subject.case_code
-
-    @property
-    def emergency(self) -> bool:
-        """Whether the rules decided an emergency referral."""
-        return any(d.urgency is Urgency.emergency for d in self.referrals.decision.referrals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +185,7 @@ def prepare(
     )
     decision = rule_set.evaluate(facts, trace=True)
     return Plan(
+        emergency=any(d.urgency is Urgency.emergency for d in decision.referrals),
         principal=principal,
         screening=screening,
         organisation=organisation,

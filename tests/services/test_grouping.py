@@ -577,6 +577,38 @@ async def test_an_emergency_goes_in_the_next_group_ahead_of_queued_screenings(
     assert set(finished[2:]) == {p.id for p in routine}
 
 
+async def test_a_burst_of_emergencies_keeps_its_order_ahead_of_routine_work(
+    app: FastAPI, api_key: KeyFactory, settings: Settings
+) -> None:
+    """More emergencies than a group holds, queued behind routine screenings and then
+    behind each other: they are written first and in arrival order, across groups."""
+    committer = GroupCommitter(app.state.sessionmaker, settings, max_group=2, in_flight=1)
+    principal = await _principal(app, settings, await api_key("clinic", ORGANISATION))
+    routine = [_plan(app, settings, principal, _no_emergency()) for _ in range(3)]
+    emergencies = [
+        _plan(app, settings, principal, adult_consenting(safety__immediate_danger=True))
+        for _ in range(5)
+    ]
+    finished: list[uuid.UUID] = []
+
+    async def submit(plan: Plan) -> None:
+        assert await committer.submit(plan) is not None
+        finished.append(plan.id)
+
+    first = [asyncio.ensure_future(submit(p)) for p in [*routine, *emergencies[:3]]]
+    for _ in range(1000):  # until the first group (two emergencies) is being written
+        if committer._writing_ids:
+            break
+        await asyncio.sleep(0)
+    assert committer._writing_ids
+    second = [asyncio.ensure_future(submit(p)) for p in emergencies[3:]]
+    await asyncio.gather(*first, *second)
+    await committer.close()
+
+    assert finished[:5] == [p.id for p in emergencies]
+    assert set(finished[5:]) == {p.id for p in routine}
+
+
 async def test_a_group_costs_the_same_statements_whatever_its_size(
     app: FastAPI, http: httpx.AsyncClient, api_key: KeyFactory, settings: Settings
 ) -> None:
