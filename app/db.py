@@ -6,7 +6,7 @@ services only ``flush()``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session, SessionTransaction
 
 
 def _configure_sqlite(sync_engine: Engine) -> None:
@@ -99,3 +100,52 @@ async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[s
 def _insert_into(table: Table) -> Insert:
     """One INSERT statement object per table, so its cache key is computed once."""
     return insert(table)
+
+
+# -- work that waits for the commit ----------------------------------------------------------
+
+_ON_COMMIT = "ruta.on_commit"
+
+
+def on_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the session's outermost transaction has committed; never if the
+    transaction, or the savepoint, it was registered in is rolled back. For what must only
+    count what was stored (the decision metrics): a savepoint's release is not a commit."""
+    sync = session.sync_session
+    transaction = sync.get_nested_transaction() or sync.get_transaction()
+    sync.info.setdefault(_ON_COMMIT, []).append((transaction, callback))
+
+
+def within(tagged: SessionTransaction | None, ended: SessionTransaction) -> bool:
+    """Whether ``tagged`` is ``ended`` or nested inside it (a rollback of ``ended`` undid it)."""
+    current = tagged
+    while current is not None:
+        if current is ended:
+            return True
+        current = current.parent
+    return False
+
+
+@event.listens_for(Session, "after_commit")
+def _run_on_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: its callbacks wait for the outer commit
+    for _, callback in session.info.pop(_ON_COMMIT, ()):
+        callback()
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous: SessionTransaction) -> None:
+    waiting = session.info.get(_ON_COMMIT)
+    if not waiting:
+        return
+    if previous.parent is None:
+        session.info[_ON_COMMIT] = []
+        return
+    session.info[_ON_COMMIT] = [(t, c) for t, c in waiting if not within(t, previous)]
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None and not transaction.nested:
+        session.info.pop(_ON_COMMIT, None)

@@ -13,7 +13,7 @@ from sqlalchemy import JSON, bindparam, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import create_engine, json_dumps
+from app.db import create_engine, json_dumps, on_commit
 from app.models import Screening
 from tests.strategies import json_values
 
@@ -74,3 +74,30 @@ async def test_a_json_value_round_trips_through_the_database(
             await session.execute(select(bindparam("doc", {**document, 8: "x"}, type_=JSON)))
         ).scalar_one()
     assert stored == {**document, "8": "x"}
+
+
+async def test_on_commit_runs_after_the_outer_commit_and_never_for_a_rollback(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    ran: list[str] = []
+    async with sessionmaker() as session:
+        await session.execute(text("SELECT 1"))
+        on_commit(session, lambda: ran.append("outer"))
+        try:
+            async with session.begin_nested():
+                on_commit(session, lambda: ran.append("rolled back savepoint"))
+                raise RuntimeError
+        except RuntimeError:
+            pass
+        async with session.begin_nested():
+            on_commit(session, lambda: ran.append("released savepoint"))
+        assert ran == []  # a savepoint's release is not a commit
+        await session.commit()
+    assert ran == ["outer", "released savepoint"]
+
+    async with sessionmaker() as session:
+        await session.execute(text("SELECT 1"))
+        on_commit(session, lambda: ran.append("rolled back"))
+        await session.rollback()
+        await session.commit()
+    assert ran == ["outer", "released savepoint"]

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from app.audit.chain import GENESIS_HASH, REF_KEYS, Checkpoint, EventRecord, Signer, format_time
 from app.audit.vocabulary import CODE_RE, Action, AuditDataRejected, is_code, validate_data
 from app.auth import Principal
+from app.db import within
 from app.models.audit import AuditCheckpoint, AuditEvent
 from app.models.base import utcnow
 from app.settings import Settings
@@ -132,17 +133,12 @@ def _uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
     return uuid.UUID(value)
 
 
-def _ref(name: str, value: uuid.UUID | str | None) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if name in ("partner_id", "request_id"):
-        # Identifiers, not text: no spaces, no "@", not a bare phone or document number.
-        if not is_code(value):
-            raise AuditDataRejected(f"refs.{name}: expected a short code")
-        return value
-    return str(uuid.UUID(value))
+def _code(name: str, value: str | None) -> str | None:
+    """``partner_id`` and ``request_id``: identifiers, not text (no spaces, no "@", not a
+    bare phone or document number)."""
+    if value is not None and not is_code(value):
+        raise AuditDataRejected(f"refs.{name}: expected a short code")
+    return value
 
 
 async def record(
@@ -167,11 +163,11 @@ async def record(
     action = Action(action)
     ids = (_uuid(screening_id), _uuid(referral_id), _uuid(subject_id))
     refs = {
-        "screening_id": _ref("screening_id", ids[0]),
-        "referral_id": _ref("referral_id", ids[1]),
-        "partner_id": _ref("partner_id", partner_id),
-        "subject_id": _ref("subject_id", ids[2]),
-        "request_id": _ref("request_id", request_id),
+        "screening_id": str(ids[0]) if ids[0] is not None else None,
+        "referral_id": str(ids[1]) if ids[1] is not None else None,
+        "partner_id": _code("partner_id", partner_id),
+        "subject_id": str(ids[2]) if ids[2] is not None else None,
+        "request_id": _code("request_id", request_id),
     }
     assert tuple(refs) == REF_KEYS
     sync = session.sync_session
@@ -354,13 +350,3 @@ def _after_soft_rollback(session: Session, previous: SessionTransaction) -> None
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None and not transaction.nested:
         session.info.pop(PENDING_KEY, None)
-
-
-def within(tagged: SessionTransaction | None, ended: SessionTransaction) -> bool:
-    """Whether ``tagged`` is ``ended`` or nested inside it (a rollback of ``ended`` undid it)."""
-    current = tagged
-    while current is not None:
-        if current is ended:
-            return True
-        current = current.parent
-    return False

@@ -11,17 +11,18 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, SessionTransaction
 
 from app import audit
 from app.audit import Action
-from app.audit.writer import Actor, actor_of, within
+from app.audit.writer import Actor, actor_of
 from app.auth import Principal
+from app.db import on_commit
 from app.delivery import outbox
 from app.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.metrics import DECISIONS, RULES_FIRED
@@ -424,16 +425,9 @@ async def record_decision(
                 **({"reason": referral.human_reason} if referral.human_reason else {}),
             },
         )
-    sync = session.sync_session
-    sync.info.setdefault(_COUNT_KEY, []).append(
-        (sync.get_nested_transaction() or sync.get_transaction(), plan)
-    )
-
-
-#: Decisions recorded in a session, counted in the metrics once their transaction commits:
-#: a group that fails and is written again one screening at a time, or a batch item whose
-#: savepoint is rolled back, must not count twice.
-_COUNT_KEY = "ruta.decisions_to_count"
+    # Counted once stored: a group that fails and is written again one screening at a
+    # time, or a batch item whose savepoint is rolled back, must not count twice.
+    on_commit(session, partial(_count, plan))
 
 
 #: Each label set's child counter, looked up once: ``labels()`` validates and locks on every
@@ -459,31 +453,6 @@ def _count(plan: ReferralPlan) -> None:
         if decided is None:
             decided = _DECISIONS[key] = DECISIONS.labels(*key)
         decided.inc()
-
-
-@event.listens_for(Session, "after_commit")
-def _count_committed(session: Session) -> None:
-    if session.in_nested_transaction():
-        return  # a savepoint released: its decisions count when the outer transaction commits
-    for _, plan in session.info.pop(_COUNT_KEY, ()):
-        _count(plan)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_rolled_back(session: Session, previous: SessionTransaction) -> None:
-    pending = session.info.get(_COUNT_KEY)
-    if not pending:
-        return
-    if previous.parent is None:
-        session.info[_COUNT_KEY] = []
-        return
-    session.info[_COUNT_KEY] = [(t, p) for t, p in pending if not within(t, previous)]
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_ended(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None and not transaction.nested:
-        session.info.pop(_COUNT_KEY, None)
 
 
 async def owns(session: AsyncSession, principal: Principal, referral: Referral) -> bool:

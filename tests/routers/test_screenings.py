@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -346,11 +347,7 @@ async def test_batch_stores_its_items_together_and_one_the_database_refuses_fail
     refused = screening(subject__case_code=poisoned)
     twice = screening()
     items = [good[0], refused, twice, good[1], twice, {**twice, "notes": "changed"}, good[2]]
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ruta.test") as http:
-        response = await http.post(
-            "/v1/screenings/batch", json={"screenings": items}, headers=bearer(key)
-        )
+    response = await _post_batch(app, key, items)
     assert response.status_code == 200, response.text
     result = response.json()
     statuses = [(r["index"], r["status"], r["http_status"]) for r in result["results"]]
@@ -387,11 +384,7 @@ async def test_batch_counts_the_decisions_it_stores_once(
         app, "audit_events", "screening_id", str(refused) if postgres else refused.hex
     )
     before = counter_total(DECISIONS)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ruta.test") as http:
-        response = await http.post(
-            "/v1/screenings/batch", json={"screenings": items}, headers=bearer(key)
-        )
+    response = await _post_batch(app, key, items)
     assert response.status_code == 200, response.text
     statuses = [r["status"] for r in response.json()["results"]]
     assert statuses == ["created", "error", "created", "created"]
@@ -399,3 +392,12 @@ async def test_batch_counts_the_decisions_it_stores_once(
         referrals = (await session.execute(select(func.count()).select_from(Referral))).scalar()
     assert referrals
     assert counter_total(DECISIONS) - before == referrals
+
+
+async def _post_batch(app: FastAPI, key: str, items: list[dict[str, Any]]) -> httpx.Response:
+    """As uvicorn serves it: an unhandled error is a 500 answer, not an exception here."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ruta.test") as http:
+        return await http.post(
+            "/v1/screenings/batch", json={"screenings": items}, headers=bearer(key)
+        )

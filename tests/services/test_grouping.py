@@ -549,24 +549,42 @@ def _no_emergency() -> dict[str, Any]:
     return body
 
 
+class _Ordering:
+    """Routine and emergency plans for one committer writing groups of two, one at a time,
+    and the order in which their requests were answered."""
+
+    def __init__(self, committer: GroupCommitter, routine: list[Plan], emergencies: list[Plan]):
+        self.committer, self.routine, self.emergencies = committer, routine, emergencies
+        self.finished: list[uuid.UUID] = []
+
+    @classmethod
+    async def make(
+        cls, app: FastAPI, api_key: KeyFactory, settings: Settings, routine: int, emergencies: int
+    ) -> _Ordering:
+        committer = GroupCommitter(app.state.sessionmaker, settings, max_group=2, in_flight=1)
+        principal = await _principal(app, settings, await api_key("clinic", ORGANISATION))
+        return cls(
+            committer,
+            [_plan(app, settings, principal, _no_emergency()) for _ in range(routine)],
+            [
+                _plan(app, settings, principal, adult_consenting(safety__immediate_danger=True))
+                for _ in range(emergencies)
+            ],
+        )
+
+    async def submit(self, plan: Plan) -> None:
+        assert await self.committer.submit(plan) is not None
+        self.finished.append(plan.id)
+
+
 async def test_an_emergency_goes_in_the_next_group_ahead_of_queued_screenings(
     app: FastAPI, api_key: KeyFactory, settings: Settings
 ) -> None:
-    committer = GroupCommitter(app.state.sessionmaker, settings, max_group=2, in_flight=1)
-    principal = await _principal(app, settings, await api_key("clinic", ORGANISATION))
-    routine = [_plan(app, settings, principal, _no_emergency()) for _ in range(5)]
-    emergencies = [
-        _plan(app, settings, principal, adult_consenting(safety__immediate_danger=True))
-        for _ in range(2)
-    ]
+    queue = await _Ordering.make(app, api_key, settings, routine=5, emergencies=2)
+    committer, routine, emergencies = queue.committer, queue.routine, queue.emergencies
     assert not any(p.emergency for p in routine)
     assert all(p.emergency for p in emergencies)
-    finished: list[uuid.UUID] = []
-
-    async def submit(plan: Plan) -> None:
-        result = await committer.submit(plan)
-        assert result is not None
-        finished.append(plan.id)
+    submit, finished = queue.submit, queue.finished
 
     # All are queued before the committer takes its first group: routine ones first.
     await asyncio.gather(*(submit(p) for p in [*routine, *emergencies]))
@@ -582,18 +600,9 @@ async def test_a_burst_of_emergencies_keeps_its_order_ahead_of_routine_work(
 ) -> None:
     """More emergencies than a group holds, queued behind routine screenings and then
     behind each other: they are written first and in arrival order, across groups."""
-    committer = GroupCommitter(app.state.sessionmaker, settings, max_group=2, in_flight=1)
-    principal = await _principal(app, settings, await api_key("clinic", ORGANISATION))
-    routine = [_plan(app, settings, principal, _no_emergency()) for _ in range(3)]
-    emergencies = [
-        _plan(app, settings, principal, adult_consenting(safety__immediate_danger=True))
-        for _ in range(5)
-    ]
-    finished: list[uuid.UUID] = []
-
-    async def submit(plan: Plan) -> None:
-        assert await committer.submit(plan) is not None
-        finished.append(plan.id)
+    queue = await _Ordering.make(app, api_key, settings, routine=3, emergencies=5)
+    committer, routine, emergencies = queue.committer, queue.routine, queue.emergencies
+    submit, finished = queue.submit, queue.finished
 
     first = [asyncio.ensure_future(submit(p)) for p in [*routine, *emergencies[:3]]]
     for _ in range(1000):  # until the first group (two emergencies) is being written
