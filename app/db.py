@@ -6,12 +6,17 @@ services only ``flush()``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Insert, Table, event, insert
+from sqlalchemy import JSON, DateTime, Executable, Table, event, insert, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -89,17 +94,144 @@ async def purge_dead_rows(engine: AsyncEngine) -> None:
         await autocommit.exec_driver_sql("VACUUM subjects")
 
 
-async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+async def insert_rows(
+    session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
     """INSERT plain rows (column name -> value) into ``table`` in one statement, in the
-    caller's transaction; no ORM objects are made (the cheapest way to write many rows)."""
+    caller's transaction; no ORM objects are made (the cheapest way to write many rows).
+    Every row must have the same columns. On PostgreSQL the rows travel as one JSON
+    document (see :func:`bulk_insert`)."""
     if rows:
-        await session.execute(_insert_into(table), list(rows))
+        await session.execute(*bulk_insert(session.get_bind().dialect.name, table, rows))
+
+
+def insert_rows_sync(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """:func:`insert_rows` for code that runs inside ``run_sync`` or a session event."""
+    if rows:
+        session.execute(*bulk_insert(session.get_bind().dialect.name, table, rows))
+
+
+async def insert_new_rows(
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    unique: tuple[str, ...],
+) -> set[Any]:
+    """INSERT the rows whose ``unique`` columns are not taken yet (``ON CONFLICT (unique) DO
+    NOTHING``) and return the ids of those inserted, in one statement: a replay or a race
+    shows up as a missing id, with no read before the write."""
+    if not rows:
+        return set()
+    statement, parameters = bulk_insert(session.get_bind().dialect.name, table, rows, unique=unique)
+    return set((await session.execute(statement, parameters)).scalars())
+
+
+def bulk_insert(
+    dialect: str,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    unique: tuple[str, ...] | None = None,
+) -> tuple[Executable, Any]:
+    """The statement and parameters that insert ``rows`` into ``table`` (skipping conflicts
+    on ``unique`` and returning the inserted ids, when given).
+
+    On PostgreSQL the rows are sent as one JSON array, which the server turns into rows
+    (``jsonb_populate_recordset``): one orjson call for the whole group instead of
+    SQLAlchemy's and asyncpg's per-value processing, which cost three times the CPU
+    (docs/performance.md, step 17). What is stored is what the generic statement stores,
+    value for value; ``tests/test_db.py`` holds the two paths to that for every table intake
+    writes. Elsewhere, or when a column left out has a Python-side default the server cannot
+    apply, it is the generic multi-row INSERT.
+    """
+    keys = tuple(rows[0])
+    populate = _populate(table, keys, unique) if dialect == "postgresql" else None
+    if populate is None:
+        return _generic_insert(dialect, table, unique), list(rows)
+    first = rows[0].keys()
+    for row in rows:
+        if row.keys() != first:
+            raise ValueError(f"rows for {table.name} differ in their columns")
+        for name in populate.aware:
+            value = row[name]
+            if value is not None and value.tzinfo is None:
+                raise ValueError("naive datetime reached the database")
+    try:
+        payload = orjson.dumps(rows, default=_other)
+    except TypeError:
+        # A JSON value with a non-string key (which json_dumps writes as a string); sorting
+        # that out on every row costs a third more, so only when it is there.
+        payload = orjson.dumps(rows, default=_other, option=orjson.OPT_NON_STR_KEYS)
+    return populate.statement, {"rows": payload.decode()}
+
+
+def _other(value: Any) -> str:
+    """What orjson does not write itself: bytes, in bytea's hex text form (as
+    ``jsonb_populate_recordset`` reads it), and UUID subclasses (asyncpg returns its own)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} cannot be written to the database as JSON")
+
+
+@dataclass(frozen=True, slots=True)
+class _Populate:
+    statement: Executable
+    #: The datetime columns among the keys: a naive value would be read in the server's
+    #: time zone, so it is refused, as UTCDateTime refuses it on the generic path.
+    aware: tuple[str, ...]
+
+
+_PG = PGDialect()  # type: ignore[no-untyped-call]  # (untyped in SQLAlchemy)
 
 
 @cache
-def _insert_into(table: Table) -> Insert:
-    """One INSERT statement object per table, so its cache key is computed once."""
-    return insert(table)
+def _populate(
+    table: Table, keys: tuple[str, ...], unique: tuple[str, ...] | None
+) -> _Populate | None:
+    columns = [table.c[key] for key in keys]
+    if any(c.default is not None for c in table.columns if c.name not in keys):
+        return None  # the server would store NULL where SQLAlchemy fills in the default
+    quote = _PG.identifier_preparer.quote
+    name = _PG.identifier_preparer.format_table(table)
+    selected = []
+    for column in columns:
+        value = f"r.{quote(column.name)}"
+        if isinstance(column.type.dialect_impl(_PG), JSON):
+            # SQLAlchemy's JSON type stores None as JSON null, not SQL NULL; a JSON null
+            # in the document would become SQL NULL here.
+            value = f"coalesce({value}, CAST('null' AS jsonb))"
+        selected.append(value)
+    # Identifiers from the table's metadata, quoted by the dialect; values go as a parameter.
+    sql = (
+        f"INSERT INTO {name} ({', '.join(quote(c.name) for c in columns)}) "  # noqa: S608
+        f"SELECT {', '.join(selected)} "
+        f"FROM jsonb_populate_recordset(CAST(NULL AS {name}), CAST(:rows AS jsonb)) AS r"
+    )
+    statement: Executable = text(sql)
+    if unique is not None:
+        conflict = ", ".join(quote(key) for key in unique)
+        statement = text(f"{sql} ON CONFLICT ({conflict}) DO NOTHING RETURNING id").columns(
+            table.c.id
+        )
+    aware = tuple(c.name for c in columns if isinstance(getattr(c.type, "impl", c.type), DateTime))
+    return _Populate(statement, aware)
+
+
+@cache
+def _generic_insert(dialect: str, table: Table, unique: tuple[str, ...] | None) -> Executable:
+    """One statement object per table, so its cache key is computed once. Executed with a
+    list of rows, SQLAlchemy sends it as one multi-row INSERT."""
+    if unique is None:
+        return insert(table)
+    dialect_insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        dialect_insert(table)
+        .on_conflict_do_nothing(index_elements=list(unique))
+        .returning(table.c.id)
+    )
 
 
 # -- work that waits for the commit ----------------------------------------------------------

@@ -129,6 +129,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         shutil.copyfile(template, path)
         yield f"sqlite+aiosqlite:///{path}"
         return
+    yield from _fresh_postgres(request)
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A freshly migrated PostgreSQL database, for what only PostgreSQL does."""
+    yield from _fresh_postgres(request)
+
+
+def _fresh_postgres(request: pytest.FixtureRequest) -> Iterator[str]:
     admin_url, template_name = request.getfixturevalue("postgres_template")
     name = f"ruta_t_{uuid.uuid4().hex[:12]}"
     _admin_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"')

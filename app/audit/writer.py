@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from app.audit.chain import GENESIS_HASH, REF_KEYS, Checkpoint, EventRecord, Signer, format_time
 from app.audit.vocabulary import CODE_RE, Action, AuditDataRejected, is_code, validate_data
 from app.auth import Principal
-from app.db import within
+from app.db import insert_rows_sync, within
 from app.models.audit import AuditCheckpoint, AuditEvent
 from app.models.base import utcnow
 from app.settings import Settings
@@ -244,7 +244,7 @@ def _append_pending(session: Session) -> int:
         rows.append(_row(record, now, item.ids))
         prev = record.hash
     session.info[PENDING_KEY] = []
-    session.execute(insert(_EVENTS), rows)
+    insert_rows_sync(session, _EVENTS, rows)
     every = config.checkpoint_every
     if seq // every > head_seq // every:
         _store_checkpoint(session, config.signer.sign(seq, prev, now), now)

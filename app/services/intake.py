@@ -22,18 +22,15 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, delete, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import audit, crypto
 from app.audit import Action
 from app.auth import Principal
-from app.db import insert_rows
+from app.db import insert_new_rows, insert_rows
 from app.delivery import outbox
 from app.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.models import Decision, Delivery, Referral, ReferralEvent, Screening, Subject
@@ -56,20 +53,6 @@ _DECISIONS = cast(Table, Decision.__table__)
 _REFERRALS = cast(Table, Referral.__table__)
 _REFERRAL_EVENTS = cast(Table, ReferralEvent.__table__)
 _DELIVERIES = cast(Table, Delivery.__table__)
-
-
-def _upsert(session: AsyncSession, table: Table, keys: tuple[str, ...]) -> Any:
-    return _insert_or_skip(session.get_bind().dialect.name, table.name, keys)
-
-
-@cache
-def _insert_or_skip(dialect: str, table: str, keys: tuple[str, ...]) -> Any:
-    """``INSERT … ON CONFLICT (keys) DO NOTHING RETURNING id``, built once per dialect and
-    table: a statement object reused with fresh parameters is compiled and cache-keyed
-    once. Executed with a list of rows, SQLAlchemy sends it as one multi-row INSERT."""
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    target = {t.name: t for t in (_SUBJECTS, _SCREENINGS)}[table]
-    return insert(target).on_conflict_do_nothing(index_elements=list(keys)).returning(target.c.id)
 
 
 def canonical_json(document: Any) -> bytes:
@@ -235,7 +218,7 @@ async def write(
         rows.append(_screening_row(plan, subject_id, dek))
     # Insert first: a replay (or a concurrent request with the same id) is the exception,
     # and ON CONFLICT tells us about it without a read before every write.
-    inserted = set((await session.execute(_upsert(session, _SCREENINGS, ("id",)), rows)).scalars())
+    inserted = await insert_new_rows(session, _SCREENINGS, rows, unique=("id",))
     stored = [(plan, row) for plan, row in zip(live, rows, strict=True) if row["id"] in inserted]
     if len(stored) < len(live):
         await _drop_unused_subjects(session, subjects, [plan for plan, _ in stored])
@@ -348,9 +331,11 @@ async def _subjects(
             "created_at": now,
         }
         candidates[organisation, case_code] = (row, dek)
-    statement = _upsert(session, _SUBJECTS, ("organisation", "case_code"))
-    inserted = set(
-        (await session.execute(statement, [row for row, _ in candidates.values()])).scalars()
+    inserted = await insert_new_rows(
+        session,
+        _SUBJECTS,
+        [row for row, _ in candidates.values()],
+        unique=("organisation", "case_code"),
     )
     found: dict[tuple[str, str], _SubjectKey] = {
         key: (row["id"], dek, True)
