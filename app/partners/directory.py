@@ -116,7 +116,12 @@ class ServiceArea(SortedSets):
         A prefix finer than the department matches only a known ubigeo: a province-level
         partner is not assumed to serve a person whose district is unknown.
         """
-        if self.national or region in self.regions:
+        return self.national or self.serves_regionally(region, ubigeo)
+
+    def serves_regionally(self, region: Region, ubigeo: str | None) -> bool:
+        """:meth:`serves` by the area's regions and ubigeo prefixes alone, ``national``
+        aside (matching prefers a partner that serves the person's region this way)."""
+        if region in self.regions:
             return True
         for prefix in self.ubigeo_prefixes:
             if len(prefix) == 2 and UBIGEO_DEPARTMENTS.get(prefix) is region:

@@ -310,10 +310,7 @@ def match(
 
 def _serves_regionally(partner: Partner, facts: SubjectFacts) -> bool:
     """Served by the partner's regions or ubigeo prefixes (not merely by being national)."""
-    area = partner.service_area
-    if not area.regions and not area.ubigeo_prefixes:
-        return False
-    return area.model_copy(update={"national": False}).serves(facts.region, facts.ubigeo)
+    return partner.service_area.serves_regionally(facts.region, facts.ubigeo)
 
 
 def _passed(passed: dict[str, PassOverReason]) -> tuple[PassedOver, ...]:

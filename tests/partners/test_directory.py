@@ -12,6 +12,7 @@ from app.partners.directory import (
     DirectoryError,
     Hours,
     PartnerId,
+    ServiceArea,
     UnsafePartnerURL,
     check_partner_url,
     directory_env,
@@ -150,3 +151,17 @@ def test_partner_ids_need_a_letter_and_lowercase(ident: str) -> None:
 @pytest.mark.parametrize("ident", ["a", "hospital-santa-rosa-mdd", "0a", "12-ugel3", "x-1"])
 def test_partner_ids_that_pass(ident: str) -> None:
     assert TypeAdapter(PartnerId).validate_python(ident) == ident
+
+
+def test_a_national_area_serves_everywhere_but_regionally_only_where_it_lists() -> None:
+    """Matching prefers partners that serve the person's region by their regions or ubigeo
+    prefixes; ``national`` makes an area serve everyone without making it regional."""
+    area = ServiceArea(national=True, regions=frozenset({Region.madre_de_dios}))
+    assert area.serves(Region.cusco, None)
+    assert area.serves_regionally(Region.madre_de_dios, None)
+    assert not area.serves_regionally(Region.cusco, "080101")
+    by_prefix = ServiceArea(ubigeo_prefixes=frozenset({"1701", "08"}))
+    assert by_prefix.serves_regionally(Region.cusco, None)  # "08" is Cusco's department
+    assert by_prefix.serves_regionally(Region.madre_de_dios, "170101")
+    assert not by_prefix.serves_regionally(Region.madre_de_dios, None)
+    assert not by_prefix.serves(Region.lima, "150101")
