@@ -12,6 +12,9 @@
     rate (``--background`` per second) while, one at a time, screenings that decide an
     emergency referral are posted. Latency is from
     just before ``POST /v1/screenings`` to the partner receiving the emergency referral.
+    With ``--saturating-clients N`` it is measured once more on PostgreSQL while N wrk
+    connections post routine screenings back to back (the intake benchmark's load, in its
+    own process), with the worker as its own ``ruta worker`` process.
 
 Both run on SQLite, and on PostgreSQL when ``--postgres-url``/``BENCH_POSTGRES_URL`` (an
 admin URL; a database is created and dropped) is given or a local server answers at
@@ -25,7 +28,10 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import secrets
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -47,7 +53,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.schemas.examples import EXAMPLE_SCREENING
-from bench.intake import fresh_secrets
+from bench.intake import fresh_secrets, wrk_script
 
 PYTHON = sys.executable
 RUTA = str(Path(PYTHON).with_name("ruta"))
@@ -374,6 +380,28 @@ async def throughput(engine: str, deliveries: int, admin_url: str | None) -> dic
 # --- (b) emergency latency under load ------------------------------------------------------
 
 
+def _wrk_load(base: str, key: str, clients: int) -> tuple[subprocess.Popen[str], Path]:
+    """``clients`` wrk connections posting routine screenings (no emergency) back to back,
+    until :func:`_stop_wrk_load`."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("the saturating runs need wrk: apt-get install wrk")
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(wrk_script(key, _screening(emergency=False)))
+    command = ["wrk", "-t1", f"-c{clients}", "-d3600s", "-s", str(script), base]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True), script
+
+
+def _stop_wrk_load(process: subprocess.Popen[str], script: Path) -> dict[str, int]:
+    """Stop wrk (it reports on SIGINT) and count what it had answered."""
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=30)
+    script.unlink(missing_ok=True)
+    done = re.search(r"(\d+) requests in", out)
+    failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = int(failed.group(1)) if failed else 0
+    return {"background": (int(done.group(1)) if done else 0) - errors, "errors": errors}
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -439,11 +467,14 @@ async def _measure_latency(
     clients: int = 0,
 ) -> dict[str, Any]:
     """With ``clients`` > 0 the background is that many closed-loop clients posting back to
-    back (the saturating intake load of bench/intake.py) instead of a fixed rate."""
+    back instead of a fixed rate: wrk, as in bench/intake.py, in its own process. (Python
+    clients in this process measured themselves: on a slow machine the 32 of them kept this
+    process's event loop so busy that an emergency's answer waited here for seconds.)"""
     headers = {"Authorization": f"Bearer {key}"}
     stop = asyncio.Event()
     posted = {"background": 0, "errors": 0}
-    limits = httpx.Limits(max_connections=max(24, clients + 8))
+    limits = httpx.Limits(max_connections=24)
+    load = _wrk_load(base, key, clients) if clients > 0 else None
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
 
         async def post_one() -> None:
@@ -468,14 +499,7 @@ async def _measure_latency(
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             await asyncio.gather(*in_flight, return_exceptions=True)
 
-        async def closed_loop() -> None:
-            while not stop.is_set():
-                await post_one()
-
-        if clients > 0:
-            streams = [asyncio.create_task(closed_loop()) for _ in range(clients)]
-        else:
-            streams = [asyncio.create_task(stream())]
+        streams = [] if clients > 0 else [asyncio.create_task(stream())]
         sent: dict[str, float] = {}
         #: When each emergency's POST was answered (to split its latency in two).
         answered_at: dict[str, float] = {}
@@ -511,6 +535,8 @@ async def _measure_latency(
             for task in streams:
                 task.cancel()
             await asyncio.gather(*streams, return_exceptions=True)
+            if load is not None:
+                posted.update(await asyncio.to_thread(_stop_wrk_load, *load))
     latencies = [(arrived[rid] - t0) * 1000 for rid, t0 in sent.items() if rid in arrived]
     # After the POST was answered: the worker's part (wake, claim, sign, send), and the
     # partner's.

@@ -27,6 +27,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from app.schemas.examples import EXAMPLE_SCREENING
 from bench.directory import write_directory
@@ -118,20 +119,20 @@ def parse_latency(text: str, label: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
+def wrk_script(key: str, document: dict[str, Any]) -> str:
+    """wrk's Lua script: POST ``document`` with a fresh id and case code each time."""
+    template = json.dumps(
+        {**document, "id": "__ID__", "subject": {**document["subject"], "case_code": "__CASE__"}}
+    )
+    script = LUA.replace("__TEMPLATE__", template).replace("__KEY__", key)
+    return script.replace("__SEED__", str(secrets.randbelow(1_000_000)))
+
+
 def run_wrk(
     port: int, key: str, duration: int, connections: int
 ) -> tuple[float, float, float, int]:
-    template = json.dumps(
-        {
-            **EXAMPLE_SCREENING,
-            "id": "__ID__",
-            "subject": {**EXAMPLE_SCREENING["subject"], "case_code": "__CASE__"},
-        }
-    )
-    script = LUA.replace("__TEMPLATE__", template).replace("__KEY__", key)
-    script = script.replace("__SEED__", str(secrets.randbelow(1_000_000)))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(script)
+        handle.write(wrk_script(key, EXAMPLE_SCREENING))
         path = handle.name
     try:
         out = subprocess.run(
