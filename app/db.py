@@ -139,11 +139,11 @@ def bulk_insert(
 
     On PostgreSQL the rows are sent as one JSON array, which the server turns into rows
     (``jsonb_populate_recordset``): one orjson call for the whole group instead of
-    SQLAlchemy's and asyncpg's per-value processing, which cost three times the CPU
-    (docs/performance.md, step 17). What is stored is what the generic statement stores,
-    value for value; ``tests/test_db.py`` holds the two paths to that for every table intake
-    writes. Elsewhere, or when a column left out has a Python-side default the server cannot
-    apply, it is the generic multi-row INSERT.
+    SQLAlchemy's and asyncpg's work on each value (docs/performance.md, step 17: about a
+    tenth less CPU for intake's group write and commit). What is stored is what the generic
+    statement stores, value for value; ``tests/test_db.py`` holds the two paths to that for
+    every table intake writes. Elsewhere, or when a column left out has a Python-side
+    default the server cannot apply, it is the generic multi-row INSERT.
     """
     keys = tuple(rows[0])
     populate = _populate(table, keys, unique) if dialect == "postgresql" else None
