@@ -3,7 +3,26 @@ person's data, a screening id or a free-text value."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
+_CHILDREN: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
+
+
+def child(metric: _Metric, *labels: str) -> _Metric:
+    """``metric.labels(*labels)``, looked up once per label set: ``labels()`` validates and
+    takes a lock on every call, and intake and the delivery worker count on every request,
+    decision and attempt. Only for metrics whose label sets are bounded and never removed
+    (not ``CIRCUITS_OPEN``, which ``/metrics`` clears)."""
+    key = (metric, labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found  # type: ignore[return-value]  # stored under its own metric
+
 
 DECISIONS = Counter(
     "ruta_decisions_total",

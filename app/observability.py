@@ -19,6 +19,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.audit.vocabulary import is_code
+from app.metrics import child
 
 #: Keys that must never reach a log line, at any depth of the event dict.
 REDACTED_KEYS = frozenset(
@@ -159,8 +160,8 @@ class RequestContext:
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
             method = str(scope.get("method", ""))
-            REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(elapsed)
+            child(REQUESTS, method, route, str(status)).inc()
+            child(LATENCY, method, route).observe(elapsed)
             log.info(
                 "request",
                 method=method,

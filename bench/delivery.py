@@ -53,7 +53,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.schemas.examples import EXAMPLE_SCREENING
-from bench.intake import fresh_secrets, wrk_script
+from bench.intake import fresh_secrets, write_wrk_script, wrk_non_2xx
 
 PYTHON = sys.executable
 RUTA = str(Path(PYTHON).with_name("ruta"))
@@ -385,8 +385,7 @@ def _wrk_load(base: str, key: str, clients: int) -> tuple[subprocess.Popen[str],
     until :func:`_stop_wrk_load`."""
     if shutil.which("wrk") is None:
         raise SystemExit("the saturating runs need wrk: apt-get install wrk")
-    script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(wrk_script(key, _screening(emergency=False)))
+    script = Path(write_wrk_script(key, _screening(emergency=False)))
     command = ["wrk", "-t1", f"-c{clients}", "-d3600s", "-s", str(script), base]
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True), script
 
@@ -397,8 +396,7 @@ def _stop_wrk_load(process: subprocess.Popen[str], script: Path) -> dict[str, in
     out, _ = process.communicate(timeout=30)
     script.unlink(missing_ok=True)
     done = re.search(r"(\d+) requests in", out)
-    failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = int(failed.group(1)) if failed else 0
+    errors = wrk_non_2xx(out)
     return {"background": (int(done.group(1)) if done else 0) - errors, "errors": errors}
 
 

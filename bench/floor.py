@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,10 +31,12 @@ from bench.intake import (
     RUTA,
     Result,
     create_key,
+    drop_database,
     free_port,
     fresh_secrets,
     measure,
     postgres_database,
+    print_ratios,
     ruta_env,
 )
 
@@ -78,14 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         env = ruta_env(url, port, 1, directory, deployment)
         results.append(measure("ruta", [RUTA, "serve"], env, port, key, args))
     finally:
-        database = url.rsplit("/", 1)[1]
-        drop = f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'
-        subprocess.run(["psql", admin, "-qc", drop], capture_output=True)
+        drop_database(admin, url)
         shutil.rmtree(scratch, ignore_errors=True)
-    bare = results[0].requests_per_second
-    print("\nratios to the bare endpoint, same run:")
-    for result in results[1:]:
-        print(f"  {result.name:<28} {result.requests_per_second / bare:6.1%}")
+    print_ratios(results)
     return 0
 
 

@@ -119,21 +119,29 @@ def parse_latency(text: str, label: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def wrk_script(key: str, document: dict[str, Any]) -> str:
-    """wrk's Lua script: POST ``document`` with a fresh id and case code each time."""
+def write_wrk_script(key: str, document: dict[str, Any]) -> str:
+    """Write wrk's Lua script to a temporary file (the caller deletes it) and return its
+    path: it POSTs ``document`` with a fresh id and case code each time."""
     template = json.dumps(
         {**document, "id": "__ID__", "subject": {**document["subject"], "case_code": "__CASE__"}}
     )
     script = LUA.replace("__TEMPLATE__", template).replace("__KEY__", key)
-    return script.replace("__SEED__", str(secrets.randbelow(1_000_000)))
+    script = script.replace("__SEED__", str(secrets.randbelow(1_000_000)))
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    return handle.name
+
+
+def wrk_non_2xx(out: str) -> int:
+    """The answers wrk counted as neither 2xx nor 3xx."""
+    found = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return int(found.group(1)) if found else 0
 
 
 def run_wrk(
     port: int, key: str, duration: int, connections: int
 ) -> tuple[float, float, float, int]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(wrk_script(key, EXAMPLE_SCREENING))
-        path = handle.name
+    path = write_wrk_script(key, EXAMPLE_SCREENING)
     try:
         out = subprocess.run(
             [
@@ -153,9 +161,7 @@ def run_wrk(
     finally:
         os.unlink(path)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    non_2xx_match = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    non_2xx = int(non_2xx_match.group(1)) if non_2xx_match else 0
-    return rps, parse_latency(out, "50"), parse_latency(out, "99"), non_2xx
+    return rps, parse_latency(out, "50"), parse_latency(out, "99"), wrk_non_2xx(out)
 
 
 def fresh_secrets() -> dict[str, str]:
@@ -250,6 +256,20 @@ def create_key(env: dict[str, str]) -> str:
     return out.strip().splitlines()[-1]
 
 
+def drop_database(admin: str, url: str) -> None:
+    """Drop the database :func:`postgres_database` made."""
+    drop = f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'
+    subprocess.run(["psql", admin, "-qc", drop], capture_output=True)
+
+
+def print_ratios(results: list[Result]) -> None:
+    """Each result as a ratio to the first (the bare endpoint), measured in the same run."""
+    bare = results[0].requests_per_second
+    print("\nratios to the bare endpoint, same run:")
+    for result in results[1:]:
+        print(f"  {result.name:<28} {result.requests_per_second / bare:6.1%}")
+
+
 def postgres_database() -> tuple[str, str] | None:
     admin = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     if shutil.which("psql") is None:
@@ -326,20 +346,9 @@ def main() -> int:
                     )
                 )
         finally:
-            subprocess.run(
-                [
-                    "psql",
-                    admin,
-                    "-qc",
-                    f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)',
-                ],
-                capture_output=True,
-            )
+            drop_database(admin, url)
 
-    bare = results[0].requests_per_second
-    print("\nratios to the bare endpoint, same run:")
-    for result in results[1:]:
-        print(f"  {result.name:<28} {result.requests_per_second / bare:6.1%}")
+    print_ratios(results)
     args.output.mkdir(parents=True, exist_ok=True)
     out = args.output / f"intake-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps([asdict(r) for r in results], indent=2))

@@ -37,6 +37,16 @@ from app.settings import Environment, Settings
 
 REQUIRE_POSTGRES = os.environ.get("RUTA_TEST_REQUIRE_POSTGRES") == "1"
 TEST_SECRET = "test-secret-key-0123456789abcdef-0123456789"
+#: Every table a screening's transaction writes (app.services.intake, with its audit events).
+INTAKE_TABLES = (
+    "subjects",
+    "screenings",
+    "decisions",
+    "referrals",
+    "referral_events",
+    "deliveries",
+    "audit_events",
+)
 
 
 def _postgres_admin_url() -> tuple[str | None, str]:

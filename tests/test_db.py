@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db import bulk_insert, create_engine, insert_new_rows, json_dumps, on_commit
 from app.models import Base, Screening
 from app.models.base import UTCDateTime
+from tests.conftest import INTAKE_TABLES
 from tests.strategies import json_values
 
 
@@ -127,16 +128,6 @@ async def test_on_commit_runs_after_the_outer_commit_and_never_for_a_rollback(
 
 # -- bulk inserts: the PostgreSQL path stores what the generic INSERT stores -----------------
 
-#: Every table intake writes through bulk_insert (a screening's whole transaction).
-_INTAKE_TABLES = (
-    "subjects",
-    "screenings",
-    "decisions",
-    "referrals",
-    "referral_events",
-    "deliveries",
-    "audit_events",
-)
 _TEXT = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
 _ZONES = st.sampled_from(
     [UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=5, minutes=45))]
@@ -226,7 +217,7 @@ async def _stored(session: AsyncSession, table: Table) -> list[tuple[str, ...]]:
     return sorted(tuple(row) for row in rows)
 
 
-@pytest.mark.parametrize("name", _INTAKE_TABLES)
+@pytest.mark.parametrize("name", INTAKE_TABLES)
 @pytest.mark.parametrize("keys", ["text keys", "integer keys too"])
 async def test_rows_sent_as_one_json_document_are_stored_as_the_generic_insert_stores_them(
     postgres_url: str, name: str, keys: str

@@ -28,7 +28,7 @@ from app import audit
 from app.audit import Action
 from app.delivery import outbox, policy, sender, signing
 from app.delivery.policy import Outcome
-from app.metrics import DELIVERY_ATTEMPTS, DELIVERY_LATENCY
+from app.metrics import DELIVERY_ATTEMPTS, DELIVERY_LATENCY, child
 from app.models import Delivery, DeliveryAttempt, PartnerCircuit, PartnerRow, Referral
 from app.models.base import utcnow
 from app.partners import fhir
@@ -229,7 +229,7 @@ class DeliveryWorker:
             await session.commit()
 
         sent = await sender.post(client, url, body, headers, relaxed=self.settings.relaxed_network)
-        DELIVERY_LATENCY.labels(partner_id).observe(sent.latency_ms / 1000)
+        child(DELIVERY_LATENCY, partner_id).observe(sent.latency_ms / 1000)
         async with self.sessionmaker() as session:
             await self._record(session, delivery_id, sent, started=now)
             await session.commit()
@@ -268,7 +268,7 @@ class DeliveryWorker:
                 response_excerpt=sent.excerpt,
             )
         )
-        DELIVERY_ATTEMPTS.labels(delivery.partner_id, outcome.value).inc()
+        child(DELIVERY_ATTEMPTS, delivery.partner_id, outcome.value).inc()
         still_ours = delivery.status == outbox.PENDING
         delivery.attempt_count = attempt_no
         delivery.lease_owner = None

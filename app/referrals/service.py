@@ -14,7 +14,6 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,7 +24,7 @@ from app.auth import Principal
 from app.db import on_commit
 from app.delivery import outbox
 from app.errors import Conflict, NotFound, ValidationFailed, field_error
-from app.metrics import DECISIONS, RULES_FIRED
+from app.metrics import DECISIONS, RULES_FIRED, child
 from app.models import PartnerRow, Referral, ReferralEvent, Screening, Subject
 from app.partners.directory import Organisation, Partner, PayloadFormat
 from app.partners.matching import MatchResult, SubjectFacts, match
@@ -177,8 +176,19 @@ async def _dispatch(
     return outbound
 
 
+class _NewRow:
+    """A row intake is about to insert, as plain slotted attributes (see
+    :class:`NewDecision`); ``row()`` is the column name -> value mapping to insert."""
+
+    __slots__ = ()
+
+    def row(self) -> dict[str, Any]:
+        columns: tuple[str, ...] = self.__slots__  # the subclass's fields
+        return {name: getattr(self, name) for name in columns}
+
+
 @dataclass(slots=True)
-class NewDecision:
+class NewDecision(_NewRow):
     """A ``decisions`` row intake is about to insert. Plain attributes, not an ORM object:
     building one of those costs about 18 µs (instrumented attributes), this under 1 µs, and
     intake builds four rows per screening. ``tests/referrals/test_service.py`` checks the
@@ -192,12 +202,9 @@ class NewDecision:
     trace: dict[str, Any]
     created_at: datetime
 
-    def row(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
 
 @dataclass(slots=True)
-class NewReferral:
+class NewReferral(_NewRow):
     """A ``referrals`` row intake is about to insert (see :class:`NewDecision`).
     ``subject_id`` is set when the group's subjects are known (:func:`write_rows`)."""
 
@@ -225,9 +232,6 @@ class NewReferral:
     created_at: datetime
     updated_at: datetime
     closed_at: datetime | None
-
-    def row(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
 
 
 @dataclass(slots=True)
@@ -430,29 +434,13 @@ async def record_decision(
     on_commit(session, partial(_count, plan))
 
 
-#: Each label set's child counter, looked up once: ``labels()`` validates and locks on every
-#: call, and a screening counts about twenty (its fired rules and its referrals). Both label
-#: sets are bounded: the rule set's ids, and service x urgency x legal basis.
-_RULES_FIRED: dict[str, Counter] = {}
-_DECISIONS: dict[tuple[str, str, str], Counter] = {}
-
-
 def _count(plan: ReferralPlan) -> None:
     for rule_id in plan.fired:
-        fired = _RULES_FIRED.get(rule_id)
-        if fired is None:
-            fired = _RULES_FIRED[rule_id] = RULES_FIRED.labels(rule_id)
-        fired.inc()
-    for decided_referral in plan.decision.referrals:
-        key = (
-            decided_referral.service.value,
-            decided_referral.urgency.value,
-            decided_referral.legal_basis.value,
-        )
-        decided = _DECISIONS.get(key)
-        if decided is None:
-            decided = _DECISIONS[key] = DECISIONS.labels(*key)
-        decided.inc()
+        child(RULES_FIRED, rule_id).inc()
+    for decided in plan.decision.referrals:
+        child(
+            DECISIONS, decided.service.value, decided.urgency.value, decided.legal_basis.value
+        ).inc()
 
 
 async def owns(session: AsyncSession, principal: Principal, referral: Referral) -> bool:

@@ -40,7 +40,14 @@ from app.services import intake
 from app.services.grouping import GroupCommitter
 from app.services.intake import Plan
 from app.settings import Settings
-from tests.conftest import KeyFactory, bearer, counter_total, key_factory, refuse_inserts
+from tests.conftest import (
+    INTAKE_TABLES,
+    KeyFactory,
+    bearer,
+    counter_total,
+    key_factory,
+    refuse_inserts,
+)
 from tests.delivery.conftest import partner_document
 from tests.factories import adult_consenting
 
@@ -666,13 +673,5 @@ async def test_a_group_costs_the_same_statements_whatever_its_size(
         # that table back on the slower generic INSERT.
         inserts = {s.split()[2]: s for s in statements if s.startswith("INSERT INTO")}
         inserts.pop("audit_checkpoints", None)  # one signed row now and then, not intake's
-        assert set(inserts) == {
-            "subjects",
-            "screenings",
-            "decisions",
-            "referrals",
-            "referral_events",
-            "deliveries",
-            "audit_events",
-        }
+        assert set(inserts) == set(INTAKE_TABLES)
         assert all("jsonb_populate_recordset" in s for s in inserts.values()), inserts
