@@ -448,10 +448,17 @@ def deliveries_replay(
 
     async def replay_one(ident: uuid.UUID) -> bool:
         from app.delivery.outbox import replay_dead_letter
+        from app.errors import Conflict
         from app.models.base import utcnow
 
         async with _session(settings) as session:
-            done = await replay_dead_letter(session, ident, actor=audit.system("cli"), now=utcnow())
+            try:
+                done = await replay_dead_letter(
+                    session, ident, actor=audit.system("cli"), now=utcnow()
+                )
+            except Conflict as refused:
+                typer.echo(f"{ident}: not replayed: {refused.extensions['reason']}", err=True)
+                return False
             await session.commit()
             return done
 

@@ -94,6 +94,12 @@ class Conflict(RutaError):
     title = "Conflict"
 
 
+class Gone(RutaError):
+    status = 410
+    type = "/problems/gone"
+    title = "Gone"
+
+
 class PayloadTooLarge(RutaError):
     status = 413
     type = "/problems/payload-too-large"

@@ -82,7 +82,11 @@ class Settings(BaseSettings):
     #: screening, and at the default the collector ran often enough to cost about a fifth
     #: of intake's CPU (docs/performance.md). 0 leaves Python's default.
     gc_threshold: int = Field(default=50_000, ge=0, le=1_000_000)
-    #: Response deadlines per urgency (hours).
+    #: Response deadlines per urgency (hours): how long a partner has to acknowledge a
+    #: referral before it moves to the next one (docs/protocol.md, rule 13). Life at risk
+    #: (suicidal plan or attempt, psychosis, life-threatening injury, immediate danger) has
+    #: its own, shorter deadline.
+    deadline_life_at_risk_hours: float = Field(default=2, gt=0)
     deadline_emergency_hours: float = Field(default=24, gt=0)
     deadline_urgent_hours: float = Field(default=72, gt=0)
     deadline_routine_hours: float = Field(default=14 * 24, gt=0)

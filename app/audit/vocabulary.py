@@ -115,6 +115,7 @@ KEYS: dict[str, Shape] = {
     "override": Shape.code,
     # referrals and deliveries
     "service": Shape.code,
+    "recipient": Shape.code,
     "urgency": Shape.code,
     "flags": Shape.codes,
     "status": Shape.code,
@@ -139,6 +140,7 @@ KEYS: dict[str, Shape] = {
     "previous_key_id": Shape.code,
     "valid_until": Shape.timestamp,
     "count": Shape.int,
+    "standing": Shape.int,
     # requests
     "method": Shape.code,
     "route": Shape.route,
@@ -155,6 +157,9 @@ KEYS: dict[str, Shape] = {
 ENUMS: dict[str, frozenset[str]] = {
     "service": frozenset({"medical", "psychological", "legal", "protection"}),
     "services": frozenset({"medical", "psychological", "legal", "protection"}),
+    "recipient": frozenset(
+        {"provider", "child_protection_authority", "shelter", "law_enforcement"}
+    ),
     "urgency": frozenset({"routine", "urgent", "emergency"}),
     "legal_basis": frozenset({"consent", "child_protection_duty", "vital_interest"}),
     "role": frozenset({"clinic", "partner", "auditor", "admin"}),
@@ -162,7 +167,7 @@ ENUMS: dict[str, frozenset[str]] = {
     "format": frozenset({"ndjson", "csv"}),
 }
 
-_REFERRAL = {"service", "urgency", "flags", "legal_basis", "reason", "decision_id"}
+_REFERRAL = {"service", "recipient", "urgency", "flags", "legal_basis", "reason", "decision_id"}
 
 #: Per action, the ``data`` keys allowed. Anything else is refused.
 ALLOWED: dict[Action, frozenset[str]] = {
@@ -194,7 +199,7 @@ ALLOWED: dict[Action, frozenset[str]] = {
     Action.referral_revoked: frozenset({"reason", "service", "previous_status"}),
     Action.referral_fallback: frozenset({"reason", "next_partner_id", "attempt"}),
     Action.notification_sent: frozenset({"service", "reason", "delivery_id", "fields_shared"}),
-    Action.consent_withdrawn: frozenset({"categories", "count"}),
+    Action.consent_withdrawn: frozenset({"categories", "count", "standing"}),
     Action.personal_data_read: frozenset({"fields", "purpose", "categories"}),
     Action.subject_erased: frozenset({"reason", "count"}),
     Action.partner_created: frozenset({"target_id", "changed", "services"}),

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from app import crypto
+from app.errors import Conflict
 from app.models import Delivery, PartnerCircuit, Subject
 from app.schemas.decision import Urgency
 from app.settings import Settings
@@ -137,7 +138,7 @@ async def subject_key(session: AsyncSession, settings: Settings, subject_id: uui
 def delivery_row(
     dek: bytes,
     *,
-    referral_id: uuid.UUID,
+    referral_id: uuid.UUID | None,
     partner_id: str,
     subject_id: uuid.UUID,
     event_type: str,
@@ -145,14 +146,17 @@ def delivery_row(
     urgency: Urgency,
     now: datetime,
     request_id: str | None,
+    screening_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
     """A new outbox row's columns, the body encrypted under ``dek``. Intake writes all of a
-    screening's rows in one INSERT, then calls :func:`announce`."""
+    screening's rows in one INSERT, then calls :func:`announce`. A notification has no
+    referral; it names its screening instead."""
     delivery_id = uuid.uuid4()
     return {
         "id": delivery_id,
         "webhook_id": f"msg_{uuid.uuid4().hex}",
         "referral_id": referral_id,
+        "screening_id": screening_id,
         "partner_id": partner_id,
         "subject_id": subject_id,
         "event_type": event_type,
@@ -316,7 +320,13 @@ async def replay_dead_letter(
     request_id: str | None = None,
 ) -> bool:
     """Put a dead letter back in the queue unchanged (same webhook-id, same bytes) and
-    record the replay. Returns False when the delivery is not a dead letter."""
+    record the replay. Returns False when the delivery is not a dead letter.
+
+    A referral's body is never sent again once the referral was revoked (the person
+    withdrew consent) or has moved to another partner: that raises :class:`Conflict`
+    with the reason. Notices and notifications carry no data about the person and may
+    always be replayed.
+    """
     from app import audit
     from app.audit import Action
     from app.models import Referral
@@ -324,13 +334,28 @@ async def replay_dead_letter(
     delivery = await session.get(Delivery, delivery_id)
     if delivery is None or delivery.status != "dead":
         return False
+    referral = (
+        await session.get(Referral, delivery.referral_id)
+        if delivery.referral_id is not None
+        else None
+    )
+    if referral is not None and delivery.event_type == "referral.created":
+        if referral.status == "revoked":
+            raise Conflict(
+                "The referral was revoked: its body may not be sent again.",
+                reason="referral_revoked",
+            )
+        if referral.partner_id != delivery.partner_id:
+            raise Conflict(
+                "The referral has moved to another partner: this body may not be sent again.",
+                reason="partner_no_longer_assigned",
+            )
     delivery.status = PENDING
     delivery.needs_human = False
     delivery.next_attempt_at = now
     delivery.finished_at = None
     delivery.attempt_count = 0
     delivery.replays += 1
-    referral = await session.get(Referral, delivery.referral_id)
     if referral is not None and referral.status == "undeliverable":
         referral.status = "queued"
         referral.needs_human = False

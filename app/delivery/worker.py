@@ -32,8 +32,9 @@ from app.metrics import DELIVERY_ATTEMPTS, DELIVERY_LATENCY, child
 from app.models import Delivery, DeliveryAttempt, PartnerCircuit, PartnerRow, Referral
 from app.models.base import utcnow
 from app.partners import fhir
+from app.partners.minimiser import NOTIFICATION_CATEGORIES
 from app.partners.service import signing_secrets
-from app.referrals import service as referrals
+from app.referrals import routing as referrals
 from app.settings import Settings
 
 log = structlog.get_logger("ruta.delivery")
@@ -291,16 +292,22 @@ class DeliveryWorker:
         await self._circuit(session, delivery.partner_id, outcome, now=now)
         if not still_ours:
             return  # cancelled meanwhile (fallback, revocation) or finished by another worker
-        referral = await session.get(Referral, delivery.referral_id)
-        assert referral is not None
+        referral = (
+            await session.get(Referral, delivery.referral_id)
+            if delivery.referral_id is not None
+            else None
+        )
         is_referral = delivery.event_type == "referral.created"
-        current = is_referral and referral.partner_id == delivery.partner_id
+        current = (
+            referral is not None and is_referral and referral.partner_id == delivery.partner_id
+        )
         match outcome:
             case Outcome.delivered:
                 delivery.status = "delivered"
                 delivery.finished_at = now
                 delivery.last_error = None
                 if current:
+                    assert referral is not None
                     await referrals.mark_delivered(
                         session,
                         referral,
@@ -309,6 +316,8 @@ class DeliveryWorker:
                         attempt=attempt_no,
                         now=now,
                     )
+                elif delivery.event_type == "notification.created":
+                    await _notification_sent(session, delivery)
             case Outcome.retry:
                 assert delay is not None
                 delivery.next_attempt_at = now + timedelta(seconds=delay)
@@ -324,6 +333,7 @@ class DeliveryWorker:
                 if outcome is Outcome.gone:
                     await self._pause_partner(session, delivery.partner_id, now=now)
                 if current:
+                    assert referral is not None
                     await referrals.fall_back(
                         session,
                         self.settings,
@@ -348,7 +358,11 @@ class DeliveryWorker:
         delivery.last_error = reason[:200]
         delivery.lease_owner = None
         delivery.lease_expires_at = None
-        referral = await session.get(Referral, delivery.referral_id)
+        referral = (
+            await session.get(Referral, delivery.referral_id)
+            if delivery.referral_id is not None
+            else None
+        )
         if (
             referral is not None
             and delivery.event_type == "referral.created"
@@ -428,6 +442,22 @@ class DeliveryWorker:
             await referrals.sweep_deadlines(session, self.settings, now=now)
             await referrals.retry_held(session, self.settings, now=now)
             await session.commit()
+
+
+async def _notification_sent(session: AsyncSession, delivery: Delivery) -> None:
+    """The non-identifying notification reached the directory's notification recipient."""
+    await audit.record(
+        session,
+        action=Action.notification_sent,
+        actor=ACTOR,
+        screening_id=delivery.screening_id,
+        partner_id=delivery.partner_id,
+        data={
+            "reason": "adult_declined_consent",
+            "delivery_id": str(delivery.id),
+            "fields_shared": list(NOTIFICATION_CATEGORIES),
+        },
+    )
 
 
 async def _first(*waits: object) -> None:

@@ -36,7 +36,10 @@ class Delivery(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     webhook_id: Mapped[str] = mapped_column(String(64), unique=True)
-    referral_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("referrals.id"), index=True)
+    #: The referral this message is about; None for a non-identifying notification.
+    referral_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("referrals.id"), index=True)
+    #: The screening it comes from (set for notifications, which have no referral).
+    screening_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("screenings.id"))
     partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id"))
     subject_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("subjects.id"))
     event_type: Mapped[str] = mapped_column(String(32))

@@ -23,6 +23,12 @@ class PartnerRow(Base):
         CheckConstraint("payload_format IN ('ruta-json', 'fhir-r4')", name="format_known"),
         CheckConstraint("source IN ('file', 'api')", name="source_known"),
         CheckConstraint(
+            "role IS NULL OR role IN ('child_protection_authority', 'law_enforcement', "
+            "'shelter', 'health_facility', 'legal_aid', 'psychosocial', "
+            "'notification_recipient')",
+            name="role_known",
+        ),
+        CheckConstraint(
             "capacity_available >= 0 AND capacity_available <= capacity_maximum",
             name="capacity_range",
         ),
@@ -32,6 +38,9 @@ class PartnerRow(Base):
     organisation_id: Mapped[str] = mapped_column(String(64), index=True)
     organisation_name: Mapped[str] = mapped_column(String(200))
     name: Mapped[str] = mapped_column(String(200))
+    #: The partner's role (app.schemas.decision.PartnerRole). NULL only for rows created
+    #: before roles existed: such a partner receives nothing until its role is set.
+    role: Mapped[str | None] = mapped_column(String(32))
     description: Mapped[str | None] = mapped_column(String(1000))
     services: Mapped[list[str]] = mapped_column(JSONType)
     #: {"national": bool, "regions": [...], "ubigeo_prefixes": [...]}

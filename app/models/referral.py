@@ -20,6 +20,9 @@ class Decision(Base):
     rule_set_version: Mapped[str] = mapped_column(String(64))
     rule_set_hash: Mapped[str] = mapped_column(String(64))
     non_identifying_notification: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The directory's notification recipient the non-identifying notification went to
+    #: (None when none was due, or none is in the directory).
+    notification_partner_id: Mapped[str | None] = mapped_column(String(64))
     trace: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -44,6 +47,8 @@ class Referral(Base):
     organisation: Mapped[str] = mapped_column(String(200))
     region: Mapped[str] = mapped_column(String(32))
     service: Mapped[str] = mapped_column(String(16))
+    #: Which kind of partner may take it (app.schemas.decision.Recipient).
+    recipient: Mapped[str] = mapped_column(String(32), default="provider")
     urgency: Mapped[str] = mapped_column(String(16))
     legal_basis: Mapped[str] = mapped_column(String(32))
     identifying: Mapped[bool] = mapped_column(Boolean)

@@ -52,3 +52,6 @@ class Screening(Base):
     personal_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
     #: Dotted paths of the personal fields present (no values), e.g. ["subject.name"].
     personal_fields: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    #: When the person withdrew consent (None: not withdrawn). Referrals on consent are
+    #: revoked then; those on child-protection duty or vital interest stand.
+    consent_withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

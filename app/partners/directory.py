@@ -1,8 +1,11 @@
 """The partner directory: who can receive which referrals, where, for whom, and how.
 
 Field names follow Open Referral HSDS where it has one: an ``organization`` offers a
-``service`` in a ``service_area`` with ``eligibility`` and ``languages``. Ruta adds what
-routing needs: capacity, priority, status and the endpoint a referral is delivered to.
+``service`` in a ``service_area`` with ``eligibility``, ``languages`` and a ``schedule``
+(opening hours in the partner's own time zone). Ruta adds what routing needs: the partner's
+**role** (child-protection authority, law enforcement, shelter, …: the protocol limits which
+roles may receive what), capacity, priority, status and the endpoint a referral is
+delivered to.
 
 A directory file (YAML or JSON) is validated as a whole when loaded; every error names the
 partner and the field path, and never quotes the value (a file may carry secrets).
@@ -23,7 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -35,6 +38,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.schemas.decision import PartnerRole
 from app.schemas.screening import (
     UBIGEO_DEPARTMENTS,
     Language,
@@ -45,7 +49,6 @@ from app.schemas.screening import (
     Strict,
 )
 
-LIMA = ZoneInfo("America/Lima")
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format prefix, not a secret
 #: A partner id appears in URLs and audit events: a short lowercase slug.
 #: Lowercase letters, digits and hyphens, with at least one letter: partner ids travel in the
@@ -170,7 +173,8 @@ class Capacity(Strict):
 
 
 class OpeningHours(SortedSets):
-    """HSDS ``schedule``, simplified: the same hours on the listed days, America/Lima."""
+    """HSDS ``schedule``, simplified: the same hours on the listed days, in the partner's
+    time zone."""
 
     days: frozenset[Weekday] = Field(min_length=1)
     opens: time
@@ -183,15 +187,33 @@ class OpeningHours(SortedSets):
         return self
 
 
+def _zone(name: str) -> str:
+    try:
+        ZoneInfo(name)  # cached by zoneinfo: matching reads it again for free
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("not an IANA time zone name, e.g. America/Lima") from None
+    return name
+
+
 class Hours(Strict):
-    timezone: Literal["America/Lima"] = "America/Lima"
+    """When the partner can act on a referral. ``schedule`` is read in ``timezone`` (IANA
+    name; default America/Lima), so an office in another zone is open when it says it is."""
+
+    timezone: Annotated[str, AfterValidator(_zone), Field(max_length=64)] = "America/Lima"
     always_open: bool = False
     schedule: tuple[OpeningHours, ...] = ()
 
+    @model_validator(mode="after")
+    def _some_hours(self) -> Hours:
+        if not self.always_open and not self.schedule:
+            raise ValueError("hours need always_open: true or a schedule")
+        return self
+
     def open_at(self, moment: datetime) -> bool:
+        """Whether the partner is open at ``moment`` (an aware datetime), in its own zone."""
         if self.always_open:
             return True
-        local = moment.astimezone(LIMA)
+        local = moment.astimezone(ZoneInfo(self.timezone))
         day = WEEKDAYS[local.weekday()]
         return any(
             day in slot.days and slot.opens <= local.time() < slot.closes for slot in self.schedule
@@ -237,8 +259,16 @@ class Partner(SortedSets):
     id: PartnerId
     organisation: Organisation
     name: str = Field(min_length=1, max_length=200, description="HSDS service name.")
+    role: PartnerRole = Field(
+        description="What kind of organisation this is: the protocol limits which roles may "
+        "receive what (law_enforcement only with the person's law_enforcement consent; "
+        "child_protection_authority for every child's protection referral; "
+        "notification_recipient only non-identifying notifications). Required: an unmarked "
+        "police unit must never pass for a shelter."
+    )
     description: str | None = Field(default=None, max_length=1000)
-    services: frozenset[ServiceCategory] = Field(min_length=1)
+    #: Empty only for a notification recipient, which takes no referral.
+    services: frozenset[ServiceCategory] = Field(default=frozenset())
     service_area: ServiceArea
     eligibility: Eligibility = Eligibility()
     languages: frozenset[Language] = Field(min_length=1)
@@ -248,6 +278,19 @@ class Partner(SortedSets):
     status: PartnerStatus = PartnerStatus.active
     #: Lower is tried first among otherwise equal partners.
     priority: int = Field(default=100, ge=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _services_for_role(self) -> Partner:
+        notifications = self.role is PartnerRole.notification_recipient
+        if notifications and self.services:
+            raise ValueError("a notification_recipient takes no referral: list no services")
+        if notifications and (
+            self.endpoint.thin or self.endpoint.format is not PayloadFormat.ruta_json
+        ):
+            raise ValueError("a notification_recipient receives ruta-json, not thin")
+        if not notifications and not self.services:
+            raise ValueError("services: list at least one service category")
+        return self
 
 
 class Directory(Strict):

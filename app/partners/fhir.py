@@ -282,32 +282,46 @@ def referral_bundle(
     }
 
 
-def revocation_bundle(
+#: A notice's Task status and business status, by notice type.
+_NOTICE_STATUS = {
+    "referral.revoked": ("cancelled", "revoked"),
+    "referral.consent_withdrawn": ("requested", "consent-withdrawn"),
+}
+
+
+def notice_bundle(
     document: Mapping[str, Any], *, organisation: Mapping[str, str], public_base_url: str
 ) -> dict[str, Any]:
-    """The FHIR R4 Bundle for a ``referral.revoked`` notice: the referral's Task, now
-    ``cancelled``, with the reason and the instruction. No data about the person."""
+    """The FHIR R4 Bundle for a notice after consent was withdrawn: the referral's Task,
+    ``cancelled`` for ``referral.revoked``, still ``requested`` with business status
+    ``consent-withdrawn`` for ``referral.consent_withdrawn`` (the referral stands on its
+    basis), with the reason and the instruction. No data about the person."""
     sys = systems(public_base_url)
     referral = document["referral"]
     referral_id = str(referral["id"])
+    status, business = _NOTICE_STATUS[str(document["type"])]
     identifier = {"system": URI_IDENTIFIER, "value": f"urn:uuid:{referral_id}"}
     task: dict[str, Any] = {
         "resourceType": "Task",
         "identifier": [identifier],
-        "status": "cancelled",
+        "status": status,
         "statusReason": {
             "coding": [{"system": sys["status_reason"], "code": str(referral["reason"])}],
             **_text_element(referral["instruction"], "text"),
         },
         "businessStatus": {
-            "coding": [{"system": sys["business_status"], "code": "revoked"}],
-            "text": "revoked",
+            "coding": [{"system": sys["business_status"], "code": business}],
+            "text": business,
         },
         "intent": "order",
         "code": {"coding": [{"system": TASK_CODE, "code": "fulfill"}]},
         "focus": {"type": "ServiceRequest", "identifier": identifier},
         "owner": _organisation_ref(sys["organisation"], organisation),
-        "input": [_input(sys["field"], "referral.partner_id", referral["partner_id"])],
+        "input": [
+            _input(sys["field"], f"referral.{key}", referral[key])
+            for key in ("partner_id", "legal_basis")
+            if key in referral
+        ],
     }
     return {
         "resourceType": "Bundle",

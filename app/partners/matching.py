@@ -3,14 +3,21 @@
 A pure function of its inputs (no database, no clock): the caller passes the partners and
 ``now``, and stores the :class:`MatchResult` (it is the referral's routing explanation).
 
-Order, as the protocol states it (domain.md, rule 13):
+Order, as the protocol states it (docs/protocol.md, rule 13):
 
-1. the service category;
+1. the service category, and the partner's **role**: the decided referral's recipient says
+   which roles may take it (an ordinary provider, the child-protection authority, a
+   shelter, law enforcement). Nothing here widens it: a fallback picks another partner of
+   the same kind, never a police unit because no shelter had room;
 2. the region: partners serving the person's region first; national partners only when no
    regional partner is eligible and has capacity;
 3. age and sex eligibility; a presumed minor never goes to an adults-only partner;
-4. language: a partner speaking the person's language first, otherwise the interpreter flag;
-5. capacity (available > 0), then priority (lower first), then id for a stable order.
+4. capacity (available > 0);
+5. for an **emergency**, opening hours in the partner's own time zone: only a partner open
+   now (or always open) is chosen. When none is, the best closed one is chosen *and* the
+   referral is escalated to a person at once (``escalation``);
+6. language: a partner speaking the person's language first, otherwise the interpreter
+   flag; then priority (lower first), then id for a stable order.
 
 No eligible partner is a result, not an error: ``partner`` is ``None``, ``needs_human`` is
 true and ``unmatched_reason`` says why. The caller holds the referral and flags it for a
@@ -19,15 +26,17 @@ person; it never drops it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.partners.directory import Partner, PartnerStatus
-from app.schemas.decision import DecidedReferral, ReferralFlag, Urgency
+from app.partners.directory import Eligibility, Partner, PartnerStatus
+from app.schemas.decision import DecidedReferral, PartnerRole, Recipient, ReferralFlag, Urgency
 from app.schemas.screening import (
+    AGE_BAND_RANGES,
     INDIGENOUS_LANGUAGES,
     MINOR_AGE_BANDS,
     AgeBand,
@@ -38,16 +47,6 @@ from app.schemas.screening import (
     age_of,
 )
 from app.settings import Settings
-
-_BAND_RANGES: dict[AgeBand, tuple[int, int]] = {
-    AgeBand.b0_11: (0, 11),
-    AgeBand.b12_14: (12, 14),
-    AgeBand.b15_17: (15, 17),
-    AgeBand.b18_24: (18, 24),
-    AgeBand.b25_34: (25, 34),
-    AgeBand.b35_49: (35, 49),
-    AgeBand.b50_plus: (50, 120),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +102,15 @@ class PassOverReason(StrEnum):
     excluded = "excluded"  # already rejected or timed out for this referral
     paused = "paused"
     service_not_offered = "service_not_offered"
+    #: The partner's role may not take this referral (e.g. law enforcement for a protection
+    #: referral, a shelter for a child's referral to the child-protection authority).
+    role_not_allowed = "role_not_allowed"
     out_of_area = "out_of_area"
     age_ineligible = "age_ineligible"
     sex_ineligible = "sex_ineligible"
     no_capacity = "no_capacity"
+    #: An emergency, and this partner is closed while another eligible one is open.
+    closed_now = "closed_now"
     regional_partner_preferred = "regional_partner_preferred"
     language_mismatch = "language_mismatch"
     lower_priority = "lower_priority"
@@ -114,9 +118,16 @@ class PassOverReason(StrEnum):
 
 class UnmatchedReason(StrEnum):
     no_partner_offers_service = "no_partner_offers_service"
+    no_partner_with_role = "no_partner_with_role"
     no_eligible_partner = "no_eligible_partner"
     no_capacity = "no_capacity"
     all_candidates_excluded = "all_candidates_excluded"
+
+
+class Escalation(StrEnum):
+    """Why a matched referral also needs a person at once."""
+
+    emergency_no_partner_open = "emergency_no_partner_open"
 
 
 class PassedOver(BaseModel):
@@ -132,7 +143,11 @@ class MatchResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     service: str
+    #: Which kind of partner could take it (the decided referral's recipient).
+    recipient: Recipient = Recipient.provider
     partner_id: str | None
+    #: The chosen partner's role.
+    partner_role: PartnerRole | None = None
     #: Eligible partners with capacity, in the order to try them after the chosen one.
     fallback_ids: tuple[str, ...] = ()
     interpreter_needed: bool
@@ -140,7 +155,12 @@ class MatchResult(BaseModel):
     chosen_because: tuple[str, ...] = ()
     passed_over: tuple[PassedOver, ...] = ()
     unmatched_reason: UnmatchedReason | None = None
-    needs_human: bool = Field(description="No partner: hold the referral for a person.")
+    #: A partner was chosen but a person must act at once too (an emergency sent to a
+    #: partner that is closed because none was open).
+    escalation: Escalation | None = None
+    needs_human: bool = Field(
+        description="No partner, or an emergency with no partner open: a person must act."
+    )
     respond_by: datetime
     #: ``flags`` to send: the decided flags plus interpreter_needed when it applies.
     flags: frozenset[ReferralFlag]
@@ -149,39 +169,48 @@ class MatchResult(BaseModel):
     def matched(self) -> bool:
         return self.partner_id is not None
 
+    @property
+    def human_reason(self) -> str | None:
+        if self.unmatched_reason is not None:
+            return self.unmatched_reason.value
+        return self.escalation.value if self.escalation is not None else None
 
-def deadline_hours(settings: Settings, urgency: Urgency) -> float:
+
+class ProtocolViolation(RuntimeError):
+    """Matching was about to send a referral to a partner the protocol forbids. Never
+    expected: the role filter comes first; this is the last line of defence."""
+
+
+def deadline_hours(settings: Settings, referral: DecidedReferral) -> float:
+    """How long the partner has to acknowledge ``referral`` (docs/protocol.md, rule 13)."""
+    if referral.urgency is Urgency.emergency and ReferralFlag.life_at_risk in referral.flags:
+        return settings.deadline_life_at_risk_hours
     return {
         Urgency.emergency: settings.deadline_emergency_hours,
         Urgency.urgent: settings.deadline_urgent_hours,
         Urgency.routine: settings.deadline_routine_hours,
-    }[urgency]
+    }[referral.urgency]
+
+
+def _range_ok(rules: Eligibility, low: int, high: int) -> bool:
+    """Whether an age somewhere in ``low..high`` fits the partner's range."""
+    return (rules.min_age is None or high >= rules.min_age) and (
+        rules.max_age is None or low <= rules.max_age
+    )
 
 
 def _age_ok(partner: Partner, facts: SubjectFacts, treat_as_child: bool) -> bool:
     rules = partner.eligibility
-    if facts.presumed_minor or treat_as_child:
-        if not rules.accepts_minors:
-            return False
-        if facts.age is not None and facts.age < 18:
-            return (rules.min_age is None or facts.age >= rules.min_age) and (
-                rules.max_age is None or facts.age <= rules.max_age
-            )
-        if facts.age_band in MINOR_AGE_BANDS and facts.age_band is not None:
-            low, high = _BAND_RANGES[facts.age_band]
-            return (rules.min_age is None or high >= rules.min_age) and (
-                rules.max_age is None or low <= rules.max_age
-            )
+    child = facts.presumed_minor or treat_as_child
+    if child and not rules.accepts_minors:
+        return False
+    if facts.age is not None and (facts.age < 18 or not child):
+        return _range_ok(rules, facts.age, facts.age)
+    band = facts.age_band
+    if band is not None and (band in MINOR_AGE_BANDS or not child):
+        return _range_ok(rules, *AGE_BAND_RANGES[band])
+    if child:
         return True  # a child of unknown age: any partner that takes minors
-    if facts.age is not None:
-        return (rules.min_age is None or facts.age >= rules.min_age) and (
-            rules.max_age is None or facts.age <= rules.max_age
-        )
-    if facts.age_band is not None:
-        low, high = _BAND_RANGES[facts.age_band]
-        return (rules.min_age is None or high >= rules.min_age) and (
-            rules.max_age is None or low <= rules.max_age
-        )
     # Age entirely unknown and no sign of minority: a children-only partner would be wrong
     # for an adult, so only partners that take adults.
     return rules.accepts_adults
@@ -199,10 +228,76 @@ def _speaks(partner: Partner, facts: SubjectFacts) -> bool:
     return facts.preferred_language in partner.languages
 
 
+@dataclass(slots=True)
+class _Candidates:
+    """The partners that could take the referral, in the two geographic tiers, and why
+    each of the others could not."""
+
+    regional: list[Partner] = field(default_factory=list)
+    national: list[Partner] = field(default_factory=list)
+    passed: dict[str, PassOverReason] = field(default_factory=dict)
+
+    def unmatched_reason(self) -> UnmatchedReason:
+        reasons = set(self.passed.values())
+        if reasons <= {PassOverReason.service_not_offered}:
+            return UnmatchedReason.no_partner_offers_service
+        if reasons <= {PassOverReason.service_not_offered, PassOverReason.role_not_allowed}:
+            return UnmatchedReason.no_partner_with_role
+        if PassOverReason.no_capacity in reasons:
+            return UnmatchedReason.no_capacity
+        if PassOverReason.excluded in reasons:
+            return UnmatchedReason.all_candidates_excluded
+        return UnmatchedReason.no_eligible_partner
+
+
+def _why_not(
+    referral: DecidedReferral,
+    facts: SubjectFacts,
+    partner: Partner,
+    exclude: frozenset[str] | set[str],
+) -> PassOverReason | None:
+    """Why ``partner`` cannot take ``referral``, or None when it can (capacity aside)."""
+    if referral.service not in partner.services:
+        return PassOverReason.service_not_offered
+    if not referral.recipient.accepts(partner.role):
+        return PassOverReason.role_not_allowed
+    if partner.id in exclude:
+        return PassOverReason.excluded
+    if partner.status is not PartnerStatus.active:
+        return PassOverReason.paused
+    if not _serves_regionally(partner, facts) and not partner.service_area.national:
+        return PassOverReason.out_of_area
+    if not _age_ok(partner, facts, ReferralFlag.treat_as_child in referral.flags):
+        return PassOverReason.age_ineligible
+    if not _sex_ok(partner, facts):
+        return PassOverReason.sex_ineligible
+    if partner.capacity.available <= 0:
+        return PassOverReason.no_capacity
+    return None
+
+
+def _candidates(
+    referral: DecidedReferral,
+    facts: SubjectFacts,
+    partners: Sequence[Partner],
+    exclude: frozenset[str] | set[str],
+) -> _Candidates:
+    found = _Candidates()
+    for partner in sorted(partners, key=lambda p: p.id):
+        reason = _why_not(referral, facts, partner, exclude)
+        if reason is not None:
+            found.passed[partner.id] = reason
+        elif _serves_regionally(partner, facts):
+            found.regional.append(partner)
+        else:
+            found.national.append(partner)
+    return found
+
+
 def match(
     referral: DecidedReferral,
     facts: SubjectFacts,
-    partners: list[Partner] | tuple[Partner, ...],
+    partners: Sequence[Partner],
     now: datetime,
     *,
     settings: Settings,
@@ -211,83 +306,69 @@ def match(
     """Choose the partner for ``referral``; ``exclude`` lists partners already tried."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    treat_as_child = ReferralFlag.treat_as_child in referral.flags
-    passed: dict[str, PassOverReason] = {}
-    regional: list[Partner] = []
-    national: list[Partner] = []
-    offers_service = False
-    eligible_without_capacity = False
-    excluded_eligible = False
-
-    for partner in sorted(partners, key=lambda p: p.id):
-        if referral.service not in partner.services:
-            passed[partner.id] = PassOverReason.service_not_offered
-            continue
-        offers_service = True
-        if partner.id in exclude:
-            passed[partner.id] = PassOverReason.excluded
-            excluded_eligible = True
-            continue
-        if partner.status is not PartnerStatus.active:
-            passed[partner.id] = PassOverReason.paused
-            continue
-        in_region = _serves_regionally(partner, facts)
-        if not in_region and not partner.service_area.national:
-            passed[partner.id] = PassOverReason.out_of_area
-            continue
-        if not _age_ok(partner, facts, treat_as_child):
-            passed[partner.id] = PassOverReason.age_ineligible
-            continue
-        if not _sex_ok(partner, facts):
-            passed[partner.id] = PassOverReason.sex_ineligible
-            continue
-        if partner.capacity.available <= 0:
-            passed[partner.id] = PassOverReason.no_capacity
-            eligible_without_capacity = True
-            continue
-        (regional if in_region else national).append(partner)
+    found = _candidates(referral, facts, partners, exclude)
 
     def rank(p: Partner) -> tuple[int, int, str]:
         return (0 if _speaks(p, facts) else 1, p.priority, p.id)
 
-    regional.sort(key=rank)
-    national.sort(key=rank)
-    ordered = regional + national
-    deadline = now + timedelta(hours=deadline_hours(settings, referral.urgency))
-
-    if not ordered:
-        if not offers_service:
-            reason = UnmatchedReason.no_partner_offers_service
-        elif eligible_without_capacity:
-            reason = UnmatchedReason.no_capacity
-        elif excluded_eligible:
-            reason = UnmatchedReason.all_candidates_excluded
+    found.regional.sort(key=rank)
+    found.national.sort(key=rank)
+    ordered = found.regional + found.national
+    escalation = None
+    if referral.urgency is Urgency.emergency and ordered:
+        open_now = [p for p in ordered if p.hours.open_at(now)]
+        if open_now:
+            for closed in (p for p in ordered if p not in open_now):
+                found.passed[closed.id] = PassOverReason.closed_now
+            ordered = open_now
         else:
-            reason = UnmatchedReason.no_eligible_partner
-        return MatchResult(
-            service=referral.service.value,
-            partner_id=None,
-            interpreter_needed=facts.language_need,
-            passed_over=_passed(passed),
-            unmatched_reason=reason,
-            needs_human=True,
-            respond_by=deadline,
-            flags=_flags(referral, facts.language_need),
+            escalation = Escalation.emergency_no_partner_open
+    result = MatchResult(
+        service=referral.service.value,
+        recipient=referral.recipient,
+        partner_id=None,
+        interpreter_needed=facts.language_need,
+        needs_human=True,
+        respond_by=now + timedelta(hours=deadline_hours(settings, referral)),
+        flags=_flags(referral, facts.language_need),
+    )
+    if not ordered:
+        return result.model_copy(
+            update={
+                "passed_over": _passed(found.passed),
+                "unmatched_reason": found.unmatched_reason(),
+            }
         )
+    return _chosen(result, referral, facts, found, ordered, now, escalation)
 
+
+def _chosen(
+    result: MatchResult,
+    referral: DecidedReferral,
+    facts: SubjectFacts,
+    found: _Candidates,
+    ordered: list[Partner],
+    now: datetime,
+    escalation: Escalation | None,
+) -> MatchResult:
+    """The result for the first of ``ordered``, explaining why the others come later."""
     chosen = ordered[0]
+    if not referral.recipient.accepts(chosen.role):
+        raise ProtocolViolation("matching chose a partner whose role may not take the referral")
     chosen_speaks = _speaks(chosen, facts)
     interpreter = facts.language_need and not chosen_speaks
+    regional = chosen in found.regional
     for other in ordered[1:]:
-        if chosen in regional and other in national:
-            passed[other.id] = PassOverReason.regional_partner_preferred
+        if regional and other in found.national:
+            found.passed[other.id] = PassOverReason.regional_partner_preferred
         elif chosen_speaks and not _speaks(other, facts):
-            passed[other.id] = PassOverReason.language_mismatch
+            found.passed[other.id] = PassOverReason.language_mismatch
         else:
-            passed[other.id] = PassOverReason.lower_priority
+            found.passed[other.id] = PassOverReason.lower_priority
     because = [
         "offers_service",
-        "serves_region" if chosen in regional else "national_fallback",
+        f"role_{chosen.role.value}",
+        "serves_region" if regional else "national_fallback",
         "age_eligible",
         "sex_eligible",
         "speaks_language" if chosen_speaks else "interpreter_needed",
@@ -295,16 +376,18 @@ def match(
         f"priority_{chosen.priority}",
         "open_now" if chosen.hours.open_at(now) else "closed_now",
     ]
-    return MatchResult(
-        service=referral.service.value,
-        partner_id=chosen.id,
-        fallback_ids=tuple(p.id for p in ordered[1:]),
-        interpreter_needed=interpreter,
-        chosen_because=tuple(because),
-        passed_over=_passed(passed),
-        needs_human=False,
-        respond_by=deadline,
-        flags=_flags(referral, interpreter),
+    return result.model_copy(
+        update={
+            "partner_id": chosen.id,
+            "partner_role": chosen.role,
+            "fallback_ids": tuple(p.id for p in ordered[1:]),
+            "interpreter_needed": interpreter,
+            "chosen_because": tuple(because),
+            "passed_over": _passed(found.passed),
+            "escalation": escalation,
+            "needs_human": escalation is not None,
+            "flags": _flags(referral, interpreter),
+        }
     )
 
 

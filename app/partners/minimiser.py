@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from app.partners import fhir
 from app.partners.directory import Organisation, PayloadFormat
 from app.schemas.decision import DecidedReferral, ReferralFlag
-from app.schemas.screening import ScreeningIn, ServiceCategory
+from app.schemas.screening import AGE_BAND_RANGES, ScreeningIn, ServiceCategory
 
 POLICY_PATH = Path(__file__).parent / "policy.yaml"
 PAYLOAD_FORMAT = "ruta-json/1"
@@ -312,6 +312,7 @@ def build_referral_body(
     payload_format: PayloadFormat = PayloadFormat.ruta_json,
     organisation: Organisation | None = None,
     document: dict[str, Any] | None = None,
+    consent_withdrawn: bool = False,
 ) -> OutboundReferral:
     """The minimised body for one partner (see docs/partners.md for the formats).
 
@@ -323,6 +324,8 @@ def build_referral_body(
     the details endpoint calls this again with ``thin=False, event="referral.details"``.
     With ``payload_format=fhir-r4`` the ``ruta-json`` body is also rendered as a FHIR R4
     Bundle whose Task is owned by ``organisation`` (the partner's); that is what is sent.
+    ``consent_withdrawn`` marks a referral that stands on child-protection duty or vital
+    interest after the person withdrew consent (``referral.consent_withdrawn: true``).
     """
     outbound = _build_ruta_json(
         referral_id=referral_id,
@@ -337,6 +340,7 @@ def build_referral_body(
         policy=policy or default_policy(),
         event=event,
         document=document,
+        consent_withdrawn=consent_withdrawn,
     )
     if payload_format is PayloadFormat.ruta_json:
         return outbound
@@ -371,6 +375,7 @@ def _build_ruta_json(
     policy: Policy,
     event: str,
     document: dict[str, Any] | None,
+    consent_withdrawn: bool,
 ) -> OutboundReferral:
     base = public_base_url.rstrip("/")
     referral: dict[str, Any] = {
@@ -381,6 +386,8 @@ def _build_ruta_json(
         "respond_by": respond_by.isoformat(),
         "status_url": f"{base}/v1/referrals/{referral_id}/status",
     }
+    if consent_withdrawn:
+        referral["consent_withdrawn"] = True
     if thin:
         referral["details_url"] = f"{base}/v1/referrals/{referral_id}/details"
         return OutboundReferral(
@@ -470,42 +477,130 @@ def _build_ruta_json(
     )
 
 
-def build_revocation_body(
+_NOTICE_INSTRUCTIONS = {
+    "referral.revoked": {
+        "es": "La persona retiró su consentimiento: suspenda la derivación y elimine los datos "
+        "recibidos según su política de protección de datos. Ya no puede consultar sus datos "
+        "en Ruta.",
+        "en": "The person withdrew consent: stop the referral and delete the data you "
+        "received under your data-protection policy. You can no longer read the person's "
+        "data in Ruta.",
+    },
+    "referral.consent_withdrawn": {
+        "es": "La persona retiró su consentimiento, pero esta derivación no se basa en él: se "
+        "mantiene por {basis}. Continúe la atención y use los datos solo para ese fin.",
+        "en": "The person withdrew consent, but this referral does not rest on it: it stands on "
+        "{basis}. Continue the care, and use the data for that purpose only.",
+    },
+}
+_BASIS_TEXT = {
+    "child_protection_duty": {
+        "es": "el deber de proteger a la niñez",
+        "en": "child-protection duty",
+    },
+    "vital_interest": {
+        "es": "interés vital (riesgo para la vida)",
+        "en": "vital interest (risk to life)",
+    },
+}
+
+
+def build_notice_body(
     *,
+    kind: Literal["referral.revoked", "referral.consent_withdrawn"],
     referral_id: UUID,
     partner_id: str,
+    legal_basis: str | None = None,
     payload_format: PayloadFormat = PayloadFormat.ruta_json,
     organisation: Organisation | None = None,
     public_base_url: str = "",
 ) -> bytes:
-    """The notice sent when the person withdraws consent: ids and an instruction only, no
-    data about the person. A ``fhir-r4`` partner gets the referral's Task, ``cancelled``."""
-    document: dict[str, Any] = {
-        "type": "referral.revoked",
-        "format": PAYLOAD_FORMAT,
-        "referral": {
-            "id": str(referral_id),
-            "partner_id": partner_id,
-            "reason": "consent_withdrawn",
-            "instruction": {
-                "es": "La persona retiró su consentimiento: suspenda la derivación y elimine "
-                "los datos recibidos según su política de protección de datos.",
-                "en": "The person withdrew consent: stop the referral and delete the data "
-                "you received under your data-protection policy.",
-            },
-        },
+    """A notice after the person withdrew consent: ids and an instruction only, no data
+    about the person (docs/partners.md, "Notices").
+
+    ``referral.revoked``: the referral rested on consent; it is revoked, and the partner
+    must stop and delete. ``referral.consent_withdrawn``: the referral rests on
+    ``legal_basis`` (child-protection duty or vital interest) and stands. A ``fhir-r4``
+    partner gets the referral's Task: ``cancelled`` for a revocation, ``requested`` with the
+    business status ``consent-withdrawn`` for a referral that stands.
+    """
+    instruction = dict(_NOTICE_INSTRUCTIONS[kind])
+    referral: dict[str, Any] = {
+        "id": str(referral_id),
+        "partner_id": partner_id,
+        "reason": "consent_withdrawn",
+        "stands": kind == "referral.consent_withdrawn",
     }
+    if kind == "referral.consent_withdrawn":
+        if legal_basis not in _BASIS_TEXT:
+            raise ValueError(
+                "a referral that stands rests on child-protection duty or vital interest"
+            )
+        basis = _BASIS_TEXT[legal_basis]
+        instruction = {k: v.format(basis=basis[k]) for k, v in instruction.items()}
+        referral["legal_basis"] = legal_basis
+    referral["instruction"] = instruction
+    document: dict[str, Any] = {"type": kind, "format": PAYLOAD_FORMAT, "referral": referral}
     if payload_format is PayloadFormat.fhir_r4:
         if organisation is None:
             raise ValueError("a fhir-r4 notice needs the partner's organisation")
         return fhir.dumps(
-            fhir.revocation_bundle(
+            fhir.notice_bundle(
                 document,
                 organisation={"id": organisation.id, "name": organisation.name},
                 public_base_url=public_base_url,
             )
         )
     return _sorted_json(document)
+
+
+#: What a non-identifying notification carries, by data category: statistics that cannot
+#: single a person out (no ids, names, contacts, exact age, nationality, district or date).
+NOTIFICATION_CATEGORIES = ("demographics", "location", "exploitation")
+
+
+def age_band_of(subject: Any) -> str | None:
+    """The person's age band: stated, or from the age (never the exact age)."""
+    if subject.age_band is not None:
+        return str(subject.age_band.value)
+    if subject.age is None:
+        return None
+    for band, (low, high) in AGE_BAND_RANGES.items():
+        if low <= subject.age <= high:
+            return str(band.value)
+    return None
+
+
+def build_notification_body(
+    *, notification_id: UUID, screening: ScreeningIn, referring_organisation: str, now: datetime
+) -> tuple[bytes, tuple[str, ...]]:
+    """The non-identifying notification due when an adult declines consent (statistics,
+    duty to notify; docs/protocol.md, rule 5): the region, the age band, sex and the
+    trafficking indicators, the month, and the referring organisation. No field that could
+    identify the person, alone or together. Returns the bytes and the data categories."""
+    subject = screening.subject
+    indicators = screening.indicators
+    data: dict[str, Any] = {
+        "region": subject.region.value,
+        "age_band": age_band_of(subject),
+        "sex": subject.sex.value,
+        "exploitation_types": sorted(v.value for v in indicators.exploitation_types),
+        "control_methods": sorted(v.value for v in indicators.control_methods),
+        "recruitment": sorted(v.value for v in indicators.recruitment),
+        "sectors": sorted(v.value for v in indicators.sectors),
+    }
+    document = {
+        "type": "notification.created",
+        "format": PAYLOAD_FORMAT,
+        "notification": {
+            "id": str(notification_id),
+            "reason": "adult_declined_consent",
+            "month": now.strftime("%Y-%m"),
+            "referring_organisation": referring_organisation,
+        },
+        "case": data,
+    }
+    return _sorted_json(document), NOTIFICATION_CATEGORIES
 
 
 def _sorted_json(document: dict[str, Any]) -> bytes:

@@ -29,10 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import audit
+from app.audit import Action
+from app.auth import Principal
 from app.crypto import decrypt_field, encrypt_field
 from app.errors import Conflict, NotFound
 from app.models import PartnerRow
@@ -52,6 +56,8 @@ from app.partners.directory import (
     directory_env,
     load_directory,
 )
+from app.schemas.decision import PartnerRole
+from app.schemas.screening import Language, ServiceCategory
 from app.settings import Environment, Settings
 
 log = structlog.get_logger("ruta.partners")
@@ -60,6 +66,7 @@ log = structlog.get_logger("ruta.partners")
 FILE_FIELDS = (
     "organisation",
     "name",
+    "role",
     "description",
     "services",
     "service_area",
@@ -159,17 +166,21 @@ async def rotate_secret(
 # --- conversion ---------------------------------------------------------------------------
 
 
-def to_partner(row: PartnerRow) -> Partner:
-    """The row as the directory model matching reads; it carries no secrets."""
-    return Partner(
+class RoleMissing(ValueError):
+    """A partner row from before roles existed: it receives nothing until its role is set."""
+
+
+def partner_fields(row: PartnerRow) -> dict[str, Any]:
+    """The row's directory fields as models (no role, no secrets): what the API shows."""
+    return dict(
         id=row.id,
         organisation=Organisation(id=row.organisation_id, name=row.organisation_name),
         name=row.name,
         description=row.description,
-        services=frozenset(row.services),  # type: ignore[arg-type]
+        services=frozenset(ServiceCategory(s) for s in row.services),
         service_area=ServiceArea.model_validate(row.service_area),
         eligibility=Eligibility.model_validate(row.eligibility),
-        languages=frozenset(row.languages),  # type: ignore[arg-type]
+        languages=frozenset(Language(lang) for lang in row.languages),
         capacity=Capacity(
             available=row.capacity_available,
             maximum=row.capacity_maximum,
@@ -184,11 +195,20 @@ def to_partner(row: PartnerRow) -> Partner:
     )
 
 
+def to_partner(row: PartnerRow) -> Partner:
+    """The row as the directory model matching reads; it carries no secrets. Raises
+    :class:`RoleMissing` for a row without a role."""
+    if row.role is None:
+        raise RoleMissing(row.id)
+    return Partner(role=PartnerRole(row.role), **partner_fields(row))
+
+
 def _flat(partner: Partner) -> dict[str, Any]:
     """The definitional fields, keyed like FILE_FIELDS, as stored."""
     return {
         "organisation": (partner.organisation.id, partner.organisation.name),
         "name": partner.name,
+        "role": partner.role.value,
         "description": partner.description,
         "services": sorted(s.value for s in partner.services),
         "service_area": partner.service_area.model_dump(mode="json"),
@@ -273,9 +293,19 @@ async def list_partners(
 
 
 async def directory_partners(session: AsyncSession) -> list[Partner]:
-    """Every partner as matching reads it (paused ones included: matching explains them)."""
+    """Every partner as matching reads it (paused ones included: matching explains them).
+
+    A partner without a role (a row from before roles existed) is left out, with a warning:
+    the protocol cannot tell whether it may receive anything (docs/partners.md).
+    """
     rows = (await session.execute(select(PartnerRow).order_by(PartnerRow.id))).scalars()
-    return [to_partner(row) for row in rows]
+    partners = []
+    for row in rows:
+        if row.role is None:
+            log.warning("partner_without_role_skipped", partner_id=row.id)
+            continue
+        partners.append(to_partner(row))
+    return partners
 
 
 async def create_partner(
@@ -312,6 +342,14 @@ async def update_partner(
                 overridden.add(key)
     if row.capacity_available > row.capacity_maximum:
         raise Conflict("capacity.available exceeds capacity.maximum.")
+    if row.role is not None:
+        try:
+            to_partner(row)  # the directory's rules hold for the result as a whole
+        except ValidationError as exc:
+            raise Conflict(
+                "The change leaves the partner inconsistent.",
+                errors=[str(e["msg"]) for e in exc.errors()],
+            ) from None
     row.overridden = sorted(overridden)
     row.updated_at = now
     await session.flush()
@@ -330,7 +368,7 @@ async def set_status(
 
 async def report_capacity(
     session: AsyncSession,
-    organisation: str,
+    principal: Principal,
     *,
     available: int,
     partner_id: str | None,
@@ -339,12 +377,11 @@ async def report_capacity(
     """A partner organisation reports its available capacity (for one or all its services).
 
     ``organisation`` is the API client's organisation; it matches a partner's organisation
-    id or name.
+    **id** only. A display name is not an identity: an admin renaming one organisation
+    must never hand another organisation's partners to its clients.
     """
-    query = select(PartnerRow).where(
-        (PartnerRow.organisation_id == organisation)
-        | (PartnerRow.organisation_name == organisation)
-    )
+    assert principal.organisation is not None  # partner clients always have one
+    query = select(PartnerRow).where(PartnerRow.organisation_id == principal.organisation)
     rows = list((await session.execute(query.order_by(PartnerRow.id))).scalars())
     if partner_id is not None:
         rows = [r for r in rows if r.id == partner_id]
@@ -356,6 +393,13 @@ async def report_capacity(
         row.capacity_available = available
         row.capacity_updated_at = now
         row.updated_at = now
+        await audit.record(
+            session,
+            action=Action.partner_updated,
+            actor=principal,
+            partner_id=row.id,
+            data={"target_id": row.id, "changed": ["capacity"]},
+        )
     await session.flush()
     return rows
 

@@ -10,9 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Decision, PartnerRow, Referral
+from app.rules.consent import KEY_ORDER
 
 if TYPE_CHECKING:
-    from app.referrals.service import NewDecision, NewReferral
+    from app.referrals.planning import NewDecision, NewReferral
 
 
 def referral_view(
@@ -21,6 +22,7 @@ def referral_view(
     return {
         "id": str(referral.id),
         "service": referral.service,
+        "recipient": referral.recipient,
         "urgency": referral.urgency,
         "legal_basis": referral.legal_basis,
         "identifying": referral.identifying,
@@ -68,13 +70,20 @@ def decision_dict(
     referrals: Iterable[Referral | NewReferral],
     partner_names: dict[str, str],
 ) -> dict[str, Any]:
-    """The decision as the API shows it; referrals in service order."""
+    """The decision as the API shows it; referrals in the protocol's order (protection
+    first, and within a service the child-protection authority first)."""
     return {
         "id": str(decision.id),
         "rule_set": {"version": decision.rule_set_version, "sha256": decision.rule_set_hash},
         "non_identifying_notification": decision.non_identifying_notification,
+        "notification_recipient": decision.notification_partner_id,
         "referrals": [
-            referral_view(r, partner_names) for r in sorted(referrals, key=lambda r: r.service)
+            referral_view(r, partner_names)
+            for r in sorted(referrals, key=lambda r: _ORDER[r.service, r.recipient])
         ],
         "trace": decision.trace,
     }
+
+
+#: (service, recipient) -> position in a decision (see app.rules.consent.KEY_ORDER).
+_ORDER = {(s.value, r.value): i for i, (s, r) in enumerate(KEY_ORDER)}

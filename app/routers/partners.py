@@ -38,6 +38,7 @@ from app.partners.directory import (
     check_partner_url,
 )
 from app.schemas import examples
+from app.schemas.decision import PartnerRole
 from app.schemas.screening import Language, ServiceCategory, SortedSets, Strict
 
 router = APIRouter(prefix="/v1/partners", tags=["partners"], responses=responses(404, 409))
@@ -64,6 +65,10 @@ class PartnerOut(BaseModel):
     id: str
     organisation: Organisation
     name: str
+    role: PartnerRole | None = Field(
+        description="What kind of organisation it is (see docs/partners.md). Null only for a "
+        "partner registered before roles existed: it receives nothing until an admin sets it."
+    )
     description: str | None
     services: list[ServiceCategory]
     service_area: ServiceArea
@@ -105,6 +110,7 @@ class PartnerPatch(SortedSets):
 
     organisation: Organisation | None = None
     name: str | None = Field(default=None, min_length=1, max_length=200)
+    role: PartnerRole | None = None
     description: str | None = Field(default=None, max_length=1000)
     services: frozenset[ServiceCategory] | None = Field(default=None, min_length=1)
     service_area: ServiceArea | None = None
@@ -138,18 +144,19 @@ class CapacityReport(Strict):
 
 
 def partner_out(row: PartnerRow) -> PartnerOut:
-    partner = service.to_partner(row)
+    fields = service.partner_fields(row)
     return PartnerOut(
         id=row.id,
-        organisation=partner.organisation,
+        organisation=fields["organisation"],
         name=row.name,
+        role=PartnerRole(row.role) if row.role is not None else None,
         description=row.description,
-        services=sorted(partner.services),
-        service_area=partner.service_area,
-        eligibility=partner.eligibility,
-        languages=sorted(partner.languages),
-        capacity=partner.capacity,
-        hours=partner.hours,
+        services=sorted(fields["services"]),
+        service_area=fields["service_area"],
+        eligibility=fields["eligibility"],
+        languages=sorted(fields["languages"]),
+        capacity=fields["capacity"],
+        hours=fields["hours"],
         endpoint=EndpointOut(
             url=row.endpoint_url,
             format=PayloadFormat(row.payload_format),
@@ -157,7 +164,7 @@ def partner_out(row: PartnerRow) -> PartnerOut:
             has_signing_secret=row.secrets_ct is not None,
             secret_rotated_at=row.secret_rotated_at,
         ),
-        status=partner.status,
+        status=fields["status"],
         priority=row.priority,
         source=row.source,
         overridden=list(row.overridden or []),
@@ -233,10 +240,9 @@ async def list_partners(
 async def report_capacity(
     body: CapacityReport, principal: PartnerDep, session: SessionDep
 ) -> list[PartnerOut]:
-    assert principal.organisation is not None  # partner clients always have one
     rows = await service.report_capacity(
         session,
-        principal.organisation,
+        principal,
         available=body.available,
         partner_id=body.partner_id,
         now=utcnow(),
@@ -349,8 +355,8 @@ async def update_partner(
             changes[name] = sorted(v.value for v in value)
         elif name in ("service_area", "eligibility", "hours"):
             changes[name] = value.model_dump(mode="json")
-        elif name == "status":
-            changes["status"] = value.value
+        elif name in ("status", "role"):
+            changes[name] = value.value
         elif name == "endpoint":
             for key in value.model_fields_set:
                 item = getattr(value, key)

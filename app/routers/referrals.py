@@ -5,11 +5,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, or_, select
 
-from app import audit
 from app.audit import Action
 from app.deps import AuditorDep, ClinicDep, PartnerDep, SessionDep, SettingsDep
 from app.errors import BadRequest, NotFound
@@ -24,15 +23,11 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.openapi import IsoDatetime, Timestamp, ok, problem, responses
-from app.partners.directory import PayloadFormat
-from app.partners.matching import SubjectFacts, match
-from app.partners.minimiser import build_referral_body
-from app.partners.service import directory_partners
-from app.referrals import service
+from app.referrals import service, withdrawal
 from app.referrals.state import PartnerStatus, RejectReason
 from app.referrals.views import partner_names, referral_view
 from app.schemas import examples
-from app.schemas.decision import LegalBasis, Urgency
+from app.schemas.decision import LegalBasis, Recipient, Urgency
 from app.schemas.screening import ServiceCategory
 from app.services.intake import get_screening_for
 
@@ -69,6 +64,11 @@ class ReferralOut(BaseModel):
 
     id: uuid.UUID
     service: ServiceCategory
+    recipient: Recipient = Field(
+        description="Which kind of partner may take it: `provider` (an ordinary provider), "
+        "`child_protection_authority`, `shelter` (a child's additional protection referral) or "
+        "`law_enforcement` (only with the person's law_enforcement consent)."
+    )
     urgency: Urgency
     legal_basis: LegalBasis
     identifying: bool = Field(description="May identifying fields leave for this referral?")
@@ -95,8 +95,20 @@ class StatusReported(BaseModel):
     reported: PartnerStatus
 
 
+class StandingReferral(BaseModel):
+    id: uuid.UUID
+    service: ServiceCategory
+    legal_basis: LegalBasis
+
+
 class ConsentWithdrawn(BaseModel):
-    revoked: list[uuid.UUID] = Field(description="The referrals revoked (partners notified).")
+    revoked: list[uuid.UUID] = Field(
+        description="The referrals on consent, now revoked (their partners notified)."
+    )
+    standing: list[StandingReferral] = Field(
+        description="Referrals on child-protection duty or vital interest: they stand, and "
+        "their partners are told that consent was withdrawn."
+    )
 
 
 class HistoryEntry(BaseModel):
@@ -148,7 +160,9 @@ class ReferralExplanation(ReferralOut):
     deliveries: list[DeliveryTrail]
 
 
-class Recipient(BaseModel):
+class DisclosureRecipient(BaseModel):
+    """Who received or read the data: a partner, or an API client by role and id."""
+
     model_config = ConfigDict(extra="allow")
 
     partner_id: str | None = None
@@ -161,7 +175,7 @@ class Disclosure(BaseModel):
     seq: int = Field(description="The audit event's sequence number.")
     at: Timestamp
     kind: Literal["forwarded", "read"]
-    recipient: Recipient
+    recipient: DisclosureRecipient
     referral_id: uuid.UUID | None
     categories: list[str]
     fields: list[str]
@@ -215,10 +229,15 @@ async def report_status(
     "notes, and identifying data only where the legal basis allows). Own referrals only "
     "(another partner's id answers 404); every fetch is recorded in the audit trail and in "
     "the case's disclosure list. The body is the `ruta-json/1` document described in "
-    "docs/partners.md.",
+    "docs/partners.md. After the person withdraws consent, a referral that rested on "
+    "consent is revoked and answers **410 Gone** (no data; recorded as a refused read); a "
+    "referral that stands on child-protection duty or vital interest still answers, with "
+    "`referral.consent_withdrawn: true` and the header `Ruta-Consent: withdrawn; "
+    "stands-on=<basis>`.",
     responses={
         **ok(examples.REFERRAL_DETAILS, "The referral's need-to-know body"),
         404: problem("No such referral among this partner's referrals"),
+        410: problem("The referral was revoked: the person withdrew consent"),
     },
 )
 async def details(
@@ -227,65 +246,29 @@ async def details(
     session: SessionDep,
     settings: SettingsDep,
     request: Request,
+    response: Response,
 ) -> dict[str, Any]:
-    referral = await session.get(Referral, referral_id)
-    if referral is None or not await service.owns(session, principal, referral):
-        raise NotFound("No referral with this id.")
-    _row, screening = await service.load_screening(session, settings, referral.screening_id)
-    decided = service.decided_of(referral)
-    now = utcnow()
-    partners = await directory_partners(session)
-    result = match(
-        decided,
-        SubjectFacts.from_screening(screening, now.date()),
-        partners,
-        now,
-        settings=settings,
+    found = await service.referral_details(
+        session, settings, principal, referral_id, request_id=request.state.request_id
     )
-    assert referral.partner_id is not None
-    partner = next((p for p in partners if p.id == referral.partner_id), None)
-    outbound = build_referral_body(
-        referral_id=referral.id,
-        partner_id=referral.partner_id,
-        decided=decided,
-        screening=screening,
-        respond_by=referral.deadline_at or result.respond_by,
-        flags=frozenset(decided.flags),
-        referring_organisation=referral.organisation,
-        public_base_url=settings.public_base_url,
-        thin=False,
-        event="referral.details",
-        # A fhir-r4 partner fetches its details as a FHIR Bundle too (same minimised body).
-        payload_format=partner.endpoint.format if partner else PayloadFormat.ruta_json,
-        organisation=partner.organisation if partner else None,
-    )
-    await audit.record(
-        session,
-        action=Action.personal_data_read,
-        actor=principal,
-        referral_id=referral.id,
-        screening_id=referral.screening_id,
-        partner_id=referral.partner_id,
-        request_id=request.state.request_id,
-        data={
-            "fields": list(outbound.fields),
-            "categories": list(outbound.data_categories),
-            "purpose": "thin_referral_fetch",
-        },
-    )
-    return outbound.document
+    if found.consent_withdrawn:
+        response.headers["Ruta-Consent"] = f"withdrawn; stands-on={found.legal_basis}"
+    return found.document
 
 
 @router.post(
     "/v1/screenings/{screening_id:uuid}/consent/withdraw",
     summary="The person withdrew consent",
-    description="For clinics: revokes the screening's pending referrals and queues a signed "
-    "revocation notice to each partner that holds one. A child's protection referral "
-    "(child-protection duty) is not revoked. Answers with the referrals revoked (possibly "
-    "none). Own organisation's screenings only; another's answers 404.",
+    description="For clinics: revokes every referral of the screening that rests on consent "
+    "(whatever its state), and queues a signed `referral.revoked` notice to every partner "
+    "that received it or could fetch it (thin mode included); those partners can no longer "
+    "read the person's data. Referrals on child-protection duty or vital interest stand, "
+    "whatever their service; their partners get a `referral.consent_withdrawn` notice. "
+    "Answers with the referrals revoked and those that stand. Idempotent: withdrawing again "
+    "revokes nothing more. Own organisation's screenings only; another's answers 404.",
     response_model=ConsentWithdrawn,
     responses={
-        **ok(examples.CONSENT_WITHDRAWN, "The referrals revoked"),
+        **ok(examples.CONSENT_WITHDRAWN, "The referrals revoked, and those that stand"),
         404: problem("No such screening in this organisation"),
     },
 )
@@ -293,10 +276,16 @@ async def withdraw_consent(
     screening_id: uuid.UUID, principal: ClinicDep, session: SessionDep, settings: SettingsDep
 ) -> dict[str, Any]:
     await get_screening_for(session, principal, screening_id)
-    revoked = await service.withdraw_consent(
+    outcome = await withdrawal.withdraw_consent(
         session, settings, principal, screening_id, now=utcnow()
     )
-    return {"revoked": [str(r.id) for r in revoked]}
+    return {
+        "revoked": [str(r.id) for r in outcome.revoked],
+        "standing": [
+            {"id": str(r.id), "service": r.service, "legal_basis": r.legal_basis}
+            for r in outcome.standing
+        ],
+    }
 
 
 class ReferralPage(BaseModel):

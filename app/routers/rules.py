@@ -11,12 +11,14 @@ from app.auth import Principal
 from app.deps import AdminDep, require_roles
 from app.errors import ServiceUnavailable, ValidationFailed, field_error
 from app.models import Role
+from app.models.base import utcnow
 from app.openapi import ok, problem, responses
 from app.rules import RuleFileError, RuleSet, rule_set_from_text
+from app.rules.facts import facts_at
 from app.schemas import examples
 from app.schemas.decision import Decision
 from app.schemas.examples import EXAMPLE_SCREENING
-from app.schemas.screening import ScreeningIn
+from app.schemas.screening import AwareDatetime, ScreeningIn
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"], responses=responses(404))
 
@@ -60,6 +62,11 @@ class EvaluateIn(BaseModel):
         default=None,
         max_length=MAX_RULE_FILE_CHARS,
         description="A rule file's text to dry-run instead of the active rule set.",
+    )
+    as_of: AwareDatetime | None = Field(
+        default=None,
+        description="Decide as if at this moment (default: now). Clinical windows run from "
+        "the event to the decision: a screening posted late has less time left.",
     )
 
 
@@ -130,5 +137,6 @@ async def evaluate(
                 ],
                 detail="The rule file is not valid; see `errors`.",
             ) from None
-    decision = rule_set.evaluate(body.screening, trace=True)
+    facts = facts_at(body.screening, body.as_of or utcnow())
+    decision = rule_set.decide(facts, trace=True)
     return EvaluateOut(rule_set=RuleSetInfo.of(rule_set), decision=decision)

@@ -63,7 +63,7 @@ def run_scenarios(
     """Run scenario files against a rule file, then the coverage gate."""
     from app.rules.scenarios import (
         DEFAULT_SCENARIOS_DIR,
-        DOMAIN_RULES,
+        PROTOCOL_RULES,
         ScenarioError,
         coverage,
         load_scenario_dir,
@@ -88,15 +88,15 @@ def run_scenarios(
     typer.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed ({directory})")
     ok = not failed
     if coverage_gate:
-        domain = DOMAIN_RULES if directory.resolve() == DEFAULT_SCENARIOS_DIR.resolve() else ()
-        gate = coverage(rule_set, results, domain)
+        protocol = PROTOCOL_RULES if directory.resolve() == DEFAULT_SCENARIOS_DIR.resolve() else ()
+        gate = coverage(rule_set, results, protocol)
         if gate.never_fired:
             typer.echo(f"coverage: never fired: {', '.join(gate.never_fired)}", err=True)
         if gate.no_near_miss:
             typer.echo(f"coverage: no silent near miss: {', '.join(gate.no_near_miss)}", err=True)
-        if gate.domain_rules_missing:
-            missing = ", ".join(str(d) for d in gate.domain_rules_missing)
-            typer.echo(f"coverage: domain.md rules without scenarios: {missing}", err=True)
+        if gate.protocol_rules_missing:
+            missing = ", ".join(str(d) for d in gate.protocol_rules_missing)
+            typer.echo(f"coverage: docs/protocol.md rules without scenarios: {missing}", err=True)
         if gate.ok:
             typer.echo(f"coverage: all {len(rule_set.rules)} rules fire and have a near miss")
         ok = ok and gate.ok

@@ -60,6 +60,10 @@ class _Generator:
             return f"({v} is None)"
         if op == "is_known":
             return f"({v} is not None)"
+        if op == "is_empty":  # choices are never null: a set, perhaps empty
+            return f"(not {v})"
+        if op == "is_not_empty":
+            return f"(bool({v}))"
         if c.field.kind is Kind.boolean and not c.field.nullable:
             truthy = (op == "==") == bool(c.value)
             test = f"({v})" if truthy else f"(not {v})"

@@ -1,8 +1,14 @@
 """A loaded, compiled rule set, and the decision it makes for a screening.
 
-``RuleSet.evaluate`` is pure: no I/O, no clock, no randomness. It runs the compiled match
-function, aggregates the fired rules per service (highest urgency wins, every reason kept,
-strongest legal basis) and then applies the consent policy (``consent.py``).
+``RuleSet.decide`` is pure: no I/O, no clock, no randomness (the moment of the decision comes
+in with the facts, see ``facts.py``). It runs the compiled match function, aggregates the
+fired rules per (service, recipient) (highest urgency wins, every reason kept, strongest
+legal basis) and then applies the consent policy (``consent.py``).
+
+For a presumed minor, every protection referral addressed to an ordinary provider is
+addressed to the child-protection authority instead (docs/protocol.md, rule 1): the
+authority is where a child's protection referral goes, and a shelter only ever receives an
+additional one (a rule with ``recipient: shelter``).
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from app.rules.codegen import InputsFunction, MatchFunction, compile_rule_file
-from app.rules.consent import ConsentOutcome, ConsentStep, PlainReferral
+from app.rules.consent import ConsentOutcome, ConsentStep, Key, PlainReferral
 from app.rules.errors import RuleFileError, RuleProblem
+from app.rules.facts import Facts
 from app.rules.loader import parse_rule_file
 from app.rules.syntax import Rule, RuleFile
 from app.schemas.decision import (
@@ -23,6 +30,7 @@ from app.schemas.decision import (
     FiredRule,
     LegalBasis,
     Reason,
+    Recipient,
     ReferralFlag,
     Trace,
     Urgency,
@@ -31,6 +39,7 @@ from app.schemas.screening import ScreeningIn, ServiceCategory
 
 DEFAULT_RULES_PATH = Path(__file__).parent / "default" / "protocol.yaml"
 
+PROTECTION = ServiceCategory.protection
 SERVICE_ORDER = (
     ServiceCategory.protection,
     ServiceCategory.medical,
@@ -39,10 +48,17 @@ SERVICE_ORDER = (
 )
 URGENCY_BY_RANK = (Urgency.routine, Urgency.urgent, Urgency.emergency)
 BASIS_BY_RANK = (LegalBasis.consent, LegalBasis.vital_interest, LegalBasis.child_protection_duty)
-#: per service: (urgency, legal basis, identifying, flags); and non_identifying_notification
-Summary = tuple[
-    dict[ServiceCategory, tuple[Urgency, LegalBasis, bool, frozenset[ReferralFlag]]], bool
-]
+#: per referral key (see :func:`key_label`): (urgency, legal basis, identifying, flags); and
+#: non_identifying_notification
+Summary = tuple[dict[str, tuple[Urgency, LegalBasis, bool, frozenset[ReferralFlag]]], bool]
+
+
+def key_label(service: ServiceCategory, recipient: Recipient) -> str:
+    """A referral key as text: the service, with the recipient unless an ordinary provider
+    (``protection``, ``protection/child_protection_authority``)."""
+    if recipient is Recipient.provider:
+        return service.value
+    return f"{service.value}/{recipient.value}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +68,7 @@ class CompiledRule:
     rule: Rule
     index: int
     service: ServiceCategory | None
+    recipient: Recipient
     urgency_rank: int
     basis_rank: int
     flags: frozenset[ReferralFlag]
@@ -101,6 +118,7 @@ class RuleSet:
             rule=rule,
             index=index,
             service=rule.service,
+            recipient=rule.recipient,
             urgency_rank=rule.urgency.rank if rule.urgency else 0,
             basis_rank=rule.legal_basis.rank if rule.legal_basis else 0,
             flags=rule.flags,
@@ -123,8 +141,8 @@ class RuleSet:
         self, fired: list[int], child: bool, lacks_capacity: bool, consent: Any, trace: bool
     ) -> tuple[list[PlainReferral], ConsentOutcome]:
         rules = self.rules
-        # service -> [urgency rank, basis rank, reasons, flags]
-        by_service: dict[ServiceCategory, list[Any]] = {}
+        # (service, recipient) -> [urgency rank, basis rank, reasons, flags]
+        by_key: dict[Key, list[Any]] = {}
         every_referral: frozenset[ReferralFlag] = frozenset()
         for i in fired:
             rule = rules[i]
@@ -132,9 +150,12 @@ class RuleSet:
             if service is None:
                 every_referral = every_referral | rule.flags
                 continue
-            agg = by_service.get(service)
+            recipient = rule.recipient
+            if child and service is PROTECTION and recipient is Recipient.provider:
+                recipient = Recipient.child_protection_authority
+            agg = by_key.get((service, recipient))
             if agg is None:
-                by_service[service] = [
+                by_key[service, recipient] = [
                     rule.urgency_rank,
                     rule.basis_rank,
                     [rule.reason],
@@ -148,27 +169,37 @@ class RuleSet:
             agg[2].append(rule.reason)
             agg[3] = agg[3] | rule.flags
         return self.consent_step.apply(
-            consent, by_service, every_referral, child, lacks_capacity, trace
+            consent, by_key, every_referral, child, lacks_capacity, trace
         )
 
     def evaluate(self, screening: ScreeningIn | Any, *, trace: bool = True) -> Decision:
-        """The decision for one screening. Pure; ``trace=False`` is the fast path.
+        """The decision for one screening read as collected (no time has passed since).
+        Pure; ``trace=False`` is the fast path.
 
         ``screening`` is a ``ScreeningIn``, or anything with the same attributes (such as the
         checked view ``rules diff`` uses, see corpus.py).
         """
+        return self.decide(Facts(screening), trace=trace)
+
+    def decide(self, facts: Facts, *, trace: bool = True) -> Decision:
+        """The decision on ``facts`` (a screening as it stands at the decision's moment,
+        see :func:`app.rules.facts.facts_at`). Pure."""
+        screening = facts.screening
         fired, plain_referrals, outcome = self._decide(screening, trace)
         construct = DecidedReferral
         referrals = tuple(
             construct(
                 service=service,
+                recipient=recipient,
                 urgency=URGENCY_BY_RANK[urgency_rank],
                 legal_basis=basis,
                 identifying=identifying,
                 flags=flags,
                 reasons=tuple(reasons),
             )
-            for service, urgency_rank, basis, identifying, flags, reasons in plain_referrals
+            for service, recipient, urgency_rank, basis, identifying, flags, reasons in (
+                plain_referrals
+            )
         )
         if not trace:
             return Decision(
@@ -187,6 +218,8 @@ class RuleSet:
                 rule_set_hash=self.sha256,
                 fired=tuple(fired_rules),
                 suppressed=tuple(outcome.suppressed),
+                facts_as_of=facts.at,
+                adjustments=facts.adjustments,
             ),
         )
 
@@ -211,8 +244,8 @@ class RuleSet:
         plain_referrals, outcome = self._aggregate(fired, child, lacks_capacity, consent, False)
         result: Summary = (
             {
-                service: (URGENCY_BY_RANK[u], basis, identifying, flags)
-                for service, u, basis, identifying, flags, _reasons in plain_referrals
+                key_label(service, recipient): (URGENCY_BY_RANK[u], basis, identifying, flags)
+                for service, recipient, u, basis, identifying, flags, _reasons in plain_referrals
             },
             outcome.non_identifying_notification,
         )

@@ -32,7 +32,7 @@ from app.rules.syntax import (
     requires,
 )
 from app.rules.yamlsafe import YamlTrap, load_yaml
-from app.schemas.decision import LegalBasis, ReferralFlag, Urgency
+from app.schemas.decision import LegalBasis, Recipient, ReferralFlag, Urgency
 from app.schemas.screening import ServiceCategory
 
 OPERATORS: dict[Kind, tuple[str, ...]] = {
@@ -41,9 +41,18 @@ OPERATORS: dict[Kind, tuple[str, ...]] = {
     Kind.number: ("==", "!=", "<", "<=", ">", ">="),
     Kind.text: ("==", "!=", "in", "not_in"),
     Kind.choice: ("==", "!=", "in", "not_in"),
-    Kind.choices: ("contains", "not_contains", "contains_any", "contains_none"),
+    Kind.choices: (
+        "contains",
+        "not_contains",
+        "contains_any",
+        "contains_none",
+        "is_empty",
+        "is_not_empty",
+    ),
 }
 MISSING_OPERATORS = ("is_missing", "is_known")
+#: Operators that take no value.
+UNARY_OPERATORS = (*MISSING_OPERATORS, "is_empty", "is_not_empty")
 ALL_OPERATORS = frozenset({op for ops in OPERATORS.values() for op in ops} | set(MISSING_OPERATORS))
 LIST_OPERATORS = frozenset({"in", "not_in", "contains_any", "contains_none"})
 
@@ -60,6 +69,8 @@ RULE_KEYS = (
     "flags",
     "reason",
     "when",
+    "recipient",
+    "protocol",
 )
 LEAF_KEYS = ("field", "op", "value", "if_missing")
 POLICY_KEYS = ("guideline", "child", "lacks_capacity", "texts")
@@ -190,7 +201,7 @@ class _Checker:
             )
             return broken
         if_missing = data.get("if_missing")
-        if op in MISSING_OPERATORS:
+        if op in UNARY_OPERATORS:
             if "value" in data or "if_missing" in data:
                 self.error(path, f"{op} takes no value and no if_missing")
             return Compare(field, op, None, None)
@@ -315,6 +326,10 @@ class _Checker:
                     flags.add(value)
         if service is None and "service" not in data and not flags:
             self.error("service", "is required, unless the rule only sets flags (then: flags)")
+        recipient = self.recipient(data, service, basis)
+        if ReferralFlag.life_at_risk in flags and urgency is not Urgency.emergency:
+            self.error("flags", "life_at_risk belongs on an emergency referral rule")
+        protocol = self.protocol(data.get("protocol"))
         if "when" not in data:
             self.error("when", "is required")
             when: Condition = AllOf(())
@@ -332,7 +347,46 @@ class _Checker:
             flags=frozenset(flags),
             reason=reason,
             when=when,
+            recipient=recipient or Recipient.provider,
+            protocol=protocol,
         )
+
+    def recipient(
+        self, data: dict[str, Any], service: ServiceCategory | None, basis: LegalBasis | None
+    ) -> Recipient | None:
+        """The rule's recipient, checked against what the protocol allows each kind."""
+        if data.get("recipient") is None:
+            return Recipient.provider
+        if service is None:
+            self.error("recipient", "needs a service; a rule without a service only sets flags")
+            return None
+        recipient: Recipient | None = self.enum(data["recipient"], Recipient, "recipient")
+        if recipient is Recipient.law_enforcement:
+            if basis is not None and basis is not LegalBasis.consent:
+                self.error(
+                    "legal_basis",
+                    "a law_enforcement referral rests on consent only (the law_enforcement "
+                    "scope), never on vital_interest or child_protection_duty",
+                )
+            if service not in (ServiceCategory.protection, ServiceCategory.legal):
+                self.error("service", "law enforcement is a protection or legal partner role")
+        elif (
+            recipient in (Recipient.child_protection_authority, Recipient.shelter)
+            and service is not ServiceCategory.protection
+        ):
+            self.error("service", f"{recipient.value} is a protection partner role")
+        return recipient
+
+    def protocol(self, raw: Any) -> tuple[int, ...]:
+        if raw is None:
+            return ()
+        ok = isinstance(raw, list) and all(
+            isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 99 for n in raw
+        )
+        if not ok:
+            self.error("protocol", "is a list of rule numbers of docs/protocol.md, e.g. [1, 4]")
+            return ()
+        return tuple(sorted(set(raw)))
 
 
 def _cycles(definitions: dict[str, Condition]) -> list[str]:
@@ -417,6 +471,16 @@ def parse_rule_file(text: str, file: str) -> RuleFile:
                 "legal_basis",
                 "child_protection_duty needs the rule's condition to require "
                 f"{policy.child!r} (when: {{all: [{policy.child}, ...]}})",
+            )
+        if (
+            policy is not None
+            and rule.recipient in (Recipient.child_protection_authority, Recipient.shelter)
+            and not requires(rule.when, policy.child)
+        ):
+            check.error(
+                "recipient",
+                f"{rule.recipient.value} referrals are a child's: the condition must require "
+                f"{policy.child!r} (adults' protection goes to recipient: provider)",
             )
         rules.append(rule)
     check.rule_id = None

@@ -5,26 +5,32 @@ A scenario file has a ``base`` screening and a list of ``scenarios``; each scena
 deletes a key). Expectations:
 
 - ``fired``: exactly the rule ids that fire (consent-policy entries are not listed);
-- ``referrals``: exactly these, each with service, urgency, legal_basis, identifying, flags;
-- ``suppressed``: exactly these services withheld by the consent policy (default none);
+- ``referrals``: exactly these, each with service, recipient (default ``provider``),
+  urgency, legal_basis, identifying, flags;
+- ``suppressed``: exactly these referrals withheld by the consent policy (default none),
+  each ``service`` or ``service/recipient`` (``protection/law_enforcement``);
 - ``non_identifying_notification``: default false;
 - ``near_miss``: rule ids this scenario is a near miss for (they must not fire);
-- ``domain``: the domain.md rule numbers this scenario covers.
+- ``protocol``: the docs/protocol.md rule numbers this scenario covers;
+- ``decided_at``: decide at this moment (default: at ``source.screened_at``), for
+  screenings posted late: clinical windows run from the event to the decision.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from app.rules.engine import RuleSet
+from app.rules.engine import RuleSet, key_label
+from app.rules.facts import facts_at
 from app.rules.yamlsafe import YamlTrap, load_yaml
-from app.schemas.decision import Decision
-from app.schemas.screening import ScreeningIn
+from app.schemas.decision import Decision, Recipient
+from app.schemas.screening import ScreeningIn, ServiceCategory
 
 DEFAULT_SCENARIOS_DIR = Path(__file__).parent / "default" / "scenarios"
 SCENARIO_KEYS = frozenset(
@@ -38,9 +44,13 @@ SCENARIO_KEYS = frozenset(
         "suppressed",
         "non_identifying_notification",
         "near_miss",
+        "protocol",
+        "decided_at",
     }
 )
-REFERRAL_KEYS = frozenset({"service", "urgency", "legal_basis", "identifying", "flags"})
+REFERRAL_KEYS = frozenset(
+    {"service", "recipient", "urgency", "legal_basis", "identifying", "flags"}
+)
 
 
 class ScenarioError(Exception):
@@ -69,7 +79,8 @@ class Scenario:
     suppressed: frozenset[str]
     non_identifying_notification: bool
     near_miss: frozenset[str]
-    domain: frozenset[int]
+    protocol: frozenset[int]
+    decided_at: datetime | None = None
 
     @property
     def label(self) -> str:
@@ -99,7 +110,13 @@ def _referral(raw: Any, where: str) -> tuple[str, dict[str, Any]]:
         "identifying": bool(raw["identifying"]),
         "flags": sorted(str(f) for f in raw.get("flags", [])),
     }
-    return str(raw["service"]), expected
+    try:
+        key = key_label(
+            ServiceCategory(raw["service"]), Recipient(raw.get("recipient", "provider"))
+        )
+    except ValueError:
+        raise ScenarioError(f"{where}: unknown service or recipient") from None
+    return key, expected
 
 
 def load_scenarios(path: Path) -> list[Scenario]:
@@ -138,6 +155,14 @@ def load_scenarios(path: Path) -> list[Scenario]:
             loc = ".".join(str(p) for p in first["loc"])
             raise ScenarioError(f"{where}: invalid screening at {loc}: {first['msg']}") from None
         referrals = dict(_referral(r, where) for r in raw["referrals"])
+        decided_at = raw.get("decided_at")
+        if decided_at is not None:
+            try:
+                decided_at = datetime.fromisoformat(str(decided_at))
+            except ValueError:
+                raise ScenarioError(f"{where}: decided_at is not an ISO 8601 time") from None
+            if decided_at.tzinfo is None:
+                raise ScenarioError(f"{where}: decided_at needs an offset")
         out.append(
             Scenario(
                 file=str(path),
@@ -148,7 +173,8 @@ def load_scenarios(path: Path) -> list[Scenario]:
                 suppressed=frozenset(str(s) for s in raw.get("suppressed", [])),
                 non_identifying_notification=bool(raw.get("non_identifying_notification", False)),
                 near_miss=frozenset(str(r) for r in raw.get("near_miss", [])),
-                domain=frozenset(int(d) for d in raw.get("domain", [])),
+                protocol=frozenset(int(d) for d in raw.get("protocol", [])),
+                decided_at=decided_at,
             )
         )
     return out
@@ -166,7 +192,7 @@ def load_scenario_dir(directory: Path = DEFAULT_SCENARIOS_DIR) -> list[Scenario]
 
 def _actual_referrals(decision: Decision) -> dict[str, dict[str, Any]]:
     return {
-        r.service.value: {
+        key_label(r.service, r.recipient): {
             "urgency": r.urgency.value,
             "legal_basis": r.legal_basis.value,
             "identifying": r.identifying,
@@ -177,7 +203,7 @@ def _actual_referrals(decision: Decision) -> dict[str, dict[str, Any]]:
 
 
 def run_scenario(rule_set: RuleSet, scenario: Scenario) -> ScenarioResult:
-    decision = rule_set.evaluate(scenario.screening, trace=True)
+    decision = rule_set.decide(facts_at(scenario.screening, scenario.decided_at), trace=True)
     assert decision.trace is not None
     fired = [f.rule_id for f in decision.trace.fired if not f.rule_id.startswith("consent-")]
     result = ScenarioResult(scenario, fired)
@@ -196,7 +222,10 @@ def run_scenario(rule_set: RuleSet, scenario: Scenario) -> ScenarioResult:
         want, got = scenario.referrals.get(service), actual.get(service)
         if want != got:
             fail(f"{service}: expected {want}, got {got}")
-    suppressed = {str(s["service"]) for s in decision.trace.suppressed}
+    suppressed = {
+        str(s["service"]) + (f"/{s['recipient']}" if "recipient" in s else "")
+        for s in decision.trace.suppressed
+    }
     if suppressed != scenario.suppressed:
         fail(f"suppressed: expected {sorted(scenario.suppressed)}, got {sorted(suppressed)}")
     if decision.non_identifying_notification != scenario.non_identifying_notification:
@@ -211,30 +240,32 @@ def run_scenario(rule_set: RuleSet, scenario: Scenario) -> ScenarioResult:
 class Coverage:
     never_fired: list[str]
     no_near_miss: list[str]
-    domain_rules_missing: list[int]
+    protocol_rules_missing: list[int]
 
     @property
     def ok(self) -> bool:
-        return not (self.never_fired or self.no_near_miss or self.domain_rules_missing)
+        return not (self.never_fired or self.no_near_miss or self.protocol_rules_missing)
 
 
-#: domain.md rules the rules engine decides. 13 (partner choice) and 15 (need to know) belong
-#: to partner matching and the payload minimiser; 14 is covered for the child's protection.
-DOMAIN_RULES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14)
+#: docs/protocol.md rules the rules engine decides, each of which the default protocol's
+#: scenarios must cover. 15 (need to know) belongs to the payload minimiser and 14 (consent
+#: withdrawn) to the referral service: both are tested there.
+PROTOCOL_RULES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
 
 
 def coverage(
-    rule_set: RuleSet, results: list[ScenarioResult], domain_rules: tuple[int, ...] = ()
+    rule_set: RuleSet, results: list[ScenarioResult], protocol_rules: tuple[int, ...] = ()
 ) -> Coverage:
-    """Every rule fires somewhere and is silent in a declared near miss."""
+    """Every rule fires somewhere and is silent in a declared near miss, and every listed
+    protocol rule has a scenario."""
     fired = {rule_id for r in results for rule_id in r.fired}
     silent_near_miss = {
         rule_id for r in results for rule_id in r.scenario.near_miss if rule_id not in r.fired
     }
-    covered_domain = {d for r in results for d in r.scenario.domain}
+    covered = {d for r in results for d in r.scenario.protocol}
     ids = [c.rule.id for c in rule_set.rules]
     return Coverage(
         never_fired=[i for i in ids if i not in fired],
         no_near_miss=[i for i in ids if i not in silent_near_miss],
-        domain_rules_missing=[d for d in domain_rules if d not in covered_domain],
+        protocol_rules_missing=[d for d in protocol_rules if d not in covered],
     )

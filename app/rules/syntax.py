@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.rules.symbols import Field
-from app.schemas.decision import LegalBasis, ReferralFlag, Urgency
+from app.schemas.decision import LegalBasis, Recipient, ReferralFlag, Urgency
 from app.schemas.screening import ServiceCategory
 
 
@@ -56,6 +56,10 @@ class Rule:
     flags: frozenset[ReferralFlag]
     reason: dict[str, str]
     when: Condition
+    #: Which kind of partner may receive the referral (only with a service).
+    recipient: Recipient = Recipient.provider
+    #: The rules of docs/protocol.md this rule implements.
+    protocol: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,8 @@ CONSENT_TEXT_KEYS = (
     "lacks_capacity",
     "no_consent",
     "outside_scope",
+    "law_enforcement_needs_consent",
+    "minor_law_enforcement",
 )
 
 

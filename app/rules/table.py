@@ -32,7 +32,10 @@ _OP_TEXT = {
     "contains_none": "includes none of",
     "is_missing": "is unknown",
     "is_known": "is known",
+    "is_empty": "is empty",
+    "is_not_empty": "is not empty",
 }
+_UNARY = ("is_missing", "is_known", "is_empty", "is_not_empty")
 
 
 def _value(value: Any) -> str:
@@ -47,7 +50,7 @@ def _value(value: Any) -> str:
 
 def compare_text(c: Compare, *, with_field: bool = False) -> str:
     text = _OP_TEXT[c.op]
-    if c.op not in ("is_missing", "is_known"):
+    if c.op not in _UNARY:
         text += f" {_value(c.value)}"
     if c.if_missing is not None:
         text += f" (if unknown: {'yes' if c.if_missing else 'no'})"
@@ -81,7 +84,7 @@ def _cells(c: Condition, context: str, out: dict[str, list[str]]) -> None:
             _cells(item, context, out)
 
 
-FIXED = ("kind", "id", "service", "urgency", "legal_basis", "flags")
+FIXED = ("kind", "id", "protocol", "service", "recipient", "urgency", "legal_basis", "flags")
 TRAILING = ("condition", "guideline", "reason_es", "reason_en")
 
 
@@ -109,7 +112,9 @@ def rows(rule_file: RuleFile) -> tuple[list[str], list[dict[str, str]]]:
             {
                 "kind": "rule" if rule.service else "flags",
                 "id": rule.id,
+                "protocol": ", ".join(f"docs/protocol.md#{n}" for n in rule.protocol),
                 "service": rule.service.value if rule.service else "(every referral)",
+                "recipient": rule.recipient.value if rule.service else "",
                 "urgency": rule.urgency.value if rule.urgency else "",
                 "legal_basis": rule.legal_basis.value if rule.legal_basis else "",
                 "flags": ", ".join(sorted(f.value for f in rule.flags)),

@@ -1,11 +1,17 @@
 """What the rules engine decides: the contract between rules, matching, forwarding and audit.
 
-A decision produces at most one referral per service category. Orderings matter: the
-highest urgency wins, and the strongest legal basis applies.
+A decision holds at most one referral per **(service, recipient)**: per service category,
+and within it per kind of partner that may receive it (docs/protocol.md, "The decision").
+For most services that is one referral per service, to an ordinary provider. Protection is
+the exception: a child's protection referral goes to the child-protection authority and a
+shelter may get a second one; an adult who consents to the police gets a law-enforcement
+referral beside the protection one. Orderings matter: the highest urgency wins, and the
+strongest legal basis applies.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -48,6 +54,64 @@ _BASIS_RANK = {
 }
 
 
+class PartnerRole(StrEnum):
+    """What kind of organisation a partner is, within its service categories (HSDS-style
+    attribute of the directory entry). Matching reads it: consent scopes and the protocol
+    limit which roles may receive a referral (docs/protocol.md, "Partner roles")."""
+
+    child_protection_authority = "child_protection_authority"
+    law_enforcement = "law_enforcement"
+    shelter = "shelter"
+    health_facility = "health_facility"
+    legal_aid = "legal_aid"
+    psychosocial = "psychosocial"
+    #: Receives non-identifying notifications (statistics, duty to notify), never a referral.
+    notification_recipient = "notification_recipient"
+
+
+#: The ordinary providers: any of them may take a referral addressed to ``provider``.
+PROVIDER_ROLES = frozenset(
+    {
+        PartnerRole.shelter,
+        PartnerRole.health_facility,
+        PartnerRole.legal_aid,
+        PartnerRole.psychosocial,
+    }
+)
+
+
+class Recipient(StrEnum):
+    """Which kind of partner a decided referral may go to. Matching never widens it:
+    fallback picks another partner of the same kind, never another kind."""
+
+    #: An ordinary provider of the service (shelter, health facility, legal aid, psychosocial).
+    provider = "provider"
+    #: The child-protection authority (UPE, DEMUNA): every presumed minor's protection referral.
+    child_protection_authority = "child_protection_authority"
+    #: A shelter, as a child's additional protection referral beside the authority's.
+    shelter = "shelter"
+    #: The police unit or a prosecutor: only with an adult's ``law_enforcement`` consent.
+    law_enforcement = "law_enforcement"
+
+    @property
+    def rank(self) -> int:
+        return _RECIPIENT_RANK[self]
+
+    def accepts(self, role: PartnerRole) -> bool:
+        """Whether a partner of ``role`` may receive a referral addressed to this recipient."""
+        if self is Recipient.provider:
+            return role in PROVIDER_ROLES
+        return role.value == self.value
+
+
+_RECIPIENT_RANK = {
+    Recipient.child_protection_authority: 0,
+    Recipient.provider: 1,
+    Recipient.shelter: 2,
+    Recipient.law_enforcement: 3,
+}
+
+
 class ReferralFlag(StrEnum):
     """Instructions that travel with a referral to the partner."""
 
@@ -58,6 +122,9 @@ class ReferralFlag(StrEnum):
     treat_as_child = "treat_as_child"
     no_police_report_required = "no_police_report_required"
     assistance_not_conditional = "assistance_not_conditional"
+    #: Life is at risk (suicidal plan or attempt, psychosis, life-threatening injury,
+    #: immediate danger): the partner has 2 hours to acknowledge, not 24.
+    life_at_risk = "life_at_risk"
 
 
 class Reason(BaseModel):
@@ -76,6 +143,12 @@ class DecidedReferral(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     service: ServiceCategory
+    recipient: Recipient = Field(
+        default=Recipient.provider,
+        description="Which kind of partner may receive it: an ordinary provider, the "
+        "child-protection authority, a shelter (a child's additional referral) or law "
+        "enforcement (only with the person's law_enforcement consent).",
+    )
     urgency: Urgency
     legal_basis: LegalBasis
     identifying: bool = Field(
@@ -104,6 +177,17 @@ class Trace(BaseModel):
     suppressed: tuple[dict[str, Any], ...] = Field(
         default=(),
         description="Referrals the consent policy withheld, with the reason (no personal data).",
+    )
+    facts_as_of: datetime | None = Field(
+        default=None,
+        description="The moment the rules read the facts at (the decision's time): clinical "
+        "windows run from the event to now, not to the screening.",
+    )
+    adjustments: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Facts read differently from what the screening says, and why: the hours "
+        "since sexual violence with the time elapsed since the screening added; the age from "
+        "a date of birth, or the lower age when the stated age and the date of birth disagree.",
     )
 
 

@@ -121,6 +121,16 @@ class AgeBand(StrEnum):
 
 
 MINOR_AGE_BANDS = frozenset({AgeBand.b0_11, AgeBand.b12_14, AgeBand.b15_17})
+#: Each band's ages, both ends included.
+AGE_BAND_RANGES: dict[AgeBand, tuple[int, int]] = {
+    AgeBand.b0_11: (0, 11),
+    AgeBand.b12_14: (12, 14),
+    AgeBand.b15_17: (15, 17),
+    AgeBand.b18_24: (18, 24),
+    AgeBand.b25_34: (25, 34),
+    AgeBand.b35_49: (35, 49),
+    AgeBand.b50_plus: (50, 120),
+}
 
 
 class Region(StrEnum):

@@ -37,10 +37,11 @@ from app.models import Decision, Delivery, Referral, ReferralEvent, Screening, S
 from app.partners.cache import cached_directory
 from app.partners.directory import Partner
 from app.partners.service import directory_partners
-from app.referrals.service import ReferralPlan, plan_referrals, record_decision, write_rows
+from app.referrals.planning import ReferralPlan, plan_referrals, record_decision, write_rows
 from app.referrals.views import decision_dict
+from app.rules.facts import facts_at, years_between
 from app.schemas.decision import Urgency
-from app.schemas.screening import ScreeningIn, age_of, split_personal
+from app.schemas.screening import ScreeningIn, split_personal
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -73,6 +74,29 @@ def _check_screened_at(screening: ScreeningIn, settings: Settings, now: datetime
                     ("source", "screened_at"), "screened_at is in the future", "future_datetime"
                 )
             ]
+        )
+
+
+#: The oldest age a date of birth may give (the schema's bound on a stated age).
+MAX_AGE = 120
+
+
+def _check_date_of_birth(screening: ScreeningIn, settings: Settings, now: datetime) -> None:
+    """Impossible dates of birth are refused, naming the field (never its value): one after
+    the screening (or in the future), or one giving an age over 120."""
+    born = screening.subject.date_of_birth
+    if born is None:
+        return
+    skew = timedelta(seconds=settings.screened_at_max_skew_seconds)
+    latest = min(screening.source.screened_at, now + skew)
+    where = ("subject", "date_of_birth")
+    if born > latest.date() + timedelta(days=1):  # a day's grace for time zones
+        raise ValidationFailed(
+            [field_error(where, "date_of_birth is after the screening", "future_date")]
+        )
+    if years_between(born, screening.source.screened_at.date()) > MAX_AGE:
+        raise ValidationFailed(
+            [field_error(where, "date_of_birth gives an age over 120", "implausible_age")]
         )
 
 
@@ -145,28 +169,27 @@ def prepare(
     for an organisation mismatch or a ``screened_at`` in the future)."""
     organisation = owning_organisation(principal, screening)
     _check_screened_at(screening, settings, now)
+    _check_date_of_birth(screening, settings, now)
     document = screening.model_dump(mode="json")
     secret = settings.secret_key.get_secret_value().encode()
 
-    # A date of birth is personal and encrypted; the rules read the age derived from it.
-    derived_age = age_of(screening.subject, now.date())
+    # The rules read the facts as of now (docs/protocol.md, rules 1 and 6): the age from a
+    # date of birth (personal and encrypted: the rules never see it), the lower age when
+    # the two disagree, and the hours since sexual violence with the time since the
+    # screening added. The stored data keeps the age the decision read, and where it came
+    # from; the clinical hours stay as screened (the trace records the adjustment).
+    facts = facts_at(screening, now)
     data, personal = split_personal(document)
-    if screening.subject.age is None and derived_age is not None:
-        data["subject"]["age"] = derived_age
+    subject = facts.screening.subject
+    data["subject"]["age"] = subject.age
+    data["subject"]["age_disputed"] = subject.age_disputed
+    age_adjustment = facts.adjustments.get("subject.age")
     data["subject"]["age_source"] = (
-        "stated"
-        if screening.subject.age is not None
-        else ("date_of_birth" if derived_age is not None else "unknown")
+        str(age_adjustment["source"])
+        if age_adjustment
+        else ("stated" if subject.age is not None else "unknown")
     )
-    # Rules read the age derived from a date of birth; they never see personal fields.
-    facts = (
-        screening
-        if screening.subject.age is not None or derived_age is None
-        else screening.model_copy(
-            update={"subject": screening.subject.model_copy(update={"age": derived_age})}
-        )
-    )
-    decision = rule_set.evaluate(facts, trace=True)
+    decision = rule_set.decide(facts, trace=True)
     return Plan(
         emergency=any(d.urgency is Urgency.emergency for d in decision.referrals),
         principal=principal,
@@ -182,11 +205,11 @@ def prepare(
             settings,
             screening_id=screening.id,
             organisation=organisation,
-            screening=facts,
+            screening=facts.screening,
             decision=decision,
             partners=partners,
             now=now,
-            document=document if facts is screening else None,
+            document=document if facts.screening is screening else None,
         ),
     )
 
