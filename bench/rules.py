@@ -23,6 +23,7 @@ from app.schemas.decision import (
     Decision,
     LegalBasis,
     Reason,
+    Recipient,
     ReferralFlag,
     Urgency,
 )
@@ -33,10 +34,10 @@ from app.schemas.screening import (
     InjurySeverity,
     Language,
     MigrationStatus,
+    Need,
     ScreeningIn,
     Sector,
     ServiceCategory,
-    Sex,
     Suicidality,
 )
 
@@ -59,10 +60,22 @@ _URGENCY = (Urgency.routine, Urgency.urgent, Urgency.emergency)
 _F = ReferralFlag
 
 
+_R = Recipient
+#: Where a decision lists its referrals: service, then recipient.
+_KEYS = tuple(
+    (service, recipient)
+    for service in _ORDER
+    for recipient in (_R.child_protection_authority, _R.provider, _R.shelter, _R.law_enforcement)
+)
+_Key = tuple[ServiceCategory, Recipient]
+
+
 class HandWritten:
     """The default protocol written by hand, as a developer would without an engine.
 
-    Reasons are taken from the rule set so that both sides return equal objects.
+    Reasons are taken from the rule set so that both sides return equal objects. It is also
+    an independent reading of docs/protocol.md: ``tests/rules/test_bench_baseline.py`` holds
+    the engine to it on thousands of generated screenings.
     """
 
     def __init__(self, rule_set: RuleSet) -> None:
@@ -71,25 +84,8 @@ class HandWritten:
         }
 
     def evaluate(self, s: ScreeningIn) -> Decision:
-        sub, con, saf, ind, hea, men, leg = (
-            s.subject,
-            s.consent,
-            s.safety,
-            s.indicators,
-            s.health,
-            s.mental_health,
-            s.legal,
-        )
-        age = sub.age
-        minor = (
-            (age is not None and age < 18)
-            or (sub.age_band is not None and sub.age_band in _MINOR_BANDS)
-            or (
-                (age is None or sub.age_disputed)
-                and (sub.minority_signs or sub.unaccompanied_minor or sub.separated_child)
-            )
-        )
-        out: dict[ServiceCategory, list[Any]] = {}
+        minor = _presumed_minor(s)
+        out: dict[_Key, list[Any]] = {}
         reason = self.reason
 
         def add(
@@ -98,123 +94,210 @@ class HandWritten:
             basis: int,
             rule_id: str,
             flags: frozenset[ReferralFlag] = frozenset(),
+            recipient: Recipient = _R.provider,
         ) -> None:
-            agg = out.get(service)
+            if minor and service is ServiceCategory.protection and recipient is _R.provider:
+                recipient = _R.child_protection_authority
+            agg = out.get((service, recipient))
             if agg is None:
-                out[service] = [urgency, basis, [reason[rule_id]], flags]
+                out[service, recipient] = [urgency, basis, [reason[rule_id]], flags]
                 return
             agg[0] = max(agg[0], urgency)
             agg[1] = max(agg[1], basis)
             agg[2].append(reason[rule_id])
             agg[3] = agg[3] | flags
 
-        everyone: set[ReferralFlag] = set()
-        if minor:
-            add(ServiceCategory.protection, 1, 2, "minor-protection")
-            if sub.unaccompanied_minor or sub.separated_child:
-                add(
-                    ServiceCategory.protection,
-                    1,
-                    2,
-                    "child-without-guardian",
-                    frozenset({_F.guardian_needed}),
-                )
-            everyone.add(_F.treat_as_child)
-        if (
-            saf.immediate_danger
-            or saf.trafficker_nearby
-            or saf.threats
-            or saf.can_return_safely is False
-        ):
-            add(ServiceCategory.protection, 2, 1, "immediate-danger")
-        if sub.caregiver_suspected:
-            everyone.add(_F.do_not_contact_caregiver)
-        if sub.preferred_language in _INDIGENOUS or not sub.speaks_spanish or sub.needs_interpreter:
-            everyone.add(_F.interpreter_needed)
-        if saf.phone_controlled:
-            everyone.add(_F.phone_controlled)
-        hours = hea.hours_since_sexual_violence
-        no_police = frozenset({_F.no_police_report_required})
-        if hours is not None:
-            if hours <= 72:
-                add(ServiceCategory.medical, 2, 0, "sexual-violence-72h", no_police)
-            elif hours <= 120 and sub.sex != Sex.male:
-                add(ServiceCategory.medical, 1, 0, "sexual-violence-120h", no_police)
-            if minor and hours <= 120:
-                add(ServiceCategory.medical, 2, 2, "child-recent-sexual-violence", no_police)
-        severity = hea.injury_severity
-        if severity == InjurySeverity.life_threatening:
-            add(ServiceCategory.medical, 2, 1, "injury-life-threatening")
-        elif severity == InjurySeverity.serious:
-            add(ServiceCategory.medical, 1, 0, "injury-serious")
-        elif severity == InjurySeverity.minor:
-            add(ServiceCategory.medical, 0, 0, "injury-minor")
-        if hea.pregnant is True:
-            add(ServiceCategory.medical, 0, 0, "pregnancy")
-        if hea.sti_symptoms:
-            add(ServiceCategory.medical, 0, 0, "sti-symptoms")
-        if hea.medical_care_withheld:
-            add(ServiceCategory.medical, 0, 0, "medical-care-withheld")
-        if not _MINING.isdisjoint(ind.sectors) or hea.mining_exposure:
-            add(ServiceCategory.medical, 0, 0, "mining-logging-screening")
-            if hea.febrile_illness:
-                add(ServiceCategory.medical, 1, 0, "mining-logging-fever")
-        suicidal = men.suicidal
-        if suicidal == Suicidality.plan or suicidal == Suicidality.attempt:
-            add(ServiceCategory.psychological, 2, 1, "suicide-plan-or-attempt")
-        if men.psychosis_signs:
-            add(ServiceCategory.psychological, 2, 0, "psychosis-signs")
-        if suicidal == Suicidality.ideation:
-            add(ServiceCategory.psychological, 1, 0, "suicidal-ideation")
-        if men.positive_screen or men.acute_distress:
-            add(ServiceCategory.psychological, 0, 0, "psychosocial-support")
-        legal_flags = frozenset({_F.assistance_not_conditional})
-        control = ind.control_methods
-        if leg.documents_withheld or ControlMethod.documents_withheld in control:
-            add(ServiceCategory.legal, 0, 0, "documents-withheld", legal_flags)
-        if ControlMethod.debt_bondage in control:
-            add(ServiceCategory.legal, 0, 0, "debt-bondage", legal_flags)
-        if leg.unpaid_wages or ControlMethod.wages_withheld in control:
-            add(ServiceCategory.legal, 0, 0, "unpaid-wages", legal_flags)
-        if leg.migration_status == MigrationStatus.irregular:
-            add(ServiceCategory.legal, 0, 0, "irregular-migration-status", legal_flags)
-        if (
-            sub.nationality is not None and sub.nationality != "PE"
-        ) or leg.migration_status in _FOREIGN_STATUS:
-            add(ServiceCategory.legal, 0, 0, "foreign-national", legal_flags)
+        everyone = _protection(s, minor, add)
+        _medical(s, minor, add)
+        _mental_health(s, add)
+        _legal(s, add)
+        return _consent(s, minor, out, frozenset(everyone))
 
-        # Consent policy, by hand.
-        lacks = con.lacks_capacity
-        given = con.given and not lacks
-        referrals = []
-        declined = False
-        every = frozenset(everyone)
-        for service in _ORDER:
-            agg = out.get(service)
-            if agg is None:
-                continue
-            urgency, basis_rank, reasons, flags = agg
-            if basis_rank == 2:
-                basis, identifying = LegalBasis.child_protection_duty, True
-            elif basis_rank == 1 or lacks:
-                basis, identifying = LegalBasis.vital_interest, True
-            elif given and _SCOPE[service] in con.scopes:
-                basis, identifying = LegalBasis.consent, con.share_identifying
-            else:
-                declined = declined or not con.given
-                continue
-            referrals.append(
-                DecidedReferral(
-                    service=service,
-                    urgency=_URGENCY[urgency],
-                    legal_basis=basis,
-                    identifying=identifying,
-                    flags=flags | every,
-                    reasons=tuple(reasons),
-                )
+
+_Add = Callable[..., None]
+_LIFE = frozenset({_F.life_at_risk})
+
+
+def _presumed_minor(s: ScreeningIn) -> bool:
+    sub = s.subject
+    age = sub.age
+    return (
+        (age is not None and age < 18)
+        or (sub.age_band is not None and sub.age_band in _MINOR_BANDS)
+        or (
+            (age is None or sub.age_disputed)
+            and (sub.minority_signs or sub.unaccompanied_minor or sub.separated_child)
+        )
+    )
+
+
+def _protection(s: ScreeningIn, minor: bool, add: _Add) -> set[ReferralFlag]:
+    sub, saf = s.subject, s.safety
+    alone = sub.unaccompanied_minor or sub.separated_child
+    danger = (
+        saf.immediate_danger
+        or saf.trafficker_nearby
+        or saf.threats
+        or saf.can_return_safely is False
+    )
+    shelter = Need.shelter in s.needs_expressed
+    everyone: set[ReferralFlag] = set()
+    p = ServiceCategory.protection
+    if minor:
+        add(p, 1, 2, "minor-protection", recipient=_R.child_protection_authority)
+        if alone:
+            add(
+                p,
+                1,
+                2,
+                "child-without-guardian",
+                frozenset({_F.guardian_needed}),
+                recipient=_R.child_protection_authority,
             )
-        notify = not minor and not con.given and not lacks and (declined or not referrals)
-        return Decision(referrals=tuple(referrals), non_identifying_notification=notify, trace=None)
+        if alone or shelter:
+            add(p, 1, 2, "minor-shelter", recipient=_R.shelter)
+        if danger:
+            add(p, 2, 2, "minor-shelter-danger", _LIFE, recipient=_R.shelter)
+        everyone.add(_F.treat_as_child)
+    if danger:
+        add(p, 2, 1, "immediate-danger", _LIFE)
+    if shelter:
+        add(p, 0, 0, "needs-shelter")
+    if s.legal.wants_police_report:
+        add(
+            p,
+            0,
+            0,
+            "police-report",
+            frozenset({_F.assistance_not_conditional}),
+            recipient=_R.law_enforcement,
+        )
+    if sub.caregiver_suspected:
+        everyone.add(_F.do_not_contact_caregiver)
+    if sub.preferred_language in _INDIGENOUS or not sub.speaks_spanish or sub.needs_interpreter:
+        everyone.add(_F.interpreter_needed)
+    if saf.phone_controlled:
+        everyone.add(_F.phone_controlled)
+    return everyone
+
+
+def _medical(s: ScreeningIn, minor: bool, add: _Add) -> None:
+    hea, ind = s.health, s.indicators
+    m = ServiceCategory.medical
+    hours = hea.hours_since_sexual_violence
+    no_police = frozenset({_F.no_police_report_required})
+    if hours is not None:
+        if hours <= 72:
+            add(m, 2, 0, "sexual-violence-72h", no_police)
+        elif hours <= 120:
+            add(m, 1, 0, "sexual-violence-120h", no_police)
+        else:
+            add(m, 0, 0, "sexual-violence-later", no_police)
+        if minor and hours <= 120:
+            add(m, 2, 2, "child-recent-sexual-violence", no_police)
+        elif minor:
+            add(m, 0, 2, "child-sexual-violence-follow-up", no_police)
+    severity = hea.injury_severity
+    if severity == InjurySeverity.life_threatening:
+        add(m, 2, 1, "injury-life-threatening", _LIFE)
+    elif severity == InjurySeverity.serious:
+        add(m, 1, 0, "injury-serious")
+    elif severity == InjurySeverity.minor:
+        add(m, 0, 0, "injury-minor")
+    if hea.pregnant is True:
+        add(m, 1, 0, "pregnancy")
+    if hea.sti_symptoms:
+        add(m, 1, 0, "sti-symptoms")
+    if hea.medical_care_withheld:
+        add(m, 0, 0, "medical-care-withheld")
+    if not _MINING.isdisjoint(ind.sectors) or hea.mining_exposure:
+        add(m, 0, 0, "mining-logging-screening")
+        if hea.febrile_illness:
+            add(m, 1, 0, "mining-logging-fever")
+    if Need.medical_care in s.needs_expressed:
+        add(m, 0, 0, "needs-medical-care")
+
+
+def _mental_health(s: ScreeningIn, add: _Add) -> None:
+    men, ind = s.mental_health, s.indicators
+    p = ServiceCategory.psychological
+    suicidal = men.suicidal
+    if suicidal == Suicidality.plan or suicidal == Suicidality.attempt:
+        add(p, 2, 1, "suicide-plan-or-attempt", _LIFE)
+    if men.psychosis_signs:
+        add(p, 2, 1, "psychosis-signs", _LIFE)
+    if suicidal == Suicidality.ideation:
+        add(p, 1, 0, "suicidal-ideation")
+    if men.positive_screen or men.acute_distress:
+        add(p, 0, 0, "psychosocial-support")
+    if ind.exploitation_types or ind.control_methods:
+        add(p, 0, 0, "trafficking-psychosocial-offer")
+    if Need.psychological_support in s.needs_expressed:
+        add(p, 0, 0, "needs-psychological-support")
+
+
+def _legal(s: ScreeningIn, add: _Add) -> None:
+    sub, ind, leg = s.subject, s.indicators, s.legal
+    g = ServiceCategory.legal
+    legal_flags = frozenset({_F.assistance_not_conditional})
+    control = ind.control_methods
+    if leg.documents_withheld or ControlMethod.documents_withheld in control:
+        add(g, 0, 0, "documents-withheld", legal_flags)
+    if ControlMethod.debt_bondage in control:
+        add(g, 0, 0, "debt-bondage", legal_flags)
+    if leg.unpaid_wages or ControlMethod.wages_withheld in control:
+        add(g, 0, 0, "unpaid-wages", legal_flags)
+    if leg.migration_status == MigrationStatus.irregular:
+        add(g, 0, 0, "irregular-migration-status", legal_flags)
+    if (
+        sub.nationality is not None and sub.nationality != "PE"
+    ) or leg.migration_status in _FOREIGN_STATUS:
+        add(g, 0, 0, "foreign-national", legal_flags)
+    if Need.legal_advice in s.needs_expressed or Need.documents in s.needs_expressed:
+        add(g, 0, 0, "needs-legal-advice", legal_flags)
+
+
+def _consent(
+    s: ScreeningIn, minor: bool, out: dict[_Key, list[Any]], every: frozenset[ReferralFlag]
+) -> Decision:
+    """The consent policy, by hand."""
+    con = s.consent
+    lacks = con.lacks_capacity
+    given = con.given and not lacks
+    referrals = []
+    declined = False
+    for key in _KEYS:
+        agg = out.get(key)
+        if agg is None:
+            continue
+        service, recipient = key
+        urgency, basis_rank, reasons, flags = agg
+        if recipient is _R.law_enforcement:
+            if minor or not given or ConsentScope.law_enforcement not in con.scopes:
+                continue
+            basis, identifying = LegalBasis.consent, con.share_identifying
+        elif basis_rank == 2:
+            basis, identifying = LegalBasis.child_protection_duty, True
+        elif basis_rank == 1 or lacks:
+            basis, identifying = LegalBasis.vital_interest, True
+        elif given and _SCOPE[service] in con.scopes:
+            basis, identifying = LegalBasis.consent, con.share_identifying
+        else:
+            declined = declined or not con.given
+            continue
+        referrals.append(
+            DecidedReferral(
+                service=service,
+                recipient=recipient,
+                urgency=_URGENCY[urgency],
+                legal_basis=basis,
+                identifying=identifying,
+                flags=flags | every,
+                reasons=tuple(reasons),
+            )
+        )
+    notify = not minor and not con.given and not lacks and (declined or not referrals)
+    return Decision(referrals=tuple(referrals), non_identifying_notification=notify, trace=None)
 
 
 def _time(fn: Callable[[ScreeningIn], Any], screenings: list[ScreeningIn], repeat: int) -> float:

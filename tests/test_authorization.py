@@ -57,6 +57,7 @@ def partner_body() -> dict[str, Any]:
         "id": ident,
         "organisation": {"id": "authz-org", "name": OWN_ORG},
         "name": "Authz test partner",
+        "role": "health_facility",
         "services": ["medical"],
         "service_area": {"regions": ["Madre de Dios"]},
         "languages": ["es"],

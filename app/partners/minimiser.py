@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from app.partners import fhir
 from app.partners.directory import Organisation, PayloadFormat
-from app.schemas.decision import DecidedReferral, ReferralFlag
+from app.schemas.decision import DecidedReferral, Recipient, ReferralFlag
 from app.schemas.screening import AGE_BAND_RANGES, ScreeningIn, ServiceCategory
 
 POLICY_PATH = Path(__file__).parent / "policy.yaml"
@@ -132,17 +132,25 @@ class Policy:
     categories: dict[str, tuple[str, ...]]
     identifying_categories: frozenset[str]
     services: dict[ServiceCategory, frozenset[str]]
+    #: Paths a kind of recipient never receives, whatever the service.
+    withheld: dict[Recipient, frozenset[str]] = dataclasses.field(default_factory=dict)
     #: Filled on first use: the policy itself never changes once parsed.
-    _allowed: dict[tuple[ServiceCategory, bool], Allowed] = dataclasses.field(
+    _allowed: dict[tuple[ServiceCategory, bool, Recipient], Allowed] = dataclasses.field(
         default_factory=dict, init=False, repr=False, compare=False
     )
     _category_by_path: dict[str, str] = dataclasses.field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
-    def allowed(self, service: ServiceCategory, identifying: bool) -> Allowed:
-        """What a (service, identifying) referral may receive, worked out once."""
-        found = self._allowed.get((service, identifying))
+    def allowed(
+        self,
+        service: ServiceCategory,
+        identifying: bool,
+        recipient: Recipient = Recipient.provider,
+    ) -> Allowed:
+        """What a (service, identifying, recipient) referral may receive, worked out once."""
+        key = (service, identifying, recipient)
+        found = self._allowed.get(key)
         if found is None:
             allowed = self.services[service]
             categories = tuple(
@@ -150,7 +158,10 @@ class Policy:
                 for c in self.categories
                 if c in allowed and (identifying or c not in self.identifying_categories)
             )
-            paths = frozenset(p for c in categories for p in self.categories[c])
+            withheld = self.withheld.get(recipient, frozenset())
+            paths = frozenset(
+                p for c in categories for p in self.categories[c] if p not in withheld
+            )
             copied = [p for p in paths if not p.startswith(_SAFE_CONTACT)]
             found = Allowed(
                 categories=categories,
@@ -158,7 +169,7 @@ class Policy:
                 projection=_projection(copied),
                 projection_without_phone=_projection(p for p in copied if p != _PHONE),
             )
-            self._allowed[(service, identifying)] = found
+            self._allowed[key] = found
         return found
 
     def allowed_categories(self, service: ServiceCategory, identifying: bool) -> list[str]:
@@ -220,10 +231,34 @@ def parse_policy(document: Any) -> Policy:
         clash = services[ServiceCategory(service_name)] & set(banned)
         if clash:
             raise PolicyError(f"services.{service_name} may never receive {sorted(clash)}")
-    # The protocol's own invariant, whatever the file says (domain.md, rule 15).
+    # The protocol's own invariants, whatever the file says (docs/protocol.md, 10 and 15).
     if services[ServiceCategory.legal] & {"clinical", "mental_health"}:
         raise PolicyError("legal aid never receives clinical details")
-    return Policy(categories=categories, identifying_categories=identifying, services=services)
+    withheld = _withheld(document.get("recipients") or {}, leaves)
+    if "legal.migration_status" not in withheld.get(Recipient.law_enforcement, frozenset()):
+        raise PolicyError("law enforcement never receives legal.migration_status")
+    return Policy(
+        categories=categories,
+        identifying_categories=identifying,
+        services=services,
+        withheld=withheld,
+    )
+
+
+def _withheld(raw: Any, leaves: set[str]) -> dict[Recipient, frozenset[str]]:
+    if not isinstance(raw, dict):
+        raise PolicyError("recipients maps a recipient to what it never receives")
+    withheld: dict[Recipient, frozenset[str]] = {}
+    for name, entry in raw.items():
+        try:
+            recipient = Recipient(name)
+        except ValueError:
+            raise PolicyError(f"recipients.{name} is not a recipient") from None
+        paths = frozenset(str(p) for p in (entry or {}).get("withheld") or ())
+        if not paths <= leaves:
+            raise PolicyError(f"recipients.{name}.withheld names unknown fields")
+        withheld[recipient] = paths
+    return withheld
 
 
 @lru_cache(maxsize=1)
@@ -400,7 +435,7 @@ def _build_ruta_json(
     identifying = decided.identifying
     if document is None:
         document = screening.model_dump(mode="json")
-    permitted = policy.allowed(decided.service, identifying)
+    permitted = policy.allowed(decided.service, identifying, decided.recipient)
     allowed = permitted.path_set
     fields: list[str] = []
     phone_controlled = screening.safety.phone_controlled or ReferralFlag.phone_controlled in flags

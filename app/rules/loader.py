@@ -19,6 +19,8 @@ from app.rules.errors import RuleFileError, RuleProblem
 from app.rules.symbols import FORBIDDEN, SYMBOLS, Field, Kind
 from app.rules.syntax import (
     CONSENT_TEXT_KEYS,
+    LAW_ENFORCEMENT_TEXTS,
+    REQUIRED_CONSENT_TEXTS,
     AllOf,
     AnyOf,
     Compare,
@@ -484,6 +486,14 @@ def parse_rule_file(text: str, file: str) -> RuleFile:
             )
         rules.append(rule)
     check.rule_id = None
+    if policy is not None and any(r.recipient is Recipient.law_enforcement for r in rules):
+        for key in LAW_ENFORCEMENT_TEXTS:
+            if key not in policy.texts:
+                check.error(
+                    f"consent_policy.texts.{key}",
+                    "is required when a rule refers to law enforcement: what the person is "
+                    "told when the referral is withheld",
+                )
     used = set().union(*(refs_in(r.when) for r in rules)) if rules else set()
     for body in definitions.values():
         used |= refs_in(body)
@@ -522,9 +532,10 @@ def _policy(check: _Checker, raw: Any, names: set[str]) -> ConsentPolicy | None:
     texts_raw = raw.get("texts")
     texts: dict[str, dict[str, str]] = {}
     if not isinstance(texts_raw, dict):
-        check.error("consent_policy.texts", f"is required: {', '.join(CONSENT_TEXT_KEYS)}")
+        check.error("consent_policy.texts", f"is required: {', '.join(REQUIRED_CONSENT_TEXTS)}")
     else:
         check.keys(texts_raw, CONSENT_TEXT_KEYS, "consent_policy.texts")
         for key in CONSENT_TEXT_KEYS:
-            texts[key] = check.locales(texts_raw.get(key), f"consent_policy.texts.{key}")
+            if key in REQUIRED_CONSENT_TEXTS or key in texts_raw:
+                texts[key] = check.locales(texts_raw.get(key), f"consent_policy.texts.{key}")
     return ConsentPolicy(guideline, refs["child"], refs["lacks_capacity"], texts)

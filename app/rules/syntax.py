@@ -72,15 +72,16 @@ class ConsentPolicy:
     texts: dict[str, dict[str, str]]
 
 
-CONSENT_TEXT_KEYS = (
+REQUIRED_CONSENT_TEXTS = (
     "child_protection_duty",
     "vital_interest",
     "lacks_capacity",
     "no_consent",
     "outside_scope",
-    "law_enforcement_needs_consent",
-    "minor_law_enforcement",
 )
+#: Needed only by a rule file with a law-enforcement rule (``recipient: law_enforcement``).
+LAW_ENFORCEMENT_TEXTS = ("law_enforcement_needs_consent", "minor_law_enforcement")
+CONSENT_TEXT_KEYS = (*REQUIRED_CONSENT_TEXTS, *LAW_ENFORCEMENT_TEXTS)
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ def partner_document(partner_id: str, url: str, **overrides: Any) -> dict[str, A
         "id": partner_id,
         "organisation": {"id": partner_id, "name": f"Org {partner_id}"},
         "name": f"Partner {partner_id}",
+        "role": "shelter",
         "services": ["medical", "psychological", "legal", "protection"],
         "service_area": {"national": True},
         "languages": ["es", "qu"],

@@ -30,6 +30,7 @@ def test_import_then_export_without_secrets(env: None, tmp_path: Path) -> None:
                         "id": "legal-aid",
                         "organisation": {"id": "legal-aid", "name": "Legal Aid"},
                         "name": "Legal aid (test)",
+                        "role": "legal_aid",
                         "services": ["legal"],
                         "service_area": {"national": True},
                         "languages": ["es"],

@@ -27,8 +27,8 @@ from app.partners.minimiser import (
     CONTACT_INSTRUCTION_KEYS,
     REFERRAL_KEYS,
     OutboundReferral,
+    build_notice_body,
     build_referral_body,
-    build_revocation_body,
     default_policy,
 )
 from app.schemas.decision import LegalBasis, ReferralFlag, Urgency
@@ -356,7 +356,8 @@ def test_a_fhir_body_needs_the_owner() -> None:
 
 
 def test_revocation_notice_is_a_cancelled_task_without_personal_data() -> None:
-    raw = build_revocation_body(
+    raw = build_notice_body(
+        kind="referral.revoked",
         referral_id=REFERRAL_ID,
         partner_id="hogar-refugio-mdd",
         payload_format=PayloadFormat.fhir_r4,
@@ -374,8 +375,44 @@ def test_revocation_notice_is_a_cancelled_task_without_personal_data() -> None:
     assert task["focus"]["identifier"]["value"] == f"urn:uuid:{REFERRAL_ID}"
     assert task["owner"]["identifier"]["value"] == ORG.id
     assert inputs(task) == [("referral.partner_id", "hogar-refugio-mdd")]
-    plain = json.loads(build_revocation_body(referral_id=REFERRAL_ID, partner_id="x"))
+    plain = json.loads(
+        build_notice_body(kind="referral.revoked", referral_id=REFERRAL_ID, partner_id="x")
+    )
     assert plain["type"] == "referral.revoked"  # ruta-json partners keep their format
+    assert plain["referral"]["stands"] is False
+
+
+def test_consent_withdrawn_notice_says_the_referral_stands_on_its_basis() -> None:
+    raw = build_notice_body(
+        kind="referral.consent_withdrawn",
+        referral_id=REFERRAL_ID,
+        partner_id="upe-mimp-nacional",
+        legal_basis="child_protection_duty",
+        payload_format=PayloadFormat.fhir_r4,
+        organisation=ORG,
+        public_base_url=BASE,
+    )
+    document = validate(raw)
+    assert resources(document, "ServiceRequest") == resources(document, "Patient") == []
+    task = one(document, "Task")
+    assert task["status"] == "requested"  # the referral stands
+    assert task["businessStatus"]["coding"][0]["code"] == "consent-withdrawn"
+    assert ("referral.legal_basis", "child_protection_duty") in inputs(task)
+    plain = json.loads(
+        build_notice_body(
+            kind="referral.consent_withdrawn",
+            referral_id=REFERRAL_ID,
+            partner_id="x",
+            legal_basis="vital_interest",
+        )
+    )
+    assert plain["referral"]["stands"] is True
+    assert plain["referral"]["legal_basis"] == "vital_interest"
+    assert "vital interest" in plain["referral"]["instruction"]["en"]
+    with pytest.raises(ValueError, match="a referral that stands rests on"):
+        build_notice_body(
+            kind="referral.consent_withdrawn", referral_id=REFERRAL_ID, partner_id="x"
+        )
 
 
 def _doc_examples() -> list[str]:
@@ -393,7 +430,8 @@ def test_the_documented_examples_are_what_the_minimiser_builds() -> None:
         s, ServiceCategory.legal, identifying=False, thin=True, urgency=Urgency.routine
     ).document
     revoked = json.loads(
-        build_revocation_body(
+        build_notice_body(
+            kind="referral.revoked",
             referral_id=REFERRAL_ID,
             partner_id="hogar-refugio-mdd",
             payload_format=PayloadFormat.fhir_r4,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -11,7 +12,7 @@ from app.partners.matching import (
     UnmatchedReason,
     match,
 )
-from app.schemas.decision import ReferralFlag, Urgency
+from app.schemas.decision import PartnerRole, ReferralFlag, Urgency
 from app.schemas.screening import AgeBand, Language, Region, ScreeningIn, ServiceCategory, Sex
 from app.settings import Environment, Settings
 from tests.factories import screening
@@ -260,23 +261,48 @@ def test_order_is_stable_and_priority_breaks_ties() -> None:
     assert reasons(result)["a"] is PassOverReason.lower_priority
 
 
-def test_demo_directory_routes_the_readme_example() -> None:
+def _readme_routing(moment: datetime) -> dict[tuple[str, str], MatchResult]:
+    """The README's girl, decided by the default protocol and routed through the demo
+    directory at ``moment``."""
     from app.partners.directory import DEMO_DIRECTORY, directory_env, load_directory
+    from app.rules import load_rule_set
 
     directory = load_directory(
         DEMO_DIRECTORY, relaxed=True, env=directory_env("http://127.0.0.1:8000")
     )
     s = ScreeningIn.model_validate(screening())  # a 16-year-old girl in Madre de Dios
-    facts = SubjectFacts.from_screening(s, date(2026, 11, 23))
-    protection = match(
-        decided(ServiceCategory.protection, flags=frozenset({ReferralFlag.treat_as_child})),
-        facts,
-        directory.partners,
-        NOW,
-        settings=SETTINGS,
-    )
-    assert protection.partner_id == "hogar-refugio-mdd"
-    assert "upe-mimp-nacional" in protection.fallback_ids
-    assert reasons(protection)["policia-trata-nacional"] is PassOverReason.age_ineligible
-    medical = match(decided(), facts, directory.partners, NOW, settings=SETTINGS)
-    assert medical.partner_id == "hospital-santa-rosa-mdd"
+    facts = SubjectFacts.from_screening(s, moment.date())
+    return {
+        (d.service.value, d.recipient.value): match(
+            d, facts, directory.partners, moment, settings=SETTINGS
+        )
+        for d in load_rule_set().evaluate(s).referrals
+    }
+
+
+def test_demo_directory_routes_the_readme_example() -> None:
+    """A child's protection goes to the child-protection authority (DEMUNA, open on a
+    Monday morning), a shelter gets the additional one, the police unit never anything."""
+    routed = _readme_routing(NOW)  # Monday 10:00 in Lima
+    authority = routed["protection", "child_protection_authority"]
+    assert authority.partner_id == "demuna-tambopata"
+    assert authority.partner_role is PartnerRole.child_protection_authority
+    assert authority.fallback_ids == ("upe-mimp-nacional",)
+    assert reasons(authority)["hogar-refugio-mdd"] is PassOverReason.role_not_allowed
+    assert reasons(authority)["policia-trata-nacional"] is PassOverReason.role_not_allowed
+    shelter = routed["protection", "shelter"]
+    assert shelter.partner_id == "hogar-refugio-mdd"
+    assert reasons(shelter)["policia-trata-nacional"] is PassOverReason.role_not_allowed
+    assert routed["medical", "provider"].partner_id == "hospital-santa-rosa-mdd"
+
+
+def test_an_emergency_at_1955_skips_an_office_that_closed_at_1700() -> None:
+    """19:55 in Lima: DEMUNA Tambopata (08:00-17:00) is closed, so the child's emergency
+    goes to the UPE, which is always open, and nobody needs to be alerted."""
+    evening = datetime(2026, 11, 23, 19, 55, tzinfo=ZoneInfo("America/Lima"))
+    authority = _readme_routing(evening)["protection", "child_protection_authority"]
+    assert authority.partner_id == "upe-mimp-nacional"
+    assert reasons(authority)["demuna-tambopata"] is PassOverReason.closed_now
+    assert authority.escalation is None
+    assert authority.needs_human is False
+    assert "open_now" in authority.chosen_because

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +27,8 @@ from app.partners.minimiser import (
     POLICY_PATH,
     REFERRAL_KEYS,
     PolicyError,
+    build_notice_body,
+    build_notification_body,
     build_referral_body,
     default_policy,
     parse_policy,
@@ -47,6 +51,7 @@ from app.schemas.screening import (
     Sex,
     Suicidality,
 )
+from tests.factories import screening
 from tests.partners.helpers import decided
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -452,3 +457,60 @@ def test_safety_instructions_travel_without_identifying_basis() -> None:
     assert full.body["contact_instructions"]["number_or_handle"] == CANARY_HANDLE
     assert CANARY_PHONE not in full.to_bytes().decode()
     assert "contact" in full.data_categories
+
+
+def _section_examples(heading: str) -> list[dict[str, Any]]:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "partners.md").read_text("utf-8")
+    section = text.split(heading, 1)[1].split("\n### ", 1)[0]
+    return [json.loads(e) for e in re.findall(r"```json\n(.*?)```", section, flags=re.DOTALL)]
+
+
+def test_documented_notices_are_what_the_minimiser_builds() -> None:
+    """docs/partners.md shows the real notices after a withdrawal, for both outcomes."""
+    referral_id = uuid.UUID("0f1e2d3c-4b5a-4968-8776-655443322110")
+    revoked, stands = _section_examples("### Notices after consent is withdrawn")
+    assert revoked == json.loads(
+        build_notice_body(
+            kind="referral.revoked",
+            referral_id=referral_id,
+            partner_id=revoked["referral"]["partner_id"],
+        )
+    )
+    assert stands == json.loads(
+        build_notice_body(
+            kind="referral.consent_withdrawn",
+            referral_id=referral_id,
+            partner_id=stands["referral"]["partner_id"],
+            legal_basis="child_protection_duty",
+        )
+    )
+
+
+def test_notification_carries_nothing_that_identifies() -> None:
+    """A non-identifying notification: the documented shape, and none of the person's
+    identifying or quasi-identifying values (no exact age, nationality, district, day)."""
+    [documented] = _section_examples("### Non-identifying notifications")
+    s = ScreeningIn.model_validate(
+        screening(
+            subject__age=27,
+            subject__nationality="VE",
+            subject__name=CANARY_NAME,
+            notes=CANARY_NOTES,
+        )
+    )
+    raw, categories = build_notification_body(
+        notification_id=uuid.UUID("6c3f2f4e-7d0b-4a8e-9b1c-2d3e4f5a6b7c"),
+        screening=s,
+        referring_organisation="Caravana de la Vida",
+        now=NOW,
+    )
+    body = json.loads(raw)
+    assert set(body) == set(documented)
+    assert set(body["case"]) == set(documented["case"])
+    assert set(body["notification"]) == set(documented["notification"])
+    assert body["case"]["age_band"] == "25-34"
+    text = raw.decode()
+    for value in (CANARY_NAME, CANARY_NOTES, "VE", "170101", "MDD-2026-0173", str(s.id), "27"):
+        assert value not in text
+    assert body["notification"]["month"] == NOW.strftime("%Y-%m")
+    assert set(categories) == {"demographics", "location", "exploitation"}

@@ -31,6 +31,7 @@ PARTNER: dict[str, Any] = {
     "id": "hospital-demo",
     "organisation": {"id": "hospital-demo", "name": "Hospital Demo"},
     "name": "Hospital Demo (test)",
+    "role": "health_facility",
     "services": ["medical"],
     "service_area": {"regions": ["Madre de Dios"]},
     "eligibility": {"min_age": 0},

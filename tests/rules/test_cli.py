@@ -50,7 +50,8 @@ def test_test_fails_on_a_changed_rule(tmp_path: Path) -> None:
 def test_table_csv_and_html(tmp_path: Path) -> None:
     result = runner.invoke(rules_cli, ["table", "--format", "csv"])
     assert result.exit_code == 0
-    assert result.output.startswith("kind,id,service")
+    assert result.output.startswith("kind,id,protocol,service,recipient")
+    assert "docs/protocol.md#10" in result.output  # rules cite the project's protocol
     out = tmp_path / "t.html"
     result = runner.invoke(rules_cli, ["table", "--format", "html", "--output", str(out)])
     assert result.exit_code == 0

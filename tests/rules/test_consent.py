@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.rules import load_rule_set
-from app.schemas.decision import LegalBasis
+from app.schemas.decision import LegalBasis, Recipient
 from app.schemas.screening import ScreeningIn, ServiceCategory
 from tests.factories import adult_consenting, screening
 
@@ -83,15 +83,27 @@ def test_identifying_only_with_share_identifying() -> None:
     )
 
 
-def test_law_enforcement_is_never_a_referral() -> None:
-    """Consent to the police is not consent to a service, and nothing implies the police."""
+def test_law_enforcement_only_with_its_scope_and_the_wish_to_report() -> None:
+    """Consent to the police is not consent to a service: it allows the law-enforcement
+    referral the person asked for, and nothing else."""
     decision = decide(
         adult_consenting(
             consent__scopes=["law_enforcement"], legal__wants_police_report=True, safety={}
         )
     )
-    assert decision.referrals == ()
+    [referral] = decision.referrals
+    assert referral.recipient is Recipient.law_enforcement
+    assert referral.legal_basis is LegalBasis.consent
     assert {s["reason"] for s in decision.trace.suppressed} == {"outside_scope"}
+
+
+def test_wish_to_report_without_the_scope_is_withheld_and_explained() -> None:
+    decision = decide(adult_consenting(legal__wants_police_report=True, safety={}))
+    assert all(r.recipient is not Recipient.law_enforcement for r in decision.referrals)
+    [withheld] = [s for s in decision.trace.suppressed if s.get("recipient")]
+    assert withheld["recipient"] == "law_enforcement"
+    assert withheld["reason"] == "law_enforcement_needs_consent"
+    assert "police" in withheld["text"]["en"]
 
 
 def test_no_consent_without_any_need_still_notifies_non_identifying() -> None:

@@ -17,18 +17,17 @@ from tests.factories import adult_consenting, screening
 
 def changed_protocol(tmp_path: Path) -> Path:
     text = DEFAULT_RULES_PATH.read_text()
-    # STI symptoms become urgent.
-    text = text.replace(
+    # STI symptoms become routine.
+    old = (
         "  - id: sti-symptoms\n    description: Symptoms of a sexually transmitted infection need "
-        "medical care.\n    guideline: IOM Handbook on Direct Assistance for Victims of "
-        "Trafficking (2007), health and well-being\n    service: medical\n    urgency: routine",
-        "  - id: sti-symptoms\n    description: Symptoms of a sexually transmitted infection need "
-        "medical care.\n    guideline: IOM Handbook on Direct Assistance for Victims of "
-        "Trafficking (2007), health and well-being\n    service: medical\n    urgency: urgent",
+        "medical care within 72 hours.\n    protocol: [7]\n    guideline: IOM Handbook on Direct "
+        "Assistance for Victims of Trafficking (2007), health and well-being\n    service: "
+        "medical\n    urgency: urgent"
     )
-    assert "urgency: urgent" in text
+    assert old in text
+    text = text.replace(old, old.replace("urgency: urgent", "urgency: routine"))
     path = tmp_path / "new.yaml"
-    path.write_text(text.replace('version: "2026.11.1"', 'version: "2026.11.2"'))
+    path.write_text(text.replace('version: "2026.12.1"', 'version: "2026.12.2"'))
     return path
 
 
@@ -50,11 +49,11 @@ def test_changed_rule_is_reported_with_counts(tmp_path: Path) -> None:
             if change["change"] == "urgency":
                 assert (change["service"], change["old"], change["new"]) == (
                     "medical",
-                    "routine",
                     "urgent",
+                    "routine",
                 )
     data = report.as_json(limit=5)
-    assert data["new"]["version"] == "2026.11.2"
+    assert data["new"]["version"] == "2026.12.2"
     assert len(data["changes"]) == 5
     json.dumps(data)
 
@@ -73,7 +72,10 @@ def test_added_and_removed_services(tmp_path: Path) -> None:
     new.write_text(text)
     corpus = tmp_path / "c.jsonl"
     corpus.write_text(
-        json.dumps(adult_consenting(safety={}, consent__scopes=["legal", "protection"])) + "\n"
+        json.dumps(
+            adult_consenting(safety={}, needs_expressed=[], consent__scopes=["legal", "protection"])
+        )
+        + "\n"
     )
     report = diff_rule_sets(DEFAULT_RULES_PATH, new, str(corpus), workers=1)
     [item] = report.changed
@@ -85,7 +87,7 @@ def test_added_and_removed_services(tmp_path: Path) -> None:
 def test_jsonl_corpus_strict_and_fast_agree(tmp_path: Path) -> None:
     new = changed_protocol(tmp_path)
     corpus = tmp_path / "c.jsonl"
-    body = screening(health={"sti_symptoms": True})
+    body = adult_consenting(health={"sti_symptoms": True}, needs_expressed=[])
     corpus.write_text("\n".join(json.dumps(body) for _ in range(20)) + "\n")
     fast = diff_rule_sets(DEFAULT_RULES_PATH, new, str(corpus), workers=1)
     strict = diff_rule_sets(DEFAULT_RULES_PATH, new, str(corpus), workers=1, strict=True)

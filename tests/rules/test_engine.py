@@ -9,7 +9,7 @@ import pytest
 
 from app.rules import load_rule_set
 from app.rules.scenarios import deep_merge
-from app.schemas.decision import LegalBasis, ReferralFlag, Urgency
+from app.schemas.decision import LegalBasis, Recipient, ReferralFlag, Urgency
 from app.schemas.screening import ScreeningIn, ServiceCategory
 from tests.factories import adult_consenting, screening
 from tests.rules.helpers import build, one_rule, rule_file
@@ -31,6 +31,7 @@ def test_highest_urgency_wins_and_every_reason_is_kept() -> None:
             health__hours_since_sexual_violence=None,
             health__mining_exposure=False,
             indicators__sectors=[],
+            needs_expressed=[],
         )
     )
     medical = next(r for r in decision.referrals if r.service is ServiceCategory.medical)
@@ -41,7 +42,9 @@ def test_highest_urgency_wins_and_every_reason_is_kept() -> None:
 
 def test_strongest_legal_basis_applies() -> None:
     decision = RULE_SET.evaluate(
-        ScreeningIn.model_validate(screening(subject__age=15, safety__immediate_danger=True))
+        ScreeningIn.model_validate(
+            screening(subject__age=15, safety__immediate_danger=True, needs_expressed=[])
+        )
     )
     protection = next(r for r in decision.referrals if r.service is ServiceCategory.protection)
     assert protection.legal_basis is LegalBasis.child_protection_duty
@@ -50,10 +53,15 @@ def test_strongest_legal_basis_applies() -> None:
     assert bases == {LegalBasis.child_protection_duty, LegalBasis.vital_interest}
 
 
-def test_at_most_one_referral_per_service() -> None:
+def test_at_most_one_referral_per_service_and_recipient() -> None:
     decision = RULE_SET.evaluate(ScreeningIn.model_validate(screening()))
-    services = [r.service for r in decision.referrals]
-    assert len(services) == len(set(services))
+    keys = [(r.service, r.recipient) for r in decision.referrals]
+    assert len(keys) == len(set(keys))
+    # The README's girl: the child-protection authority and a shelter beside it.
+    protection = [
+        r.recipient for r in decision.referrals if r.service is ServiceCategory.protection
+    ]
+    assert protection == [Recipient.child_protection_authority, Recipient.shelter]
 
 
 def test_trace_records_version_hash_rules_and_inputs() -> None:
