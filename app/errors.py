@@ -95,9 +95,25 @@ class Conflict(RutaError):
 
 
 class Gone(RutaError):
+    """The thing existed but may no longer be read. The refused read is audited (as
+    ``request.denied`` with ``refused`` as its reason and ``refs`` as its ids) in a
+    transaction of its own, since the request's is rolled back."""
+
     status = 410
     type = "/problems/gone"
     title = "Gone"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        refused: str,
+        refs: dict[str, Any] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail, **extensions)
+        self.refused = refused
+        self.refs = refs or {}
 
 
 class PayloadTooLarge(RutaError):

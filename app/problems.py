@@ -16,6 +16,7 @@ from app.errors import (
     PROBLEM_JSON,
     BadRequest,
     GenericHTTPError,
+    Gone,
     MethodNotAllowed,
     NotFound,
     RutaError,
@@ -66,6 +67,8 @@ async def _ruta_error(request: Request, exc: Exception) -> ProblemResponse:
         # The request's own transaction is rolled back; the denial is recorded on its own.
         reason = "unauthenticated" if exc.status == 401 else "forbidden_role"
         await record_denied(request, exc.status, reason)
+    elif isinstance(exc, Gone):
+        await record_denied(request, exc.status, exc.refused, **exc.refs)
     return problem_response(exc, request)
 
 

@@ -1,4 +1,4 @@
-"""Recording denied requests (401/403).
+"""Recording denied requests (401/403, and 410 for data that may no longer be read).
 
 The request's own transaction is rolled back when it fails, so a denial is recorded in a
 transaction of its own. What is kept: the route template (never the concrete path, which may
@@ -8,6 +8,7 @@ a well-formed key; never the key, the body or the query.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import structlog
@@ -42,8 +43,17 @@ def _request_id(request: Request) -> str | None:
     return value if value and REF_RE.fullmatch(value) and not value.isdigit() else None
 
 
-async def record_denied(request: Request, status_code: int, reason: str) -> None:
-    """Append a ``request.denied`` event in its own transaction. Never raises: a failure to
+async def record_denied(
+    request: Request,
+    status_code: int,
+    reason: str,
+    *,
+    screening_id: uuid.UUID | None = None,
+    referral_id: uuid.UUID | None = None,
+    partner_id: str | None = None,
+) -> None:
+    """Append a ``request.denied`` event in its own transaction, with the ids of what was
+    refused when there is one (a revoked referral's details). Never raises: a failure to
     record is logged (the denial itself stands)."""
     principal = getattr(request.state, "principal", None)
     actor: Actor = (
@@ -60,6 +70,9 @@ async def record_denied(request: Request, status_code: int, reason: str) -> None
                 action=Action.request_denied,
                 actor=actor,
                 request_id=_request_id(request),
+                screening_id=screening_id,
+                referral_id=referral_id,
+                partner_id=partner_id,
                 data={
                     "method": request.method,
                     "route": route_template(request),

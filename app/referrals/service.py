@@ -27,8 +27,6 @@ from app.referrals.routing import fall_back
 from app.referrals.state import PartnerStatus, ReferralStatus, RejectReason, partner_may_report
 from app.settings import Settings
 
-DETAILS_ROUTE = "/v1/referrals/{referral_id}/details"
-
 
 async def owns(session: AsyncSession, principal: Principal, referral: Referral) -> bool:
     """A partner client owns the referrals sent to its organisation's partners, by the
@@ -128,24 +126,15 @@ async def referral_details(
     if referral is None or not await owns(session, principal, referral):
         raise NotFound("No referral with this id.")
     if referral.status == ReferralStatus.revoked.value:
-        await audit.record(
-            session,
-            action=Action.request_denied,
-            actor=principal,
-            referral_id=referral.id,
-            screening_id=referral.screening_id,
-            partner_id=referral.partner_id,
-            request_id=request_id,
-            data={
-                "method": "get",
-                "route": DETAILS_ROUTE,
-                "status_code": 410,
-                "reason": "referral_revoked",
-            },
-        )
         raise Gone(
             "This referral was revoked: the person withdrew consent, and its data may no "
-            "longer be read."
+            "longer be read.",
+            refused="referral_revoked",
+            refs={
+                "referral_id": referral.id,
+                "screening_id": referral.screening_id,
+                "partner_id": referral.partner_id,
+            },
         )
     row, screening = await load_screening(session, settings, referral.screening_id)
     decided = decided_of(referral)

@@ -1,5 +1,5 @@
-"""Closing the loop: partner reports, fallback, deadlines, consent withdrawal, held
-referrals, thin mode, and what auditors see of it. Both engines."""
+"""Closing the loop: partner reports, fallback, deadlines, held referrals, thin mode, and
+what auditors see of it. Both engines. (Consent withdrawal: test_withdrawal.py.)"""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from sqlalchemy import select
 
 from app.models import AuditEvent, Delivery
 from app.models.base import utcnow
-from app.referrals import service
+from app.referrals import routing
 from tests.conftest import KeyFactory, bearer
 from tests.delivery.conftest import add_partner, deliveries, referral, submit
-from tests.factories import screening
 
 URL = "http://127.0.0.1:9/inbox"
 
 
 async def _partner_key(api_key: KeyFactory, partner_id: str) -> dict[str, str]:
-    return bearer(await api_key("partner", f"Org {partner_id}"))
+    """A partner client of the partner's organisation (its id: tests/delivery/conftest.py)."""
+    return bearer(await api_key("partner", partner_id))
 
 
 async def test_a_rejection_moves_the_referral_to_the_next_partner(
@@ -83,41 +83,12 @@ async def test_a_missed_deadline_moves_the_referral_on(
     row = await referral(app, item["id"])
     assert row.deadline_at is not None
     async with app.state.sessionmaker() as session:
-        assert await service.sweep_deadlines(session, app.state.settings, now=utcnow()) == 0
+        assert await routing.sweep_deadlines(session, app.state.settings, now=utcnow()) == 0
         later = row.deadline_at + timedelta(minutes=1)
-        assert await service.sweep_deadlines(session, app.state.settings, now=later) == 1
+        assert await routing.sweep_deadlines(session, app.state.settings, now=later) == 1
         await session.commit()
     moved = await referral(app, item["id"])
     assert (moved.partner_id, moved.tried_partner_ids) == ("backup", ["slow"])
-
-
-async def test_withdrawn_consent_revokes_all_but_a_childs_protection_referral(
-    app: FastAPI, http: httpx.AsyncClient, api_key: KeyFactory
-) -> None:
-    await add_partner(http, api_key, "everything", URL)
-    clinic = bearer(await api_key("clinic", "Caravana de la Vida"))
-    child = screening()  # the README's 16-year-old
-    created = await http.post("/v1/screenings", json=child, headers=clinic)
-    referrals = {r["service"]: r for r in created.json()["decision"]["referrals"]}
-    assert referrals["protection"]["legal_basis"] == "child_protection_duty"
-    withdrawn = await http.post(f"/v1/screenings/{child['id']}/consent/withdraw", headers=clinic)
-    assert withdrawn.status_code == 200, withdrawn.text
-    revoked = set(withdrawn.json()["revoked"])
-    assert referrals["protection"]["id"] not in revoked
-    assert (await referral(app, referrals["protection"]["id"])).status == "queued"
-    others = [r for s, r in referrals.items() if s != "protection"]
-    assert others
-    for item in others:
-        if item["legal_basis"] == "child_protection_duty":
-            continue
-        assert item["id"] in revoked
-        assert (await referral(app, item["id"])).status == "revoked"
-    notices = [d for d in await deliveries(app) if d.event_type == "referral.revoked"]
-    assert {str(d.referral_id) for d in notices} == revoked
-    other_clinic = bearer(await api_key("clinic", "Otra Clínica"))
-    assert (
-        await http.post(f"/v1/screenings/{child['id']}/consent/withdraw", headers=other_clinic)
-    ).status_code == 404
 
 
 async def test_no_eligible_partner_holds_the_referral_until_one_appears(
@@ -130,7 +101,7 @@ async def test_no_eligible_partner_holds_the_referral_until_one_appears(
     assert all(r["partner"] is None for r in held)
     await add_partner(http, api_key, "newcomer", URL)
     async with app.state.sessionmaker() as session:
-        routed = await service.retry_held(session, app.state.settings, now=utcnow())
+        routed = await routing.retry_held(session, app.state.settings, now=utcnow())
         await session.commit()
     assert routed == len(held)
     for item in held:
@@ -175,6 +146,17 @@ async def test_thin_mode_sends_a_link_and_records_each_fetch(
     assert (
         await http.get(f"/v1/referrals/{item['id']}/details", headers=stranger)
     ).status_code == 404
+    # Ownership is by organisation id: a client whose organisation is the partner
+    # organisation's display name is a stranger too.
+    by_name = bearer(await api_key("partner", "Org thin-legal"))
+    for attempt in (
+        http.get(f"/v1/referrals/{item['id']}/details", headers=by_name),
+        http.post(
+            f"/v1/referrals/{item['id']}/status", json={"status": "received"}, headers=by_name
+        ),
+        http.patch("/v1/partners/me/capacity", json={"available": 0}, headers=by_name),
+    ):
+        assert (await attempt).status_code == 404
     async with app.state.sessionmaker() as session:
         reads = list(
             (

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app.models import Decision, Referral
-from app.referrals.service import NewDecision, NewReferral
+from app.referrals.planning import NewDecision, NewReferral
 
 
 @pytest.mark.parametrize(("planned", "model"), [(NewDecision, Decision), (NewReferral, Referral)])
