@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-#: Ruta's urgency tiers onto FHIR request priorities (domain.md: stat/asap -> emergency).
+#: Ruta's urgency tiers onto FHIR request priorities (docs/protocol.md: stat/asap -> emergency).
 PRIORITY = {"emergency": "stat", "urgent": "urgent", "routine": "routine"}
 #: Ruta's sex onto FHIR administrative gender.
 GENDER = {"female": "female", "male": "male", "intersex": "other", "unknown": "unknown"}

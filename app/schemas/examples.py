@@ -111,7 +111,7 @@ FIRED_RULE: dict[str, Any] = {
 }
 
 TRACE: dict[str, Any] = {
-    "rule_set_version": "2026.11.1",
+    "rule_set_version": "2026.12.1",
     "rule_set_hash": RULE_SET_HASH,
     "fired": [FIRED_RULE],
     "suppressed": [
@@ -122,11 +122,21 @@ TRACE: dict[str, Any] = {
             "rule_ids": ["documents-withheld", "debt-bondage"],
         }
     ],
+    "facts_as_of": "2026-11-20T14:52:10.120000Z",
+    "adjustments": {
+        "health.hours_since_sexual_violence": {
+            "source": "elapsed_since_screening",
+            "at_screening": 30.0,
+            "elapsed_hours": 0.2,
+            "value": 30.2,
+        }
+    },
 }
 
 REFERRAL: dict[str, Any] = {
     "id": REFERRAL_ID,
     "service": "medical",
+    "recipient": "provider",
     "urgency": "emergency",
     "legal_basis": "child_protection_duty",
     "identifying": True,
@@ -142,8 +152,9 @@ REFERRAL: dict[str, Any] = {
 
 DECISION_VIEW: dict[str, Any] = {
     "id": DECISION_ID,
-    "rule_set": {"version": "2026.11.1", "sha256": RULE_SET_HASH},
+    "rule_set": {"version": "2026.12.1", "sha256": RULE_SET_HASH},
     "non_identifying_notification": False,
+    "notification_recipient": None,
     "referrals": [REFERRAL],
     "trace": TRACE,
 }
@@ -296,9 +307,9 @@ PUBLIC_KEY_OUT: dict[str, Any] = {
 # --- Rules --------------------------------------------------------------------------------
 
 RULE_SET_INFO: dict[str, Any] = {
-    "version": "2026.11.1",
+    "version": "2026.12.1",
     "sha256": RULE_SET_HASH,
-    "title": "Ruta default protocol (domain.md rules 1-12 and 14)",
+    "title": "Ruta default protocol (docs/protocol.md)",
     "rules": 27,
 }
 EVALUATE_OUT: dict[str, Any] = {
@@ -378,7 +389,12 @@ ROTATED_SECRET: dict[str, Any] = {
 # --- Referrals ----------------------------------------------------------------------------
 
 STATUS_REPORTED: dict[str, Any] = {"id": REFERRAL_ID, "reported": "accepted"}
-CONSENT_WITHDRAWN: dict[str, Any] = {"revoked": [REFERRAL_ID]}
+CONSENT_WITHDRAWN: dict[str, Any] = {
+    "revoked": ["3f2a1b0c-9d8e-4f7a-8b6c-5d4e3f2a1b0c"],
+    "standing": [
+        {"id": REFERRAL_ID, "service": "medical", "legal_basis": "child_protection_duty"}
+    ],
+}
 REFERRAL_LIST_ITEM: dict[str, Any] = {
     **REFERRAL,
     "status": "accepted",
@@ -398,7 +414,7 @@ REFERRAL_EXPLANATION: dict[str, Any] = {
     "tried_partners": [],
     "decision": {
         "id": DECISION_ID,
-        "rule_set": {"version": "2026.11.1", "sha256": RULE_SET_HASH},
+        "rule_set": {"version": "2026.12.1", "sha256": RULE_SET_HASH},
         "trace": TRACE,
     },
     "match": {

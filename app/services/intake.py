@@ -294,10 +294,13 @@ async def write(
 
 
 def _urgencies(stored: Sequence[tuple[Plan, dict[str, Any]]]) -> Iterator[Urgency]:
+    """The urgency of every delivery the group queued (a notification is routine)."""
     for plan, _ in stored:
         for _, decided, body, _ in plan.referrals.referrals:
             if body is not None:
                 yield decided.urgency
+        if plan.referrals.notification is not None:
+            yield Urgency.routine
 
 
 def _screening_row(plan: Plan, subject_id: uuid.UUID, dek: bytes) -> dict[str, Any]:

@@ -227,17 +227,30 @@ async def test_partner_reports_own_capacity(
     client: httpx.AsyncClient, admin: dict[str, str], api_key: KeyFactory
 ) -> None:
     await client.post("/v1/partners", json=PARTNER, headers=admin)
-    own = bearer(await api_key("partner", "Hospital Demo"))
+    own = bearer(await api_key("partner", PARTNER["organisation"]["id"]))
     other = bearer(await api_key("partner", "Otra ONG"))
+    # The organisation's display name is not its identity.
+    by_name = bearer(await api_key("partner", PARTNER["organisation"]["name"]))
     ok = await client.patch("/v1/partners/me/capacity", json={"available": 7}, headers=own)
     assert ok.status_code == 200, ok.text
     assert ok.json()[0]["capacity"]["available"] == 7
     assert_no_secret(ok)
-    assert (
-        await client.patch("/v1/partners/me/capacity", json={"available": 7}, headers=other)
-    ).status_code == 404
+    for stranger in (other, by_name):
+        assert (
+            await client.patch("/v1/partners/me/capacity", json={"available": 1}, headers=stranger)
+        ).status_code == 404
     too_many = await client.patch("/v1/partners/me/capacity", json={"available": 99}, headers=own)
     assert too_many.status_code == 409
+    # Every capacity change is in the audit trail, with the partner client as the actor.
+    auditor = bearer(await api_key("auditor"))
+    events = (
+        await client.get(
+            "/v1/audit/events", params={"action": "admin.partner_updated"}, headers=auditor
+        )
+    ).json()["events"]
+    [changed] = [e for e in events if e["actor"]["role"] == "partner"]
+    assert changed["data"] == {"target_id": PARTNER["id"], "changed": ["capacity"]}
+    assert changed["refs"]["partner_id"] == PARTNER["id"]
 
 
 async def test_sync_demo_directory_keeps_runtime_state_and_overrides(

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -148,6 +149,66 @@ async def test_naive_screened_at_is_rejected(http: httpx.AsyncClient, api_key: K
     response = await http.post("/v1/screenings", json=body, headers=bearer(key))
     assert response.status_code == 422
     assert response.json()["errors"][0]["path"] == "source.screened_at"
+
+
+@pytest.mark.parametrize(
+    ("date_of_birth", "code"),
+    [
+        ("2026-11-25", "future_date"),  # after the screening of 2026-11-20
+        ("2099-01-01", "future_date"),
+        ("1900-01-01", "implausible_age"),  # 126 at the screening
+    ],
+)
+async def test_an_impossible_date_of_birth_is_refused_naming_the_field(
+    http: httpx.AsyncClient, api_key: KeyFactory, date_of_birth: str, code: str
+) -> None:
+    key = await api_key("clinic", ORG)
+    body = screening(subject__date_of_birth=date_of_birth, subject__age=...)
+    response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert (error["path"], error["code"]) == ("subject.date_of_birth", code)
+    assert date_of_birth not in response.text
+    # In a batch the impossible item is refused alone, and the good one is stored.
+    good = screening()
+    bad = screening(subject__date_of_birth=date_of_birth, subject__age=...)
+    batch = await http.post(
+        "/v1/screenings/batch", json={"screenings": [bad, good]}, headers=bearer(key)
+    )
+    assert [r["status"] for r in batch.json()["results"]] == ["invalid", "created"]
+
+
+async def test_a_date_of_birth_that_disputes_the_stated_age_is_read_as_the_lower_age(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    """Stated 20, born 2010 (16 at the screening): the age is disputed and the person is
+    treated as a child (docs/protocol.md, rule 1), not refused."""
+    key = await api_key("clinic", ORG)
+    body = screening(
+        subject__age=20,
+        subject__date_of_birth="2010-06-01",
+        subject__unaccompanied_minor=False,
+    )
+    response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    assert response.status_code == 201, response.text
+    decision = response.json()["decision"]
+    recipients = {(r["service"], r["recipient"]) for r in decision["referrals"]}
+    assert ("protection", "child_protection_authority") in recipients
+    adjusted = decision["trace"]["adjustments"]["subject.age"]
+    assert adjusted == {
+        "source": "disputed",
+        "stated": 20,
+        "from_date_of_birth": 16,
+        "value": 16,
+    }
+    assert "2010-06-01" not in response.text
+    detail = await http.get(f"/v1/screenings/{body['id']}", headers=bearer(key))
+    subject = detail.json()["screening"]["subject"]
+    assert (subject["age"], subject["age_disputed"], subject["age_source"]) == (
+        16,
+        True,
+        "disputed",
+    )
 
 
 async def test_region_accepts_ubigeo_and_accented_names(
