@@ -492,7 +492,8 @@ def keys_rewrap() -> None:
 
 DEMO_CLIENTS = (
     ("demo-clinic", "clinic", "Caravana de la Vida"),
-    ("demo-partner", "partner", "Hospital Santa Rosa"),
+    # A partner client belongs to its organisation by the organisation's id.
+    ("demo-partner", "partner", "hospital-santa-rosa"),
     ("demo-auditor", "auditor", None),
     ("demo-admin", "admin", None),
 )

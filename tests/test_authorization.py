@@ -20,6 +20,8 @@ from tests.factories import screening
 MATRIX = load_matrix()
 OWN_ORG = "Caravana de la Vida"
 OTHER_ORG = "Otra Clínica"
+#: A partner organisation is known by its id (its name is only a label); clinics by name.
+PARTNER_ORG = {OWN_ORG: "authz-own-org", OTHER_ORG: "authz-other-org"}
 
 
 def _app_routes(app: FastAPI) -> set[str]:
@@ -55,7 +57,7 @@ def partner_body() -> dict[str, Any]:
     ident = f"authz-{uuid.uuid4().hex[:8]}"
     return {
         "id": ident,
-        "organisation": {"id": "authz-org", "name": OWN_ORG},
+        "organisation": {"id": PARTNER_ORG[OWN_ORG], "name": OWN_ORG},
         "name": "Authz test partner",
         "role": "health_facility",
         "services": ["medical"],
@@ -77,7 +79,7 @@ async def _make_partner(http: httpx.AsyncClient, api_key: KeyFactory, org: str) 
 async def _make_referral(http: httpx.AsyncClient, api_key: KeyFactory, org: str) -> str:
     admin = await api_key("admin")
     partner = partner_body()
-    partner["organisation"] = {"id": "authz-org", "name": org}
+    partner["organisation"] = {"id": PARTNER_ORG[org], "name": org}
     partner["services"] = ["medical", "psychological", "legal", "protection"]
     partner["capacity"] = {"available": 50, "maximum": 50}
     assert (await http.post("/v1/partners", json=partner, headers=bearer(admin))).status_code == 201
@@ -149,9 +151,10 @@ CALLS: dict[str, Call] = {
 
 
 def _org_for(role: str, own: bool) -> str | None:
-    if role in ("clinic", "partner"):
-        return OWN_ORG if own else OTHER_ORG
-    return None
+    name = OWN_ORG if own else OTHER_ORG
+    if role == "partner":
+        return PARTNER_ORG[name]
+    return name if role == "clinic" else None
 
 
 @pytest.mark.parametrize(

@@ -74,12 +74,28 @@ def test_the_readme_walkthrough(dev_server: tuple[str, dict[str, str]]) -> None:
         created = http.post("/v1/screenings", json=EXAMPLE, headers=auth("clinic"))
         assert created.status_code == 201, created.text
         decision = created.json()["decision"]
-        services = {r["service"]: r for r in decision["referrals"]}
-        assert {"medical", "protection"} <= set(services)
-        assert services["protection"]["legal_basis"] == "child_protection_duty"
+        # What the README's table says she gets, and why (docs/protocol.md).
+        routed = {(r["service"], r["recipient"]): r for r in decision["referrals"]}
+        assert set(routed) == {
+            ("protection", "child_protection_authority"),
+            ("protection", "shelter"),
+            ("medical", "provider"),
+            ("psychological", "provider"),
+        }
+        authority = routed["protection", "child_protection_authority"]
+        assert authority["legal_basis"] == "child_protection_duty"
+        assert authority["urgency"] == "emergency"
+        assert authority["partner"]["id"] in ("demuna-tambopata", "upe-mimp-nacional")
+        assert routed["protection", "shelter"]["partner"]["id"] == "hogar-refugio-mdd"
+        assert routed["psychological", "provider"]["legal_basis"] == "consent"
+        assert [s["service"] for s in decision["trace"]["suppressed"]] == ["legal"]
         assert decision["trace"]["rule_set_hash"]
-        medical = services["medical"]
+        medical = routed["medical", "provider"]
         assert medical["partner"]["id"] == "hospital-santa-rosa-mdd"
+        assert medical["legal_basis"] == "child_protection_duty"
+        # Posted after 20 November: more than 120 hours since the sexual violence.
+        assert medical["urgency"] == "urgent"
+        assert decision["trace"]["adjustments"]["health.hours_since_sexual_violence"]["value"] > 120
 
         replay = http.post("/v1/screenings", json=EXAMPLE, headers=auth("clinic"))
         assert replay.status_code == 200
@@ -108,6 +124,14 @@ def test_the_readme_walkthrough(dev_server: tuple[str, dict[str, str]]) -> None:
         body = json.dumps(items[0])
         assert "notes" not in body
         assert EXAMPLE["subject"]["case_code"] not in body
+        assert "legal_status" not in body
+        assert "migration_status" not in body
+        assert '"phone_controlled": true' in body
+        # The police unit in the demo directory never receives anything for her.
+        police = http.get(
+            "/demo/partners/policia-trata-nacional/inbox", headers=auth("admin")
+        ).json()
+        assert police["items"] == []
 
         accepted = http.post(
             f"/v1/referrals/{medical['id']}/status",

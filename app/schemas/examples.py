@@ -391,9 +391,7 @@ ROTATED_SECRET: dict[str, Any] = {
 STATUS_REPORTED: dict[str, Any] = {"id": REFERRAL_ID, "reported": "accepted"}
 CONSENT_WITHDRAWN: dict[str, Any] = {
     "revoked": ["3f2a1b0c-9d8e-4f7a-8b6c-5d4e3f2a1b0c"],
-    "standing": [
-        {"id": REFERRAL_ID, "service": "medical", "legal_basis": "child_protection_duty"}
-    ],
+    "standing": [{"id": REFERRAL_ID, "service": "medical", "legal_basis": "child_protection_duty"}],
 }
 REFERRAL_LIST_ITEM: dict[str, Any] = {
     **REFERRAL,

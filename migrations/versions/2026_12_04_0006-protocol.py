@@ -66,9 +66,7 @@ def upgrade() -> None:
     # server default so the application always states the recipient.
     with op.batch_alter_table("referrals", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column(
-                "recipient", sa.String(length=32), nullable=False, server_default="provider"
-            )
+            sa.Column("recipient", sa.String(length=32), nullable=False, server_default="provider")
         )
     with op.batch_alter_table("referrals", schema=None) as batch_op:
         batch_op.alter_column("recipient", existing_type=sa.String(length=32), server_default=None)

@@ -128,7 +128,7 @@ async def test_a_thin_fhir_partner_gets_a_link_then_fetches_a_fhir_bundle(
     [legal] = [r for r in receipt["decision"]["referrals"] if r["service"] == "legal"]
     assert links["referral.details_url"].endswith(f"/v1/referrals/{legal['id']}/details")
 
-    own = bearer(await api_key("partner", "Org thin-fhir"))
+    own = bearer(await api_key("partner", "thin-fhir"))  # the organisation's id
     fetched = await http.get(f"/v1/referrals/{legal['id']}/details", headers=own)
     assert fetched.status_code == 200, fetched.text
     details = validate(fetched.content)

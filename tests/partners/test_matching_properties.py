@@ -99,9 +99,7 @@ def test_a_childs_protection_only_reaches_the_authority_or_a_shelter_beside_it(
             assert role is not PartnerRole.notification_recipient
 
 
-def _eligible_open(
-    decided: DecidedReferral, result: MatchResult, partners: list[Partner], now: datetime
-) -> list[str]:
+def _eligible_open(result: MatchResult, partners: list[Partner], now: datetime) -> list[str]:
     """Partners matching left out only because they were closed, or that it chose open."""
     passed = {p.partner_id: p.reason for p in result.passed_over}
     candidates = [result.partner_id, *result.fallback_ids]
