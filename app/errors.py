@@ -63,11 +63,17 @@ class Unauthorized(RutaError):
 
 
 class GenericHTTPError(RutaError):
-    """An HTTP error raised by the framework itself, with its own status."""
+    """An HTTP error raised by the framework itself, with its own status, and the type and
+    title Ruta's own error of that status has (a body too deep to read is the framework's
+    400, and is a ``/problems/bad-request`` like Ruta's)."""
 
     def __init__(self, status: int, detail: str | None = None) -> None:
         super().__init__(detail)
         self.status = status  # type: ignore[misc]
+        known = _FRAMEWORK_STATUSES.get(status)
+        if known is not None:
+            self.type = known.type  # type: ignore[misc]
+            self.title = known.title  # type: ignore[misc]
 
 
 class Forbidden(RutaError):
@@ -142,6 +148,12 @@ class ServiceUnavailable(RutaError):
     status = 503
     type = "/problems/unavailable"
     title = "Service unavailable"
+
+
+#: The errors whose type and title a framework error of the same status takes.
+_FRAMEWORK_STATUSES: dict[int, type[RutaError]] = {
+    c.status: c for c in (BadRequest, Forbidden, NotFound, MethodNotAllowed, PayloadTooLarge)
+}
 
 
 def field_error(loc: tuple[int | str, ...], message: str, code: str) -> dict[str, Any]:

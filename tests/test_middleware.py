@@ -1,11 +1,18 @@
 """NUL characters anywhere in a request are a 422 naming the field, never a 500 from deep in
-a PostgreSQL query (it cannot store NUL in text or JSON). Both engines."""
+a PostgreSQL query (it cannot store NUL in text or JSON); a JSON body that is not UTF-8 is a
+415 before any parser sees it. Both engines."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.models import Screening
 from tests.conftest import KeyFactory, bearer
 from tests.delivery.conftest import partner_document
 from tests.factories import screening
@@ -68,3 +75,74 @@ async def test_the_text_backslash_u0000_is_not_a_nul(
     response = await http.post("/v1/partners", json=document, headers=admin)
     assert response.status_code == 201, response.text
     assert response.json()["description"] == "escape: \\u0000 is text"
+
+
+#: Python's JSON reader detects all of these; RFC 8259 §8.1 allows only UTF-8.
+NOT_UTF8 = ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be", "latin-1")
+
+
+@pytest.mark.parametrize("encoding", NOT_UTF8)
+async def test_a_json_body_that_is_not_utf8_is_a_415_before_it_is_read(
+    http: httpx.AsyncClient,
+    api_key: KeyFactory,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    encoding: str,
+) -> None:
+    admin = bearer(await api_key("admin"))
+    clinic = bearer(await api_key("clinic", "Caravana de la Vida"))
+    erasure = {"organisation": "Caravana de la Vida", "case_code": "CASO-Ñ", "reason": "error"}
+    # "utf-16" and "utf-32" write a byte order mark, the others do not.
+    for route, body, key in (
+        ("/v1/erasures", erasure, admin),
+        ("/v1/screenings", screening(subject__name="María Quispe"), clinic),
+    ):
+        response = await http.post(
+            route,
+            content=json.dumps(body, ensure_ascii=False).encode(encoding),
+            headers={**key, "content-type": "application/json"},
+        )
+        assert response.status_code == 415, (route, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "UTF-8" in response.json()["detail"]
+    async with sessionmaker() as session:
+        assert (await session.execute(select(func.count(Screening.id)))).scalar_one() == 0
+
+
+async def test_utf8_with_or_without_a_byte_order_mark_is_read(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    clinic = bearer(await api_key("clinic", "Caravana de la Vida"))
+    for encoding in ("utf-8", "utf-8-sig"):
+        body = screening(subject__name="María Quispe")
+        response = await http.post(
+            "/v1/screenings",
+            content=json.dumps(body, ensure_ascii=False).encode(encoding),
+            headers={**clinic, "content-type": "application/json"},
+        )
+        assert response.status_code == 201, (encoding, response.text)
+
+
+async def test_json_nested_too_deep_to_read_is_a_400_even_with_a_nul(
+    app: FastAPI, api_key: KeyFactory
+) -> None:
+    clinic = bearer(await api_key("clinic", "Caravana de la Vida"))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ruta.test") as http:
+        for body in ("[" * 100_000, "[" * 100_000 + '"\\u0000"'):
+            response = await http.post(
+                "/v1/screenings",
+                content=body,
+                headers={**clinic, "content-type": "application/json"},
+            )
+            assert response.status_code == 400, response.text
+            assert response.json()["type"] == "/problems/bad-request"
+
+
+async def test_a_nul_deep_inside_a_readable_document_is_found(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    clinic = bearer(await api_key("clinic", "Caravana de la Vida"))
+    body = screening()
+    body["notes"] = [[[["x", {"deep": "a\x00b"}]]]]
+    error = only_error(await http.post("/v1/screenings", json=body, headers=clinic))
+    assert error["path"] == "notes.0.0.0.1.deep"
