@@ -67,6 +67,20 @@ async def test_nul_in_a_json_body_is_a_422_naming_its_path(
     assert spanish.json()["errors"][0]["message"] == "No debe contener caracteres NUL"
 
 
+async def test_a_nul_in_a_key_that_is_not_an_identifier_withholds_the_key(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    clinic = bearer(await api_key("clinic", "Caravana de la Vida"))
+    body = screening()
+    body["subject"]["María\x00Quispe"] = 1
+    error = only_error(await http.post("/v1/screenings", json=body, headers=clinic))
+    assert error["path"] == "subject.<withheld>"
+    auditor = bearer(await api_key("auditor"))
+    response = await http.get("/v1/referrals?Mar%C3%ADa%20Quispe=a%00", headers=auditor)
+    assert only_error(response)["path"] == "query.<withheld>"
+    assert "Quispe" not in response.text
+
+
 async def test_the_text_backslash_u0000_is_not_a_nul(
     http: httpx.AsyncClient, api_key: KeyFactory
 ) -> None:

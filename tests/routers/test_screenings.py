@@ -87,6 +87,21 @@ async def test_unknown_field_is_422_naming_its_path(
     assert "CANARY-NAME-7731" not in response.text
 
 
+async def test_an_unknown_field_whose_name_is_not_an_identifier_is_withheld(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    key = await api_key("clinic", ORG)
+    body = screening()
+    body["subject"]["María Quispe +51 999 888 777"] = True
+    body["safety"]["bunker"] = True
+    response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    assert response.status_code == 422
+    errors = response.json()["errors"]
+    assert sorted(e["path"] for e in errors) == ["safety.bunker", "subject.<withheld>"]
+    assert "Quispe" not in response.text
+    assert "999" not in response.text
+
+
 async def test_invalid_value_names_path_and_never_echoes_input(
     http: httpx.AsyncClient, api_key: KeyFactory
 ) -> None:
@@ -311,6 +326,25 @@ async def test_batch_reports_each_item_and_keeps_the_good_ones(
     # Each kept its original screened_at.
     detail = await http.get(f"/v1/screenings/{good_b['id']}", headers=bearer(key))
     assert detail.json()["screened_at"].startswith("2026-10-15T21:30:00")
+
+
+async def test_a_batch_result_repeats_an_invalid_items_id_only_if_it_is_a_uuid(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    key = await api_key("clinic", ORG)
+    named = screening(id="María Quispe +51 999 888 777")
+    uuid_but_bad = screening(subject__age=-1)
+    shouting = screening(subject__age=-1, id=uuid_but_bad["id"].upper())
+    response = await http.post(
+        "/v1/screenings/batch",
+        json={"screenings": [named, uuid_but_bad, shouting, {"id": 42}]},
+        headers=bearer(key),
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["invalid"] * 4
+    assert [r["id"] for r in results] == [None, uuid_but_bad["id"], uuid_but_bad["id"], None]
+    assert "Quispe" not in response.text
 
 
 async def test_batch_over_the_maximum_is_413(http: httpx.AsyncClient, api_key: KeyFactory) -> None:
