@@ -1,4 +1,13 @@
-"""ASGI middleware: the body-size cap, and the refusal of what the databases cannot store.
+"""ASGI middleware: no caching, the body-size cap, and the refusal of what the databases
+cannot store.
+
+Every response says ``Cache-Control: no-store``. Most of what Ruta answers is about a
+person (personal fields, referral details, audit exports, and the decisions and screenings
+themselves, which hold health and exploitation indicators), and a shared cache or a
+browser's disk must keep none of it. One rule for every route means a new route cannot
+forget it; what little is not personal (the OpenAPI document, health checks) loses nothing
+by not being cached. (The framework answers an unhandled error's 500 outside all
+middleware; that body holds no data.)
 
 The cap is enforced while the body streams in, not only from Content-Length, so a chunked
 upload cannot get round it.
@@ -30,6 +39,28 @@ from app.errors import (
     field_error,
 )
 from app.i18n import negotiate
+
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+class NoStore:
+    """``Cache-Control: no-store`` on every HTTP response, replacing any other value."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != _NO_STORE[0]]
+                message = {**message, "headers": [*headers, _NO_STORE]}
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)
 
 
 class _TooLarge(Exception):
