@@ -40,9 +40,9 @@ def _line(node: yaml.Node) -> int:
 
 
 MAX_ALIASES = 100
-#: How deep mappings and lists may nest. The default protocol nests 10 deep; the bound keeps
-#: the recursive composer (and the rule checker and code generator after it) far from
-#: Python's recursion limit.
+#: How deep mappings and lists may nest. The default protocol nests 10 deep (conditions
+#: themselves may nest 12, see app/rules/loader.py); the bound keeps PyYAML's recursive
+#: composer, and the construction after it, far from Python's recursion limit.
 MAX_DEPTH = 50
 #: The largest whole number a rule file may hold: the largest a JSON reader of a decision's
 #: trace keeps exactly (2**53 - 1), as in the audit trail.
