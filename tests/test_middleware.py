@@ -21,6 +21,7 @@ from app.models import Screening
 from app.settings import Environment, Settings
 from tests.conftest import KeyFactory, bearer
 from tests.delivery.conftest import add_partner, partner_document, submit
+from tests.delivery.partner_server import SECRET
 from tests.factories import screening
 
 URL = "http://127.0.0.1:9/inbox"
@@ -241,7 +242,7 @@ async def test_personal_data_is_answered_no_store(
         api_key,
         "thin-legal",
         URL,
-        endpoint={"url": URL, "secrets": [partner_document("x", URL)["endpoint"]["secrets"][0]]},
+        endpoint={"url": URL, "secrets": [SECRET], "thin": True},
     )
     receipt = await submit(http, api_key, subject__name="CANARY-NOSTORE")
     referral_id = receipt["decision"]["referrals"][0]["id"]
