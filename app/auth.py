@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -254,6 +255,21 @@ _CURRENT_KEYS: TtlCache[bytes, tuple[Principal | None, bool]] = TtlCache(CLIENTS
 
 #: OAuth scopes that map onto Ruta roles. A token must carry exactly one.
 SCOPE_ROLES = {f"ruta:{role.value}": role for role in Role}
+#: An organisation claim Ruta can store with a screening or referral: 1 to 200 characters,
+#: no control characters (PostgreSQL cannot store NUL).
+_ORGANISATION = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+
+
+def _scopes(claims: dict[str, Any]) -> list[str]:
+    """The token's scopes: ``scope`` as space-separated text (RFC 8693 §4.2), or ``scp`` as
+    text or a list of text (as some identity providers send it). Any other shape (a number,
+    a boolean, null, a nested list) makes the token invalid: 401, never a 500."""
+    raw = claims.get("scope", claims.get("scp", ""))
+    if isinstance(raw, str):
+        return raw.split()
+    if isinstance(raw, list) and all(isinstance(scope, str) for scope in raw):
+        return raw
+    raise Unauthorized("The bearer token is not valid: its scope claim is not text.")
 
 
 class JwtVerifier:
@@ -286,19 +302,21 @@ class JwtVerifier:
             )
         except jwt.PyJWTError:
             raise Unauthorized("The bearer token is not valid.") from None
-        raw_scopes = claims.get("scope", claims.get("scp", ""))
-        scopes = raw_scopes.split() if isinstance(raw_scopes, str) else list(raw_scopes)
-        roles = {SCOPE_ROLES[s] for s in scopes if s in SCOPE_ROLES}
+        roles = {SCOPE_ROLES[s] for s in _scopes(claims) if s in SCOPE_ROLES}
         if len(roles) != 1:
             raise Forbidden("The token must carry exactly one Ruta role scope.")
         role = roles.pop()
         organisation = claims.get(self._org_claim)
-        if role in (Role.clinic, Role.partner) and not isinstance(organisation, str):
-            raise Forbidden("The token has no organisation claim for this role.")
+        if not isinstance(organisation, str) or not _ORGANISATION.fullmatch(organisation):
+            organisation = None
+        if role in (Role.clinic, Role.partner) and organisation is None:
+            raise Forbidden(
+                "The token has no organisation claim for this role (1 to 200 characters)."
+            )
         subject = str(claims["sub"])
         return Principal(
             client_id=uuid.uuid5(uuid.NAMESPACE_URL, f"{claims['iss']}#{subject}"),
             name=f"jwt:{subject}"[:200],
             role=role,
-            organisation=organisation if isinstance(organisation, str) else None,
+            organisation=organisation,
         )

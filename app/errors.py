@@ -1,10 +1,12 @@
 """The one error tree. Every error leaves the service as RFC 9457 problem+json.
 
 Error bodies never echo input values: a rejected screening may carry a name or a code word.
+Nor names a caller chose unless they look like identifiers (see :func:`shown_name`).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from app.i18n import DEFAULT_LOCALE, translate
@@ -63,11 +65,17 @@ class Unauthorized(RutaError):
 
 
 class GenericHTTPError(RutaError):
-    """An HTTP error raised by the framework itself, with its own status."""
+    """An HTTP error raised by the framework itself, with its own status, and the type and
+    title Ruta's own error of that status has (a body too deep to read is the framework's
+    400, and is a ``/problems/bad-request`` like Ruta's)."""
 
     def __init__(self, status: int, detail: str | None = None) -> None:
         super().__init__(detail)
         self.status = status  # type: ignore[misc]
+        known = _FRAMEWORK_STATUSES.get(status)
+        if known is not None:
+            self.type = known.type  # type: ignore[misc]
+            self.title = known.title  # type: ignore[misc]
 
 
 class Forbidden(RutaError):
@@ -166,8 +174,36 @@ class ServiceUnavailable(RutaError):
     title = "Service unavailable"
 
 
+#: The errors whose type and title a framework error of the same status takes.
+_FRAMEWORK_STATUSES: dict[int, type[RutaError]] = {
+    c.status: c for c in (BadRequest, Forbidden, NotFound, MethodNotAllowed, PayloadTooLarge)
+}
+
+
+#: A name an error body may repeat: it looks like an identifier (ASCII letters, digits,
+#: ``_``, ``.`` and ``-``, as in rule ids, at most 64 characters) and holds fewer than seven
+#: digits (so not a phone or document number, however it is split up). Any other name a
+#: caller sent (an unknown field's, a key's) may be personal data ("María Quispe", an
+#: e-mail address) and is shown as :data:`WITHHELD`.
+_SHOWN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_MAX_DIGITS = 6
+WITHHELD = "<withheld>"
+
+
+def shown_name(name: int | str) -> str:
+    """``name`` as an error body may show it: a list index or an identifier-like name as it
+    is, anything else as :data:`WITHHELD`."""
+    if isinstance(name, int):
+        return str(name)
+    if _SHOWN_NAME.fullmatch(name) and sum(c.isdigit() for c in name) <= _MAX_DIGITS:
+        return name
+    return WITHHELD
+
+
 def field_error(loc: tuple[int | str, ...], message: str, code: str) -> dict[str, Any]:
-    parts = [str(p) for p in loc]
+    """One entry of a 422's ``errors``; a part of ``loc`` that does not look like an
+    identifier is withheld (:func:`shown_name`)."""
+    parts = [shown_name(p) for p in loc]
     return {
         "path": ".".join(parts) if parts else "",
         "pointer": "#/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts),

@@ -14,7 +14,7 @@ from app.auth import JwtVerifier
 from app.background import BackgroundTasks
 from app.db import create_engine, create_sessionmaker
 from app.delivery.worker import DeliveryWorker
-from app.middleware import BodySizeLimit, RejectNul
+from app.middleware import BodySizeLimit, NoStore, RejectNul
 from app.models.base import utcnow
 from app.observability import RequestContext, configure_logging
 from app.partners.service import load_and_sync
@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openapi.install(app)
     app.add_middleware(RejectNul)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(NoStore)
     # Outermost: every response, including 413s from the size cap, gets a request id.
     app.add_middleware(RequestContext)
     return app

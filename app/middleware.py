@@ -1,4 +1,13 @@
-"""ASGI middleware: the body-size cap, and the refusal of NUL characters.
+"""ASGI middleware: no caching, the body-size cap, and the refusal of what the databases
+cannot store.
+
+Every response says ``Cache-Control: no-store``. Most of what Ruta answers is about a
+person (personal fields, referral details, audit exports, and the decisions and screenings
+themselves, which hold health and exploitation indicators), and a shared cache or a
+browser's disk must keep none of it. One rule for every route means a new route cannot
+forget it; what little is not personal (the OpenAPI document, health checks) loses nothing
+by not being cached. (The framework answers an unhandled error's 500 outside all
+middleware; that body holds no data.)
 
 The cap is enforced while the body streams in, not only from Content-Length, so a chunked
 upload cannot get round it.
@@ -6,6 +15,10 @@ upload cannot get round it.
 NUL characters cannot be stored in PostgreSQL text or JSON; left alone, one in a query
 parameter, a path or a JSON string fails deep in a query with a 500. They are refused up
 front with a 422 naming the field.
+
+JSON between systems is UTF-8 (RFC 8259 §8.1). Python's JSON reader also accepts UTF-16 and
+UTF-32, whose text then reaches PostgreSQL with characters it refuses (a 500), so every JSON
+body that is not UTF-8 is refused up front with a 415, before any parser sees it.
 """
 
 from __future__ import annotations
@@ -17,8 +30,37 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PROBLEM_JSON, PayloadTooLarge, RutaError, ValidationFailed, field_error
+from app.errors import (
+    PROBLEM_JSON,
+    PayloadTooLarge,
+    RutaError,
+    UnsupportedMediaType,
+    ValidationFailed,
+    field_error,
+)
 from app.i18n import negotiate
+
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+class NoStore:
+    """``Cache-Control: no-store`` on every HTTP response, replacing any other value."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != _NO_STORE[0]]
+                message = {**message, "headers": [*headers, _NO_STORE]}
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)
 
 
 class _TooLarge(Exception):
@@ -115,6 +157,9 @@ class RejectNul:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if not _is_utf8(body):
+            await send_problem(scope, send, _NOT_UTF8)
+            return
         # The substring test first: the regex (a lookbehind tried at every byte) costs tens
         # of microseconds on a screening, and almost no body holds the escape at all.
         if b"\\u0000" in body and _JSON_NUL.search(body):
@@ -142,6 +187,21 @@ def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
     return receive
 
 
+_NOT_UTF8 = UnsupportedMediaType("Send JSON encoded as UTF-8 (RFC 8259, section 8.1).")
+
+
+def _is_utf8(body: bytes) -> bool:
+    """UTF-8 JSON never holds a NUL byte (U+0000 must be escaped), while UTF-16 and UTF-32
+    text of ASCII characters is otherwise valid UTF-8, so the NUL test catches them."""
+    if b"\x00" in body:
+        return False
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _is_json(scope: Scope) -> bool:
     for name, value in scope.get("headers", []):
         if name == b"content-type":
@@ -163,29 +223,29 @@ def _nul_in_url(scope: Scope) -> tuple[str, ...] | None:
 
 def _nul_in_json(body: bytes) -> tuple[str, ...] | None:
     """The path of the first string (or key) holding a NUL, or None if the body is not JSON
-    (the framework then answers for it)."""
+    (the framework then answers for it, nesting too deep for its reader included)."""
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    return _find_nul(document, ())
+    return _find_nul(document)
 
 
-def _find_nul(value: Any, path: tuple[str, ...]) -> tuple[str, ...] | None:
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                return (*path, key.replace("\x00", ""))
-            found = _find_nul(item, (*path, key))
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _find_nul(item, (*path, str(index)))
-            if found is not None:
-                return found
+def _find_nul(document: Any) -> tuple[str, ...] | None:
+    """Depth first, in document order, without recursion (the reader accepts nesting as deep
+    as Python's recursion limit)."""
+    pending: list[tuple[Any, tuple[str, ...]]] = [(document, ())]
+    while pending:
+        value, path = pending.pop()
+        if path and "\x00" in path[-1]:  # a key (list indexes never hold one)
+            return (*path[:-1], path[-1].replace("\x00", ""))
+        if isinstance(value, str):
+            if "\x00" in value:
+                return path
+        elif isinstance(value, dict):
+            pending.extend(reversed([(item, (*path, key)) for key, item in value.items()]))
+        elif isinstance(value, list):
+            pending.extend(reversed([(v, (*path, str(i))) for i, v in enumerate(value)]))
     return None
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI
@@ -13,23 +12,27 @@ from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from app import errors
+from app.schemas.screening import AwareDatetime
 
 PROBLEM_JSON = "application/problem+json"
 
-_ISO = re.compile(
-    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?$"
-)
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})$")
 
 
 def _iso_only(value: Any) -> Any:
-    """Query timestamps must be ISO 8601 text: pydantic would also read 0.5 as a Unix time."""
+    """Query timestamps must be ISO 8601 date-times with an offset: pydantic would also read
+    0.5 as a Unix time, and a bare date or a time without an offset as a naive datetime,
+    which cannot be compared with the stored UTC times."""
     if isinstance(value, str) and not _ISO.match(value.strip()):
-        raise ValueError("expected an ISO 8601 date or date-time, e.g. 2026-11-20T00:00:00Z")
+        raise ValueError(ISO_EXPECTED)
     return value
 
 
-#: A timestamp query parameter: ISO 8601 text only.
-IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
+ISO_EXPECTED = "expected an ISO 8601 date-time with a UTC offset, e.g. 2026-11-20T00:00:00Z"
+
+#: A timestamp query parameter: ISO 8601 text with an offset, which UTC can hold (as
+#: :data:`~app.schemas.screening.AwareDatetime`, whose check runs after this one), in UTC.
+IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
 
 #: A timestamp a route has already rendered as RFC 3339 text (kept as sent).
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]

@@ -130,6 +130,69 @@ async def test_jwt_claims_are_required_and_checked(
     assert response.status_code == status, response.text
 
 
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"scope": 7},
+        {"scope": True},
+        {"scope": False},
+        {"scope": None, "scp": ["ruta:clinic"]},  # a null scope is not "no scope"
+        {"scope": [["ruta:clinic"]]},
+        {"scope": ["ruta:clinic", 3]},
+        {"scope": {"ruta:clinic": True}},
+        {"scope": None, "scp": 1.5},
+        {"nbf": [1]},
+        {"iat": {"at": 1}},
+        {"exp": [int(time.time()) + 300]},
+        {"sub": ["nurse-17"]},
+        {"aud": [["ruta-api"]]},
+    ],
+)
+async def test_a_signed_token_with_a_malformed_claim_is_401(
+    jwt_http: httpx.AsyncClient, rsa_keys: tuple[Any, Path], claims: dict[str, Any]
+) -> None:
+    """Validly signed, so only the claims' shapes can be wrong: never a 500."""
+    token = jwt.encode(
+        {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "nurse-17",
+            "exp": int(time.time()) + 300,
+            "org": "Caravana de la Vida",
+            **claims,
+        },
+        rsa_keys[0],
+        algorithm="RS256",
+    )
+    response = await jwt_http.post("/v1/screenings", json=screening(), headers=bearer(token))
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("claims", "status"),
+    [
+        ({"scope": ["openid", "ruta:clinic"]}, 201),
+        ({"scope": None, "scp": ["openid", "ruta:clinic"]}, 201),  # None: no scope claim
+        ({"scope": None, "scp": "ruta:clinic openid"}, 201),
+        ({"org": "C" * 200}, 201),
+        ({"org": "C" * 201}, 403),
+        ({"org": ""}, 403),
+        ({"org": "Caravana\u0000de la Vida"}, 403),
+        ({"org": 42}, 403),
+    ],
+)
+async def test_scope_lists_and_the_organisation_claims_bounds(
+    jwt_http: httpx.AsyncClient,
+    rsa_keys: tuple[Any, Path],
+    claims: dict[str, Any],
+    status: int,
+) -> None:
+    token = _token(rsa_keys[0], **claims)
+    response = await jwt_http.post("/v1/screenings", json=screening(), headers=bearer(token))
+    assert response.status_code == status, response.text
+
+
 async def test_jwt_algorithm_allow_list(
     jwt_http: httpx.AsyncClient, rsa_keys: tuple[Any, Path]
 ) -> None:

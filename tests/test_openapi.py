@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
+import httpx
 import jsonschema_rs
+from fastapi import FastAPI
 from pydantic import BaseModel
 
 from app.main import create_app
 from app.settings import Environment, Settings
+from tests.conftest import KeyFactory, bearer
+
+ROLES = ("clinic", "partner", "auditor", "admin")
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 MIN_DESCRIPTION = 40
@@ -206,3 +212,49 @@ def test_a_bare_new_route_fails_every_check() -> None:
     assert any("GET /v1/rules 200" in problem for problem in invalid_examples(doc))
     media["example"] = {k: v for k, v in media["example"].items() if k != "sha256"}
     assert any("sha256" in problem for problem in invalid_examples(doc))
+
+
+#: Query times every datetime parameter refuses: no offset, a bare date, and times UTC
+#: cannot hold (year 0 and year 10000 once the offset is applied).
+BAD_QUERY_TIMES = (
+    "2026-11-20T00:00:00",
+    "2026-11-20",
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:59:59.999999-14:00",
+)
+
+
+async def test_every_date_time_query_parameter_refuses_bad_times_with_a_422(
+    app: FastAPI, api_key: KeyFactory
+) -> None:
+    """Walks the live app's document: each ``date-time`` query parameter (they share
+    ``app.openapi.IsoDatetime``) answers a 422 naming it, for whichever role may call the
+    route, and never a 500."""
+    keys = [bearer(await api_key(role, "Caravana de la Vida")) for role in ROLES]
+    found = []
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ruta.test") as http:
+        for path, item in app.openapi()["paths"].items():
+            for parameter in item.get("get", {}).get("parameters", []):
+                if parameter["in"] != "query" or not _is_date_time(parameter["schema"]):
+                    continue
+                found.append((path, parameter["name"]))
+                url = re.sub(r"\{[^}]+\}", "6c0b1f7e-0a53-4b51-9d55-3c3f4c2b8e10", path)
+                for value in BAD_QUERY_TIMES:
+                    answers = [
+                        await http.get(url, params={parameter["name"]: value}, headers=key)
+                        for key in keys
+                    ]
+                    assert {r.status_code for r in answers} <= {401, 403, 404, 422}, (path, value)
+                    [refused] = [r for r in answers if r.status_code == 422]
+                    assert [e["path"] for e in refused.json()["errors"]] == [
+                        f"query.{parameter['name']}"
+                    ], (path, value)
+    assert ("/v1/referrals", "created_to") in found
+    assert ("/v1/audit/events", "until") in found
+
+
+def _is_date_time(schema: dict[str, Any]) -> bool:
+    return schema.get("format") == "date-time" or any(
+        _is_date_time(s) for s in schema.get("anyOf", [])
+    )

@@ -2,8 +2,15 @@
 
 The request's own transaction is rolled back when it fails, so a denial is recorded in a
 transaction of its own. What is kept: the route template (never the concrete path, which may
-hold ids), the method, the status, the caller if known (client id and role) or the key id of
-a well-formed key; never the key, the body or the query.
+hold ids), the method, the status, the caller if known (client id and role) or, for an
+unauthenticated caller, the key id of a key Ruta issued; never the key, the body or the
+query.
+
+The trail is append-only and cannot be erased, so an unauthenticated caller writes none of
+its own text into it: not the id of a key Ruta never issued (``ruta_<12 letters>_…`` lets a
+caller choose the letters), not its ``X-Request-ID``. Such a denial gets a request id Ruta
+generates, and one log line ties it to the caller's id (logs can be rotated; the trail
+cannot).
 """
 
 from __future__ import annotations
@@ -13,10 +20,13 @@ from typing import Any
 
 import structlog
 from fastapi import Request
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.vocabulary import REF_RE, ROUTE_RE, Action
 from app.audit.writer import Actor, actor_of, anonymous, attach, record
 from app.auth import Principal, parse_key_id
+from app.models import ApiClient
 from app.settings import Settings
 
 log = structlog.get_logger("ruta.audit")
@@ -29,18 +39,34 @@ def route_template(request: Request) -> str | None:
     return path if isinstance(path, str) and ROUTE_RE.fullmatch(path) else None
 
 
-def _presented_key_id(request: Request) -> str | None:
+async def _issued_key_id(session: AsyncSession, request: Request) -> str | None:
+    """The key id of the presented key if Ruta issued it (a current or rotated-out key,
+    revoked or not): a wrong secret for a real key is worth recording, an invented id is
+    the caller's text."""
     header = request.headers.get("authorization", "")
     scheme, _, credentials = header.partition(" ")
-    if scheme.lower() != "bearer":
+    key_id = parse_key_id(credentials.strip()) if scheme.lower() == "bearer" else None
+    if key_id is None:
         return None
-    return parse_key_id(credentials.strip())
+    issued = await session.execute(
+        select(ApiClient.id)
+        .where(or_(ApiClient.key_id == key_id, ApiClient.previous_key_id == key_id))
+        .limit(1)
+    )
+    return key_id if issued.first() is not None else None
 
 
-def _request_id(request: Request) -> str | None:
-    # The id the request-context middleware accepted or generated, else the raw header.
-    value = getattr(request.state, "request_id", None) or request.headers.get("x-request-id")
-    return value if value and REF_RE.fullmatch(value) and not value.isdigit() else None
+def _request_id(request: Request, authenticated: bool) -> str | None:
+    """The request id the event carries: the one the request-context middleware accepted
+    (a short code) or generated; for an unauthenticated caller never its own."""
+    value = getattr(request.state, "request_id", None)
+    if not isinstance(value, str):
+        return None
+    if not authenticated and value == request.headers.get("x-request-id"):
+        generated = uuid.uuid4().hex
+        log.info("request_denied_unauthenticated", audit_request_id=generated)
+        return generated
+    return value if REF_RE.fullmatch(value) and not value.isdigit() else None
 
 
 async def record_denied(
@@ -56,20 +82,21 @@ async def record_denied(
     refused when there is one (a revoked referral's details). Never raises: a failure to
     record is logged (the denial itself stands)."""
     principal = getattr(request.state, "principal", None)
-    actor: Actor = (
-        actor_of(principal)
-        if isinstance(principal, Principal)
-        else anonymous(_presented_key_id(request))
-    )
+    authenticated = isinstance(principal, Principal)
     settings: Settings = request.app.state.settings
     try:
         async with request.app.state.sessionmaker() as session:
             attach(session, settings)
+            actor: Actor = (
+                actor_of(principal)
+                if isinstance(principal, Principal)
+                else anonymous(await _issued_key_id(session, request))
+            )
             await record(
                 session,
                 action=Action.request_denied,
                 actor=actor,
-                request_id=_request_id(request),
+                request_id=_request_id(request, authenticated),
                 screening_id=screening_id,
                 referral_id=referral_id,
                 partner_id=partner_id,

@@ -41,6 +41,7 @@ from pydantic import (
 from app.schemas.decision import PartnerRole
 from app.schemas.screening import (
     UBIGEO_DEPARTMENTS,
+    AwareDatetime,
     Language,
     Region,
     ServiceCategory,
@@ -161,14 +162,12 @@ class Capacity(Strict):
 
     available: int = Field(ge=0, le=100_000)
     maximum: int = Field(ge=0, le=100_000)
-    updated_at: datetime | None = None
+    updated_at: AwareDatetime | None = None
 
     @model_validator(mode="after")
     def _within_maximum(self) -> Capacity:
         if self.available > self.maximum:
             raise ValueError("available exceeds maximum")
-        if self.updated_at is not None and self.updated_at.tzinfo is None:
-            raise ValueError("updated_at needs a timezone offset")
         return self
 
 

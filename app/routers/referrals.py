@@ -28,7 +28,7 @@ from app.referrals.state import PartnerStatus, RejectReason
 from app.referrals.views import partner_names, referral_view
 from app.schemas import examples
 from app.schemas.decision import LegalBasis, Recipient, Urgency
-from app.schemas.screening import ServiceCategory
+from app.schemas.screening import ServiceCategory, aware_utc
 from app.services.intake import get_screening_for
 
 router = APIRouter(tags=["referrals"], responses=responses(404, 409))
@@ -299,11 +299,13 @@ def _encode(referral: Referral) -> str:
 
 
 def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The cursor's position; 400 for anything :func:`_encode` did not write, including a
+    naive time or a bare date (which cannot be compared with the stored UTC times)."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         moment, ident = base64.urlsafe_b64decode(padded).decode().split("|")
-        return datetime.fromisoformat(moment), uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError):
+        return aware_utc(datetime.fromisoformat(moment)), uuid.UUID(ident)
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors too
         raise BadRequest("The cursor is not valid.") from None
 
 

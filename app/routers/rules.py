@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Request
@@ -13,7 +14,7 @@ from app.errors import ServiceUnavailable, ValidationFailed, field_error
 from app.models import Role
 from app.models.base import utcnow
 from app.openapi import ok, problem, responses
-from app.rules import RuleFileError, RuleSet, rule_set_from_text
+from app.rules import RuleFileError, RuleProblem, RuleSet, rule_set_from_text
 from app.rules.facts import facts_at
 from app.schemas import examples
 from app.schemas.decision import Decision
@@ -125,11 +126,7 @@ async def evaluate(
             raise ValidationFailed(
                 [
                     field_error(
-                        (
-                            "rules",
-                            *([p.rule_id] if p.rule_id else []),
-                            *([p.path] if p.path else []),
-                        ),
+                        _location(p),
                         p.message + (f" (line {p.line})" if p.line else ""),
                         "rule_file_invalid",
                     )
@@ -140,3 +137,14 @@ async def evaluate(
     facts = facts_at(body.screening, body.as_of or utcnow())
     decision = rule_set.decide(facts, trace=True)
     return EvaluateOut(rule_set=RuleSetInfo.of(rule_set), decision=decision)
+
+
+def _location(problem: RuleProblem) -> tuple[str | int, ...]:
+    """``rules``, the rule id and the path inside the rule as field-path parts: the
+    checker's ``when.any[0].field`` is ``when``, ``any``, ``0``, ``field``."""
+    parts = re.findall(r"[^.\[\]]+", problem.path or "")
+    return (
+        "rules",
+        *([problem.rule_id] if problem.rule_id else []),
+        *(int(part) if part.isdigit() else part for part in parts),
+    )

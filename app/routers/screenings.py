@@ -184,7 +184,7 @@ async def submit_batch(
         session, directory_partners, ttl=settings.directory_cache_seconds
     )
     for index, raw in enumerate(batch.screenings):
-        item_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+        item_id = _shown_id(raw.get("id"))
         try:
             screening = _screening_adapter.validate_python(raw)
         except ValidationError as exc:
@@ -254,6 +254,15 @@ async def submit_batch(
         failed=len(ordered) - created - replayed,
         results=ordered,
     )
+
+
+def _shown_id(value: Any) -> str | None:
+    """An invalid item's ``id`` as its result may repeat it: only a UUID (any other text may
+    be personal data). The item's ``index`` identifies it either way."""
+    try:
+        return str(uuid.UUID(value)) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def _failed(

@@ -4,10 +4,16 @@ PyYAML follows YAML 1.1, where an unquoted ``no`` is ``False`` (so Norway's ``NO
 boolean), ``010`` is octal, ``1_000`` is a thousand and ``1:30`` is ninety. A rule file is
 read by people who do not program; every such scalar is rejected with its line so the author
 can quote it. Duplicate keys, which PyYAML silently resolves to the last one, are rejected.
+
+Rule text also arrives over HTTP (``POST /v1/rules/evaluate``), so the reader bounds what
+would otherwise fail outside the YAML errors: nesting (PyYAML composes recursively, and
+50,000 ``[`` raise ``RecursionError``), whole numbers (``int()`` refuses more than 4,300
+digits with a ``ValueError``) and decimals that overflow to infinity.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -34,12 +40,21 @@ def _line(node: yaml.Node) -> int:
 
 
 MAX_ALIASES = 100
+#: How deep mappings and lists may nest. The default protocol nests 10 deep (conditions
+#: themselves may nest 12, see app/rules/loader.py); the bound keeps PyYAML's recursive
+#: composer, and the construction after it, far from Python's recursion limit.
+MAX_DEPTH = 50
+#: The largest whole number a rule file may hold: the largest a JSON reader of a decision's
+#: trace keeps exactly (2**53 - 1), as in the audit trail.
+MAX_INT = 2**53 - 1
 
 
 class StrictLoader(yaml.SafeLoader):
-    """SafeLoader without YAML 1.1 surprises, and with a bound on aliases (no "billion laughs")."""
+    """SafeLoader without YAML 1.1 surprises, and with bounds on aliases (no "billion
+    laughs") and on nesting."""
 
     aliases_seen = 0
+    depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -49,7 +64,17 @@ class StrictLoader(yaml.SafeLoader):
                 raise YamlTrap(
                     f"more than {MAX_ALIASES} aliases (*name)", event.start_mark.line + 1
                 )
-        return super().compose_node(parent, index)
+        nested = int(self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent))
+        if nested and self.depth >= MAX_DEPTH:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise YamlTrap(
+                f"mappings and lists nest more than {MAX_DEPTH} deep", event.start_mark.line + 1
+            )
+        self.depth += nested
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= nested
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -83,6 +108,12 @@ def _int(loader: StrictLoader, node: ScalarNode) -> int:
             "or quote it if you mean the text",
             _line(node),
         )
+    # Compared by length first: int() of 100,000 digits is slow, and past 4,300 a ValueError.
+    if len(text.lstrip("+-")) > len(str(MAX_INT)) or abs(int(text)) > MAX_INT:
+        raise YamlTrap(
+            f"a whole number in a rule file is at most {MAX_INT:,} either side of zero",
+            _line(node),
+        )
     return int(text)
 
 
@@ -94,7 +125,10 @@ def _float(loader: StrictLoader, node: ScalarNode) -> float:
             "or sexagesimal): write e.g. 72.5, or quote it if you mean the text",
             _line(node),
         )
-    return float(text)
+    value = float(text)
+    if math.isinf(value):
+        raise YamlTrap("a number in a rule file must be finite: this one is too large", _line(node))
+    return value
 
 
 def _timestamp(loader: StrictLoader, node: ScalarNode) -> Any:

@@ -252,13 +252,22 @@ class Tool(Strict):
     version: str = Field(min_length=1, max_length=32)
 
 
-def _aware(value: datetime) -> datetime:
+def aware_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a ``ValueError`` (so a 422 naming the field) for a naive value, or
+    for one that UTC cannot represent: ``0001-01-01T00:00:00+14:00`` is in year 0 in UTC, and
+    ``datetime.astimezone`` raises ``OverflowError``, which pydantic would let through."""
     if value.tzinfo is None:
         raise ValueError("must include a timezone offset, e.g. 2026-11-20T14:05:00-05:00")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(OUT_OF_RANGE) from None
 
 
-AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+OUT_OF_RANGE = "is out of range: in UTC it must fall between the years 1 and 9999"
+
+#: A client's timestamp: with an offset, representable in UTC, and stored as UTC.
+AwareDatetime = Annotated[datetime, AfterValidator(aware_utc)]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 
 

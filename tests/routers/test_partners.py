@@ -205,6 +205,19 @@ async def test_validation_errors_name_the_field_and_do_not_echo(
     assert "SECRETCANARY" not in response.text
 
 
+@pytest.mark.parametrize(
+    "value", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59.999999-14:00", "2026-11-20T10:00"]
+)
+async def test_capacity_updated_at_needs_an_offset_and_a_time_utc_can_hold(
+    client: httpx.AsyncClient, admin: dict[str, str], value: str
+) -> None:
+    body = copy.deepcopy(PARTNER)
+    body["capacity"]["updated_at"] = value
+    response = await client.post("/v1/partners", json=body, headers=admin)
+    assert response.status_code == 422, response.text
+    assert [e["path"] for e in response.json()["errors"]] == ["capacity.updated_at"]
+
+
 async def test_url_policy_outside_development(
     app: FastAPI, settings: Settings, admin: dict[str, str]
 ) -> None:

@@ -103,6 +103,45 @@ async def test_invalid_submitted_rule_file_is_422_with_paths(
     assert error["code"] == "rule_file_invalid"
 
 
+@pytest.mark.parametrize(
+    ("when", "reason"),
+    [
+        ("[" * 50_000 + "]" * 50_000, "nest more than"),
+        ("{field: subject.age, op: '<', value: " + "9" * 100_000 + "}", "whole number"),
+    ],
+)
+async def test_a_rule_file_too_deep_or_with_a_huge_number_is_a_422_with_the_reason(
+    rules_app: FastAPI, api_key: KeyFactory, when: str, reason: str
+) -> None:
+    key = await api_key("admin")
+    transport = httpx.ASGITransport(app=rules_app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ruta.test") as http:
+        response = await http.post(
+            "/v1/rules/evaluate",
+            json={"screening": screening(), "rules": one_rule(when)},
+            headers=bearer(key),
+        )
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["path"] == "rules"
+    assert reason in error["message"]
+    assert "(line " in error["message"]
+
+
+async def test_a_problem_inside_a_list_of_conditions_has_a_field_path(
+    rules_app: FastAPI, http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    key = await api_key("admin")
+    when = '{any: [{field: subject.age, op: "<", value: 18, if_missing: false}, {field: x.y}]}'
+    text = one_rule(when, rule_id="minor-protection")
+    response = await http.post(
+        "/v1/rules/evaluate", json={"screening": screening(), "rules": text}, headers=bearer(key)
+    )
+    assert response.status_code == 422
+    paths = [e["path"] for e in response.json()["errors"]]
+    assert "rules.minor-protection.when.any.1.field" in paths, paths
+
+
 async def test_invalid_screening_is_422_without_echo(
     rules_app: FastAPI, http: httpx.AsyncClient, api_key: KeyFactory
 ) -> None:

@@ -87,6 +87,21 @@ async def test_unknown_field_is_422_naming_its_path(
     assert "CANARY-NAME-7731" not in response.text
 
 
+async def test_an_unknown_field_whose_name_is_not_an_identifier_is_withheld(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    key = await api_key("clinic", ORG)
+    body = screening()
+    body["subject"]["María Quispe +51 999 888 777"] = True
+    body["safety"]["bunker"] = True
+    response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    assert response.status_code == 422
+    errors = response.json()["errors"]
+    assert sorted(e["path"] for e in errors) == ["safety.bunker", "subject.<withheld>"]
+    assert "Quispe" not in response.text
+    assert "999" not in response.text
+
+
 async def test_invalid_value_names_path_and_never_echoes_input(
     http: httpx.AsyncClient, api_key: KeyFactory
 ) -> None:
@@ -211,6 +226,63 @@ async def test_a_date_of_birth_that_disputes_the_stated_age_is_read_as_the_lower
     )
 
 
+#: Offsets that move a timestamp outside what UTC can hold (year 0, year 10000).
+OUT_OF_RANGE = ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59.999999-14:00")
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE)
+@pytest.mark.parametrize("field", ["source__screened_at", "consent__recorded_at"])
+async def test_a_timestamp_utc_cannot_hold_is_422_naming_the_field(
+    app: FastAPI, api_key: KeyFactory, field: str, value: str
+) -> None:
+    key = await api_key("clinic", ORG)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ruta.test") as http:
+        response = await http.post(
+            "/v1/screenings", json=screening(**{field: value}), headers=bearer(key)
+        )
+    assert response.status_code == 422, response.text
+    assert [e["path"] for e in response.json()["errors"]] == [field.replace("__", ".")]
+
+
+async def test_the_earliest_timestamps_utc_holds_are_stored(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    key = await api_key("clinic", ORG)
+    body = screening(
+        source__screened_at="0001-01-01T00:00:00-05:00",
+        consent__recorded_at="0001-01-01T00:00:00Z",
+    )
+    response = await http.post("/v1/screenings", json=body, headers=bearer(key))
+    assert response.status_code == 201, response.text
+    detail = await http.get(f"/v1/screenings/{body['id']}", headers=bearer(key))
+    assert detail.json()["screened_at"].startswith("0001-01-01T05:00:00")
+
+
+async def test_batch_reports_an_out_of_range_timestamp_and_stores_the_good_items(
+    app: FastAPI, api_key: KeyFactory, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    key = await api_key("clinic", ORG)
+    items = [
+        screening(),
+        screening(source__screened_at=OUT_OF_RANGE[0]),
+        screening(consent__recorded_at=OUT_OF_RANGE[1]),
+        screening(),
+    ]
+    response = await _post_batch(app, key, items)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [(r["status"], r["http_status"]) for r in results] == [
+        ("created", 201),
+        ("invalid", 422),
+        ("invalid", 422),
+        ("created", 201),
+    ]
+    assert results[1]["problem"]["errors"][0]["path"] == "source.screened_at"
+    assert results[2]["problem"]["errors"][0]["path"] == "consent.recorded_at"
+    assert await _count(sessionmaker) == 2
+
+
 async def test_region_accepts_ubigeo_and_accented_names(
     http: httpx.AsyncClient, api_key: KeyFactory
 ) -> None:
@@ -314,6 +386,25 @@ async def test_batch_reports_each_item_and_keeps_the_good_ones(
     # Each kept its original screened_at.
     detail = await http.get(f"/v1/screenings/{good_b['id']}", headers=bearer(key))
     assert detail.json()["screened_at"].startswith("2026-10-15T21:30:00")
+
+
+async def test_a_batch_result_repeats_an_invalid_items_id_only_if_it_is_a_uuid(
+    http: httpx.AsyncClient, api_key: KeyFactory
+) -> None:
+    key = await api_key("clinic", ORG)
+    named = screening(id="María Quispe +51 999 888 777")
+    uuid_but_bad = screening(subject__age=-1)
+    shouting = screening(subject__age=-1, id=uuid_but_bad["id"].upper())
+    response = await http.post(
+        "/v1/screenings/batch",
+        json={"screenings": [named, uuid_but_bad, shouting, {"id": 42}]},
+        headers=bearer(key),
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["invalid"] * 4
+    assert [r["id"] for r in results] == [None, uuid_but_bad["id"], uuid_but_bad["id"], None]
+    assert "Quispe" not in response.text
 
 
 async def test_batch_over_the_maximum_is_413(http: httpx.AsyncClient, api_key: KeyFactory) -> None:
