@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
+import structlog
 import typer
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import audit
@@ -17,6 +20,8 @@ from app.audit.cli import audit_cli
 from app.partners.cli import partners_cli
 from app.rules.cli import rules_cli
 from app.settings import Environment, Settings, get_settings, tune_gc
+
+log = structlog.get_logger("ruta.cli")
 
 cli = typer.Typer(
     name="ruta",
@@ -31,12 +36,40 @@ cli.add_typer(rules_cli, name="rules")
 cli.add_typer(partners_cli, name="partners")
 
 
+def settings_error(exc: ValueError) -> str:
+    """What is wrong with the settings, naming the variables but never quoting a value
+    given (pydantic's own message would: a secret, a password inside a database URL)."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        where = f"RUTA_{str(error['loc'][0]).upper()}: " if error["loc"] else ""
+        problems.append(where + message)
+    return "; ".join(problems)
+
+
 def _settings() -> Settings:
     try:
         return get_settings()
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {settings_error(exc)}", err=True)
         raise typer.Exit(2) from None
+
+
+def _service_settings() -> Settings:
+    """The settings of a long-running process (``serve``, ``worker``), whose every line,
+    a refusal to start included, is a JSON log line on stderr."""
+    from app.observability import configure_logging
+
+    configure_logging(os.environ.get("RUTA_LOG_LEVEL", "INFO"))
+    try:
+        settings = get_settings()
+    except ValueError as exc:
+        log.error("settings_refused", reason=settings_error(exc))
+        raise typer.Exit(2) from None
+    configure_logging(settings.log_level)
+    return settings
 
 
 @asynccontextmanager
@@ -75,22 +108,30 @@ def serve(
         bool, typer.Option("--migrate/--no-migrate", help="Apply migrations before serving.")
     ] = False,
 ) -> None:
-    """Serve the HTTP API with uvicorn."""
+    """Serve the HTTP API with uvicorn. Every line it writes is a JSON log line on stderr."""
     import uvicorn
 
-    settings = _settings()
+    from app.observability import logging_config
+
+    settings = _service_settings()
     if migrate_first:
         from app.migrations import upgrade
 
         upgrade(settings.database_url)
+    trusted = settings.trusted_proxies
     uvicorn.run(
         "app.main:create_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
         workers=workers or settings.workers,
-        proxy_headers=True,
-        access_log=False,
+        # X-Forwarded-For/-Proto only from the proxies named in RUTA_TRUSTED_PROXIES; by
+        # default from nobody (uvicorn's own default trusts 127.0.0.1, and a caller on the
+        # same host could then pick a new address for every failed authentication).
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=",".join(trusted) if trusted else None,
+        access_log=False,  # Ruta's `request` line is the access log (app/observability.py)
+        log_config=logging_config(settings.log_level),
     )
 
 
@@ -98,12 +139,13 @@ def serve(
 def worker(
     concurrency: Annotated[int, typer.Option(help="Deliveries in flight at once.")] = 10,
 ) -> None:
-    """Run a delivery worker (production: one or more beside the API replicas)."""
+    """Run a delivery worker (production: one or more beside the API replicas). Every line
+    it writes is a JSON log line on stderr."""
     import signal
 
     from app.delivery.worker import DeliveryWorker
 
-    settings = _settings()
+    settings = _service_settings()
     tune_gc(settings)
 
     async def run() -> None:
@@ -117,12 +159,12 @@ def worker(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         delivery_worker = DeliveryWorker(maker, settings, concurrency=concurrency)
-        typer.echo(f"delivery worker {delivery_worker.worker_id} started", err=True)
+        log.info("delivery_worker_started", worker_id=delivery_worker.worker_id)
         try:
             await delivery_worker.run(stop)
         finally:
             await engine.dispose()
-        typer.echo("delivery worker stopped", err=True)
+        log.info("delivery_worker_stopped", worker_id=delivery_worker.worker_id)
 
     asyncio.run(run())
 
