@@ -156,6 +156,23 @@ class Settings(BaseSettings):
                 ) from None
         return networks
 
+    #: The bearer token a scraper sends for `GET /metrics`. Unset in production: metrics
+    #: are not served (404); in development and tests they are open.
+    metrics_token: SecretStr | None = None
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_token_is_unset(cls, value: Any) -> Any:
+        # Compose passes an unset variable as "" (`${RUTA_METRICS_TOKEN:-}`).
+        return None if value == "" else value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("RUTA_METRICS_TOKEN must be a random value of at least 32 chars")
+        return value
+
     @field_validator("jwt_algorithms")
     @classmethod
     def _asymmetric_only(cls, value: list[str]) -> list[str]:

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import hmac
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select
 
+from app.deps import SettingsDep
+from app.errors import NotFound, Unauthorized
 from app.metrics import (
     AUDIT_CHAIN_LENGTH,
     CIRCUITS_OPEN,
@@ -17,8 +22,27 @@ from app.metrics import (
 from app.models import AuditEvent, Delivery, PartnerCircuit, Referral
 from app.models.base import utcnow
 from app.openapi import problem
+from app.settings import Environment
 
 router = APIRouter(tags=["operations"])
+_bearer = HTTPBearer(auto_error=False, scheme_name="MetricsToken")
+
+
+async def scraper(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Who may read the metrics: with RUTA_METRICS_TOKEN set, whoever sends it; without it,
+    anyone in development and tests, and nobody in production (the counts per legal
+    basis, urgency and rule are not for the public internet)."""
+    token = settings.metrics_token
+    if token is None:
+        if settings.env is Environment.production:
+            raise NotFound("Metrics are not served: set RUTA_METRICS_TOKEN to serve them.")
+        return
+    sent = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(sent.encode(), token.get_secret_value().encode()):
+        raise Unauthorized("Send the metrics token as `Authorization: Bearer …`.")
 
 
 async def _refresh(request: Request, now: datetime) -> None:
@@ -65,12 +89,15 @@ async def _refresh(request: Request, now: datetime) -> None:
 @router.get(
     "/metrics",
     summary="Prometheus metrics (for operators; no personal data in any label)",
-    description="Prometheus text exposition format, no authentication: restrict it to your "
-    "monitoring network. Request counts and latency by route template, decisions, rules "
-    "fired, and gauges read from the database at scrape time (outbox backlog and oldest due "
-    "age, dead letters, open circuits, referrals needing a person, audit chain length), so "
-    "every replica reports the same values.",
+    description="Prometheus text exposition format. With `RUTA_METRICS_TOKEN` set, send it "
+    "as `Authorization: Bearer …` (401 otherwise); without it, metrics are open in "
+    "development and tests and not served at all in production (404). Request counts and "
+    "latency by route template, decisions by service, urgency and legal basis, rules "
+    "fired, and gauges read from the database at scrape time (outbox backlog and oldest "
+    "due age, dead letters, open circuits, referrals needing a person, audit chain "
+    "length), so every replica reports the same values.",
     response_class=Response,
+    dependencies=[Depends(scraper)],
     responses={
         200: {
             "description": "Prometheus metrics",
@@ -80,6 +107,8 @@ async def _refresh(request: Request, now: datetime) -> None:
                 }
             },
         },
+        401: problem("The metrics token is missing or wrong"),
+        404: problem("Metrics are not served (production without RUTA_METRICS_TOKEN)"),
         500: problem("Internal error (no details are disclosed)"),
     },
 )
