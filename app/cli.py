@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import audit
 from app.audit.cli import audit_cli
+from app.migrations import RoleError
 from app.partners.cli import partners_cli
 from app.rules.cli import rules_cli
 from app.settings import Environment, Settings, get_settings, tune_gc
@@ -91,12 +92,76 @@ async def _session(settings: Settings) -> AsyncIterator[AsyncSession]:
 def migrate(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
-    """Apply the Alembic migrations to RUTA_DATABASE_URL."""
-    from app.migrations import upgrade
-
+    """Apply the Alembic migrations, as RUTA_MIGRATION_DATABASE_URL's role (or
+    RUTA_DATABASE_URL's); then, when the service connects as another role, grant it its
+    privileges (`ruta db grant`)."""
     settings = _settings()
-    upgrade(settings.database_url, revision)
+    try:
+        granted = _migrate(settings, revision)
+    except RoleError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"database at {revision}")
+    if granted is not None:
+        typer.echo(f"privileges granted to the service's role {granted}")
+
+
+def _migrate(settings: Settings, revision: str = "head") -> str | None:
+    """Upgrade, then grant the service's role its privileges when it is not the migrating
+    one; return that role's name if privileges were granted."""
+    from app.migrations import service_role_of, upgrade
+
+    upgrade(settings.migrations_url, revision)
+    if settings.is_sqlite or settings.migration_database_url is None:
+        return None
+    role = service_role_of(settings.database_url)
+    if role is None or role == service_role_of(settings.migrations_url):
+        return None
+    asyncio.run(_grant(settings, role))
+    return role
+
+
+async def _grant(settings: Settings, role: str) -> list[str]:
+    from app.db import create_engine
+    from app.migrations import grant_service_privileges
+
+    engine = create_engine(settings.migrations_url)
+    try:
+        async with engine.begin() as conn:
+            return await grant_service_privileges(conn, role)
+    finally:
+        await engine.dispose()
+
+
+def _refuse_a_role_that_can_alter_the_audit(settings: Settings) -> None:
+    """In production, a service whose database role could switch the audit trail's
+    protection off does not start (and /readyz says why, should it be started otherwise)."""
+    if settings.env is not Environment.production or settings.is_sqlite:
+        return
+    from app.db import create_engine
+    from app.migrations import audit_protection_problems
+
+    async def check() -> list[str]:
+        engine = create_engine(settings.database_url)
+        try:
+            async with engine.connect() as conn:
+                return await audit_protection_problems(conn)
+        finally:
+            await engine.dispose()
+
+    try:
+        problems = asyncio.run(check())
+    except Exception as exc:  # unreachable now: /readyz checks again on every probe
+        log.warning("database_role_not_checked", error_type=type(exc).__name__)
+        return
+    if problems:
+        log.error(
+            "database_role_can_alter_audit",
+            problems=problems,
+            hint="run the service as a role that owns nothing and migrate as the owner "
+            "(RUTA_MIGRATION_DATABASE_URL, ruta db grant); see docs/operations.md",
+        )
+        raise typer.Exit(2)
 
 
 @cli.command()
@@ -115,9 +180,12 @@ def serve(
 
     settings = _service_settings()
     if migrate_first:
-        from app.migrations import upgrade
-
-        upgrade(settings.database_url)
+        try:
+            _migrate(settings)
+        except RoleError as exc:
+            log.error("privileges_not_granted", reason=str(exc))
+            raise typer.Exit(2) from None
+    _refuse_a_role_that_can_alter_the_audit(settings)
     trusted = settings.trusted_proxies
     uvicorn.run(
         "app.main:create_app",
@@ -146,6 +214,7 @@ def worker(
     from app.delivery.worker import DeliveryWorker
 
     settings = _service_settings()
+    _refuse_a_role_that_can_alter_the_audit(settings)
     tune_gc(settings)
 
     async def run() -> None:
@@ -244,7 +313,8 @@ def erase(
                 session, subject=subject, reason=why, actor=audit.system("cli"), now=utcnow()
             )
             await session.commit()
-        engine = create_engine(settings.database_url)
+        # VACUUM is the owner's: with two roles, the migrating one (docs/operations.md).
+        engine = create_engine(settings.migrations_url)
         try:
             await purge_dead_rows(engine)
         finally:
@@ -502,6 +572,41 @@ def deliveries_replay(
     for ident in track(targets, description="replaying", disable=len(targets) < 2):
         replayed += asyncio.run(replay_one(ident))
     typer.echo(f"replayed {replayed} of {len(targets)} dead letter(s)")
+
+
+db_cli = typer.Typer(help="The database's roles (PostgreSQL).", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+
+
+@db_cli.command("grant")
+def db_grant(
+    role: Annotated[
+        str | None,
+        typer.Argument(help="The service's role. Default: the user in RUTA_DATABASE_URL."),
+    ] = None,
+) -> None:
+    """Give the service's PostgreSQL role exactly the privileges it needs, and take away
+    any other: on the audit tables only SELECT and INSERT. Run as the owner
+    (RUTA_MIGRATION_DATABASE_URL, else RUTA_DATABASE_URL); `ruta migrate` runs it itself
+    when the two URLs name different roles. Idempotent."""
+    from app.migrations import service_role_of
+
+    settings = _settings()
+    if settings.is_sqlite:
+        typer.echo("error: SQLite has no roles; nothing to grant", err=True)
+        raise typer.Exit(2)
+    target = role or service_role_of(settings.database_url)
+    if not target:
+        typer.echo("error: name the role (RUTA_DATABASE_URL names no user)", err=True)
+        raise typer.Exit(2)
+    try:
+        statements = asyncio.run(_grant(settings, target))
+    except RoleError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for statement in statements:
+        typer.echo(statement)
+    typer.echo(f"privileges granted to {target}", err=True)
 
 
 keys_cli = typer.Typer(help="Encryption keys.", no_args_is_help=True)

@@ -160,6 +160,20 @@ class Settings(BaseSettings):
     #: are not served (404); in development and tests they are open.
     metrics_token: SecretStr | None = None
 
+    #: PostgreSQL: the URL migrations run with, as the role that owns the schema. The
+    #: service always connects with RUTA_DATABASE_URL, as a role that owns nothing (see
+    #: docs/operations.md, Database roles). Unset: migrations use RUTA_DATABASE_URL.
+    migration_database_url: str | None = None
+
+    @field_validator("migration_database_url")
+    @classmethod
+    def _normalise_migration_url(cls, value: str | None) -> str | None:
+        return normalise_database_url(value) if value else None
+
+    @property
+    def migrations_url(self) -> str:
+        return self.migration_database_url or self.database_url
+
     @field_validator("metrics_token", mode="before")
     @classmethod
     def _empty_token_is_unset(cls, value: Any) -> Any:

@@ -50,6 +50,7 @@ TESTED: dict[str, str] = {
     "erase": "tests.cli.test_cli:test_erase",
     "deliveries replay": "tests.cli.test_commands:test_deliveries_replay_requeues_a_dead_letter",
     "keys rewrap": "tests.cli.test_commands:test_keys_rewrap_moves_data_keys_to_the_new_kek",
+    "db grant": "tests.test_migrations_roles:test_db_grant_and_its_refusals",
     "demo": "tests.cli.test_cli:test_demo_writes_keys_once",
     "audit verify": "tests.audit.test_cli:test_export_keep_checkpoints_and_verify_offline",
     "audit export": "tests.audit.test_cli:test_export_keep_checkpoints_and_verify_offline",
