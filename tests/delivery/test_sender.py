@@ -58,39 +58,21 @@ def resolver(monkeypatch: pytest.MonkeyPatch) -> Resolver:
     return fake
 
 
-@dataclass
-class Network(httpcore.AsyncNetworkBackend):
+class Network(httpcore.AnyIOBackend):
     """Records every TCP connection asked for; carries those to ``routes`` (address ->
     loopback port) to loopback, and refuses the rest without touching the network."""
 
-    routes: dict[str, int] = field(default_factory=dict)
-    asked: list[tuple[str, int]] = field(default_factory=list)
+    def __init__(self, routes: dict[str, int] | None = None) -> None:
+        self.routes = routes or {}
+        self.asked: list[tuple[str, int]] = []
 
     async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        local_address: str | None = None,
-        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+        self, host: str, port: int, *args: typing.Any, **kwargs: typing.Any
     ) -> httpcore.AsyncNetworkStream:
         self.asked.append((host, port))
         if host not in self.routes:
             raise httpcore.ConnectError("not routed in this test")
-        return await httpcore.AnyIOBackend().connect_tcp(
-            "127.0.0.1", self.routes[host], timeout, local_address, socket_options
-        )
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise AssertionError("no unix sockets")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        return await super().connect_tcp("127.0.0.1", self.routes[host], *args, **kwargs)
 
 
 def _certificates(directory: Path) -> tuple[Path, Path, bytes]:
