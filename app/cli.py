@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
+import structlog
 import typer
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import audit
 from app.audit.cli import audit_cli
+from app.migrations import RoleError
 from app.partners.cli import partners_cli
 from app.rules.cli import rules_cli
 from app.settings import Environment, Settings, get_settings, tune_gc
+
+log = structlog.get_logger("ruta.cli")
 
 cli = typer.Typer(
     name="ruta",
@@ -31,12 +37,40 @@ cli.add_typer(rules_cli, name="rules")
 cli.add_typer(partners_cli, name="partners")
 
 
+def settings_error(exc: ValueError) -> str:
+    """What is wrong with the settings, naming the variables but never quoting a value
+    given (pydantic's own message would: a secret, a password inside a database URL)."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        where = f"RUTA_{str(error['loc'][0]).upper()}: " if error["loc"] else ""
+        problems.append(where + message)
+    return "; ".join(problems)
+
+
 def _settings() -> Settings:
     try:
         return get_settings()
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {settings_error(exc)}", err=True)
         raise typer.Exit(2) from None
+
+
+def _service_settings() -> Settings:
+    """The settings of a long-running process (``serve``, ``worker``), whose every line,
+    a refusal to start included, is a JSON log line on stderr."""
+    from app.observability import configure_logging
+
+    configure_logging(os.environ.get("RUTA_LOG_LEVEL", "INFO"))
+    try:
+        settings = get_settings()
+    except ValueError as exc:
+        log.error("settings_refused", reason=settings_error(exc))
+        raise typer.Exit(2) from None
+    configure_logging(settings.log_level)
+    return settings
 
 
 @asynccontextmanager
@@ -58,12 +92,76 @@ async def _session(settings: Settings) -> AsyncIterator[AsyncSession]:
 def migrate(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
-    """Apply the Alembic migrations to RUTA_DATABASE_URL."""
-    from app.migrations import upgrade
-
+    """Apply the Alembic migrations, as RUTA_MIGRATION_DATABASE_URL's role (or
+    RUTA_DATABASE_URL's); then, when the service connects as another role, grant it its
+    privileges (`ruta db grant`)."""
     settings = _settings()
-    upgrade(settings.database_url, revision)
+    try:
+        granted = _migrate(settings, revision)
+    except RoleError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"database at {revision}")
+    if granted is not None:
+        typer.echo(f"privileges granted to the service's role {granted}")
+
+
+def _migrate(settings: Settings, revision: str = "head") -> str | None:
+    """Upgrade, then grant the service's role its privileges when it is not the migrating
+    one; return that role's name if privileges were granted."""
+    from app.migrations import service_role_of, upgrade
+
+    upgrade(settings.migrations_url, revision)
+    if settings.is_sqlite or settings.migration_database_url is None:
+        return None
+    role = service_role_of(settings.database_url)
+    if role is None or role == service_role_of(settings.migrations_url):
+        return None
+    asyncio.run(_grant(settings, role))
+    return role
+
+
+async def _grant(settings: Settings, role: str) -> list[str]:
+    from app.db import create_engine
+    from app.migrations import grant_service_privileges
+
+    engine = create_engine(settings.migrations_url)
+    try:
+        async with engine.begin() as conn:
+            return await grant_service_privileges(conn, role)
+    finally:
+        await engine.dispose()
+
+
+def _refuse_a_role_that_can_alter_the_audit(settings: Settings) -> None:
+    """In production, a service whose database role could switch the audit trail's
+    protection off does not start (and /readyz says why, should it be started otherwise)."""
+    if settings.env is not Environment.production or settings.is_sqlite:
+        return
+    from app.db import create_engine
+    from app.migrations import audit_protection_problems
+
+    async def check() -> list[str]:
+        engine = create_engine(settings.database_url)
+        try:
+            async with engine.connect() as conn:
+                return await audit_protection_problems(conn)
+        finally:
+            await engine.dispose()
+
+    try:
+        problems = asyncio.run(check())
+    except Exception as exc:  # unreachable now: /readyz checks again on every probe
+        log.warning("database_role_not_checked", error_type=type(exc).__name__)
+        return
+    if problems:
+        log.error(
+            "database_role_can_alter_audit",
+            problems=problems,
+            hint="run the service as a role that owns nothing and migrate as the owner "
+            "(RUTA_MIGRATION_DATABASE_URL, ruta db grant); see docs/operations.md",
+        )
+        raise typer.Exit(2)
 
 
 @cli.command()
@@ -75,22 +173,33 @@ def serve(
         bool, typer.Option("--migrate/--no-migrate", help="Apply migrations before serving.")
     ] = False,
 ) -> None:
-    """Serve the HTTP API with uvicorn."""
+    """Serve the HTTP API with uvicorn. Every line it writes is a JSON log line on stderr."""
     import uvicorn
 
-    settings = _settings()
-    if migrate_first:
-        from app.migrations import upgrade
+    from app.observability import logging_config
 
-        upgrade(settings.database_url)
+    settings = _service_settings()
+    if migrate_first:
+        try:
+            _migrate(settings)
+        except RoleError as exc:
+            log.error("privileges_not_granted", reason=str(exc))
+            raise typer.Exit(2) from None
+    _refuse_a_role_that_can_alter_the_audit(settings)
+    trusted = settings.trusted_proxies
     uvicorn.run(
         "app.main:create_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
         workers=workers or settings.workers,
-        proxy_headers=True,
-        access_log=False,
+        # X-Forwarded-For/-Proto only from the proxies named in RUTA_TRUSTED_PROXIES; by
+        # default from nobody (uvicorn's own default trusts 127.0.0.1, and a caller on the
+        # same host could then pick a new address for every failed authentication).
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=",".join(trusted) if trusted else None,
+        access_log=False,  # Ruta's `request` line is the access log (app/observability.py)
+        log_config=logging_config(settings.log_level),
     )
 
 
@@ -98,12 +207,14 @@ def serve(
 def worker(
     concurrency: Annotated[int, typer.Option(help="Deliveries in flight at once.")] = 10,
 ) -> None:
-    """Run a delivery worker (production: one or more beside the API replicas)."""
+    """Run a delivery worker (production: one or more beside the API replicas). Every line
+    it writes is a JSON log line on stderr."""
     import signal
 
     from app.delivery.worker import DeliveryWorker
 
-    settings = _settings()
+    settings = _service_settings()
+    _refuse_a_role_that_can_alter_the_audit(settings)
     tune_gc(settings)
 
     async def run() -> None:
@@ -117,12 +228,12 @@ def worker(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         delivery_worker = DeliveryWorker(maker, settings, concurrency=concurrency)
-        typer.echo(f"delivery worker {delivery_worker.worker_id} started", err=True)
+        log.info("delivery_worker_started", worker_id=delivery_worker.worker_id)
         try:
             await delivery_worker.run(stop)
         finally:
             await engine.dispose()
-        typer.echo("delivery worker stopped", err=True)
+        log.info("delivery_worker_stopped", worker_id=delivery_worker.worker_id)
 
     asyncio.run(run())
 
@@ -202,7 +313,8 @@ def erase(
                 session, subject=subject, reason=why, actor=audit.system("cli"), now=utcnow()
             )
             await session.commit()
-        engine = create_engine(settings.database_url)
+        # VACUUM is the owner's: with two roles, the migrating one (docs/operations.md).
+        engine = create_engine(settings.migrations_url)
         try:
             await purge_dead_rows(engine)
         finally:
@@ -467,6 +579,41 @@ def deliveries_replay(
     for ident in track(targets, description="replaying", disable=len(targets) < 2):
         replayed += asyncio.run(replay_one(ident))
     typer.echo(f"replayed {replayed} of {len(targets)} dead letter(s)")
+
+
+db_cli = typer.Typer(help="The database's roles (PostgreSQL).", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+
+
+@db_cli.command("grant")
+def db_grant(
+    role: Annotated[
+        str | None,
+        typer.Argument(help="The service's role. Default: the user in RUTA_DATABASE_URL."),
+    ] = None,
+) -> None:
+    """Give the service's PostgreSQL role exactly the privileges it needs, and take away
+    any other: on the audit tables only SELECT and INSERT. Run as the owner
+    (RUTA_MIGRATION_DATABASE_URL, else RUTA_DATABASE_URL); `ruta migrate` runs it itself
+    when the two URLs name different roles. Idempotent."""
+    from app.migrations import service_role_of
+
+    settings = _settings()
+    if settings.is_sqlite:
+        typer.echo("error: SQLite has no roles; nothing to grant", err=True)
+        raise typer.Exit(2)
+    target = role or service_role_of(settings.database_url)
+    if not target:
+        typer.echo("error: name the role (RUTA_DATABASE_URL names no user)", err=True)
+        raise typer.Exit(2)
+    try:
+        statements = asyncio.run(_grant(settings, target))
+    except RoleError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for statement in statements:
+        typer.echo(statement)
+    typer.echo(f"privileges granted to {target}", err=True)
 
 
 keys_cli = typer.Typer(help="Encryption keys.", no_args_is_help=True)

@@ -63,6 +63,9 @@ def json_dumps(value: Any) -> str:
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("json_serializer", json_dumps)
+    # A database error's text would otherwise quote the statement's values (case codes,
+    # encrypted fields, a whole intake group's JSON document) wherever it is printed.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, **kwargs)
         _configure_sqlite(engine.sync_engine)

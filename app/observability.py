@@ -7,11 +7,15 @@ field, whatever the caller passed, and Ruta's own log calls pass ids, codes and 
 from __future__ import annotations
 
 import logging
+import logging.config
+import os
 import re
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -80,14 +84,136 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-def configure_logging(level: str = "INFO") -> None:
-    processors: list[Any] = [
+#: Frames kept of each exception in a log line: Ruta's own (where it failed in Ruta) and
+#: the last few (where it was raised), at most this many.
+_FRAMES = 16
+_RAISED_AT = 3
+_APP_ROOT = str(Path(__file__).resolve().parent.parent) + os.sep
+
+
+def _frame(frame: traceback.FrameSummary) -> str:
+    filename = frame.filename
+    if filename.startswith(_APP_ROOT):
+        filename = filename.removeprefix(_APP_ROOT)
+    elif "site-packages" + os.sep in filename:
+        filename = filename.split("site-packages" + os.sep, 1)[1]
+    return f"{filename}:{frame.lineno} in {frame.name}"
+
+
+def _describe_exception(exc: BaseException) -> list[dict[str, Any]]:
+    """The chain of an exception, innermost last: each one's type and where it passed
+    through Ruta's code and was raised.
+
+    Never its message nor its variables: a message can quote data (SQLAlchemy's
+    ``[parameters: …]``, a driver's "invalid input … 'value'", a trigger's text), and a
+    log line must not carry a case code, a name or a key.
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 8:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    described = []
+    for item in reversed(chain):
+        frames = traceback.extract_tb(item.__traceback__)
+        last = len(frames) - _RAISED_AT
+        kept = [
+            f
+            for i, f in enumerate(frames)
+            if i >= last or f.filename.startswith(_APP_ROOT + "app" + os.sep)
+        ]
+        described.append(
+            {
+                "type": f"{type(item).__module__}.{type(item).__qualname__}",
+                "frames": [_frame(f) for f in kept[-_FRAMES:]],
+            }
+        )
+    return described
+
+
+def exception_without_values(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Turn ``exc_info`` (from ``log.exception`` or a stdlib record) into ``exception``:
+    types and frames only (see :func:`_describe_exception`)."""
+    exc_info = event_dict.pop("exc_info", None)
+    event_dict.pop("exception", None)  # a pre-rendered traceback text, if any
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    if isinstance(exc_info, BaseException):
+        event_dict["exception"] = _describe_exception(exc_info)
+    elif isinstance(exc_info, tuple) and isinstance(exc_info[1], BaseException):
+        event_dict["exception"] = _describe_exception(exc_info[1])
+    return event_dict
+
+
+def _shared_processors() -> list[Any]:
+    """What every log line goes through, whoever wrote it (Ruta's structlog calls or a
+    library's standard ``logging``: uvicorn, SQLAlchemy, Alembic, asyncio, warnings)."""
+    return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        exception_without_values,
         redact,
-        structlog.processors.JSONRenderer(),
     ]
+
+
+def json_formatter() -> logging.Formatter:
+    """The standard-library formatter: a record becomes the same JSON line as Ruta's own
+    (its logger's name as ``logger``, the formatted message as ``event``)."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *_shared_processors()],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+
+
+def stderr_handler() -> logging.Handler:
+    handler = logging.StreamHandler(_CurrentStderr())
+    handler.setFormatter(json_formatter())
+    return handler
+
+
+#: uvicorn's loggers: no handlers of their own, so their lines reach the root's JSON one.
+_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
+#: Libraries whose INFO lines would repeat what Ruta logs itself (httpx: every partner
+#: call's URL), say nothing an operator needs (Alembic's plugins), or, if echo were ever
+#: turned on, carry the SQL sent (SQLAlchemy): warnings only.
+_QUIET_LOGGERS = ("sqlalchemy", "httpx", "httpcore", "alembic.runtime.plugins")
+
+
+def logging_config(level: str = "INFO") -> dict[str, Any]:
+    """The standard library's logging, as a ``dictConfig``: one JSON handler on stderr at
+    the root. ``ruta serve`` hands it to uvicorn as its ``log_config``, so each server
+    process (the supervisor and every worker it spawns) applies it before its first line.
+    """
+    name = level.upper() if level.upper() in logging.getLevelNamesMapping() else "INFO"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"stderr": {"()": "app.observability.stderr_handler"}},
+        "root": {"handlers": ["stderr"], "level": name},
+        "loggers": {
+            **{
+                logger: {"handlers": [], "propagate": True, "level": name}
+                for logger in _UVICORN_LOGGERS
+            },
+            # Ruta's own `request` line is the access log (route template, request id, no
+            # query string, no client address); uvicorn's would carry the raw path and
+            # query and the caller's address.
+            "uvicorn.access": {"handlers": [], "propagate": False},
+            **{logger: {"level": "WARNING"} for logger in _QUIET_LOGGERS},
+        },
+    }
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Every log line of the process as JSON on stderr, through the same processors:
+    structlog's own calls and the standard library's loggers (and ``warnings``)."""
+    processors: list[Any] = [*_shared_processors(), structlog.processors.JSONRenderer()]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -96,6 +222,8 @@ def configure_logging(level: str = "INFO") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
+    logging.config.dictConfig(logging_config(level))
+    logging.captureWarnings(True)
 
 
 REQUESTS = Counter(

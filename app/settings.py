@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: The development secret. The service refuses to start with it outside development mode.
 DEV_SECRET = "ruta-development-secret-do-not-use-in-production"  # noqa: S105
@@ -131,6 +132,64 @@ class Settings(BaseSettings):
     rate_limit_admin: int = Field(default=600, ge=1)
     #: Failed authentications per source address per window (slows key guessing).
     rate_limit_unauthenticated: int = Field(default=60, ge=1)
+
+    # --- Network, metrics and database roles (operations) ---
+    #: The reverse proxies whose X-Forwarded-For and X-Forwarded-Proto `ruta serve` trusts:
+    #: addresses or networks, comma-separated. Empty (the default): nobody's, and the
+    #: client's address is the connection's peer.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        networks = []
+        for entry in value:
+            try:
+                networks.append(str(ipaddress.ip_network(entry, strict=False)))
+            except ValueError:
+                raise ValueError(
+                    "RUTA_TRUSTED_PROXIES takes IP addresses or networks (CIDR), "
+                    "comma-separated; '*' and host names are not accepted"
+                ) from None
+        return networks
+
+    #: The bearer token a scraper sends for `GET /metrics`. Unset in production: metrics
+    #: are not served (404); in development and tests they are open.
+    metrics_token: SecretStr | None = None
+
+    #: PostgreSQL: the URL migrations run with, as the role that owns the schema. The
+    #: service always connects with RUTA_DATABASE_URL, as a role that owns nothing (see
+    #: docs/operations.md, Database roles). Unset: migrations use RUTA_DATABASE_URL.
+    migration_database_url: str | None = None
+
+    @field_validator("migration_database_url")
+    @classmethod
+    def _normalise_migration_url(cls, value: str | None) -> str | None:
+        return normalise_database_url(value) if value else None
+
+    @property
+    def migrations_url(self) -> str:
+        return self.migration_database_url or self.database_url
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_token_is_unset(cls, value: Any) -> Any:
+        # Compose passes an unset variable as "" (`${RUTA_METRICS_TOKEN:-}`).
+        return None if value == "" else value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("RUTA_METRICS_TOKEN must be a random value of at least 32 chars")
+        return value
 
     @field_validator("jwt_algorithms")
     @classmethod

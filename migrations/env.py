@@ -20,11 +20,16 @@ target_metadata = Base.metadata
 
 
 def database_url() -> str:
+    """``-x url=…``, else the URL ``ruta migrate`` passes, else the owner's
+    (RUTA_MIGRATION_DATABASE_URL), else RUTA_DATABASE_URL: migrations run as the role that
+    owns the schema (docs/operations.md, Database roles)."""
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
         "sqlalchemy.url"
     )
     if not url:
-        url = os.environ.get("RUTA_DATABASE_URL", "sqlite+aiosqlite:///./ruta.db")
+        url = os.environ.get("RUTA_MIGRATION_DATABASE_URL") or os.environ.get(
+            "RUTA_DATABASE_URL", "sqlite+aiosqlite:///./ruta.db"
+        )
     return normalise_database_url(url)
 
 

@@ -55,6 +55,20 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys(
         await engine.dispose()
 
 
+async def test_a_database_error_does_not_quote_the_statement_s_values(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Whoever prints it (a traceback in a log, an error report), the error names the
+    statement but not the values: once, a case code appeared in uvicorn's traceback."""
+    async with sessionmaker() as session:
+        with pytest.raises(IntegrityError) as excinfo:
+            await session.execute(
+                text("INSERT INTO partners (id) VALUES (:id)"), {"id": "CANARY-CASE-0001"}
+            )
+    assert "CANARY" not in str(excinfo.value)
+    assert "parameters hidden" in str(excinfo.value)
+
+
 async def test_foreign_keys_are_enforced(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:

@@ -25,6 +25,39 @@ def test_redact_drops_personal_keys_at_any_depth_and_masks_keys() -> None:
     assert '"ok": 1' in out
 
 
+def test_an_exception_is_logged_as_types_and_frames_never_its_message(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """For the standard library's loggers (uvicorn's among them) and structlog's alike."""
+    import logging
+
+    from app.observability import configure_logging
+
+    structlog.reset_defaults()
+    configure_logging("INFO")
+
+    def fail() -> None:
+        try:
+            raise KeyError("CANARY-INNER")
+        except KeyError as exc:
+            raise ValueError("CANARY-OUTER [parameters: ('CANARY-CASE',)]") from exc
+
+    try:
+        fail()
+    except ValueError:
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        structlog.get_logger("ruta.test").exception("failed")
+    err = capfd.readouterr().err
+    assert "CANARY" not in err
+    records = [json.loads(line) for line in err.splitlines()]
+    assert [r["event"] for r in records] == ["Exception in ASGI application", "failed"]
+    for record in records:
+        inner, outer = record["exception"]
+        assert inner["type"] == "builtins.KeyError"
+        assert outer["type"] == "builtins.ValueError"
+        assert any("tests/test_observability.py" in frame for frame in outer["frames"])
+
+
 async def test_request_id_is_echoed_or_generated(http: httpx.AsyncClient) -> None:
     response = await http.get("/healthz", headers={"X-Request-ID": "clinic-req-42"})
     assert response.headers["x-request-id"] == "clinic-req-42"

@@ -35,3 +35,24 @@ def test_the_default_is_raised_and_bounded() -> None:
     assert Settings(env=Environment.test).gc_threshold == 50_000
     with pytest.raises(ValueError, match="gc_threshold"):
         Settings(env=Environment.test, gc_threshold=-1)
+
+
+def test_trusted_proxies_are_addresses_or_networks_comma_separated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings(env=Environment.test).trusted_proxies == []
+    monkeypatch.setenv("RUTA_TRUSTED_PROXIES", " 10.0.0.5, 10.1.0.0/16,fd00::1 ")
+    assert Settings(env=Environment.test).trusted_proxies == [
+        "10.0.0.5/32",
+        "10.1.0.0/16",
+        "fd00::1/128",
+    ]
+
+
+@pytest.mark.parametrize("value", ["*", "proxy.internal", "10.0.0.0/33", "10.0.0.5,*"])
+def test_trusted_proxies_refuse_wildcards_and_names(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("RUTA_TRUSTED_PROXIES", value)
+    with pytest.raises(ValueError, match="RUTA_TRUSTED_PROXIES takes IP addresses"):
+        Settings(env=Environment.test)

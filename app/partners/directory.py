@@ -20,6 +20,7 @@ import json
 import os
 import re
 import socket
+import unicodedata
 from collections.abc import Mapping
 from datetime import datetime, time
 from enum import StrEnum
@@ -317,27 +318,54 @@ class UnsafePartnerURL(ValueError):
     """A partner URL that the network policy refuses. The message never quotes the URL."""
 
 
+#: NAT64's well-known prefix (RFC 6052): the last 32 bits are the IPv4 address a NAT64
+#: gateway connects to, so the address is as public as that IPv4 address.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+#: The only IPv6 space with public unicast addresses (RFC 4291, IANA). Outside it: the
+#: IPv4-compatible (``::a.b.c.d``, deprecated) and IPv4-translated forms, local-use NAT64
+#: (``64:ff9b:1::/48``, RFC 8215), site-local ``fec0::/10``, and every other reserved range.
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+#: Inside 2000::/3 but never a partner: documentation (RFC 9637; 2001:db8::/32 is already
+#: not global).
+_NOT_PARTNERS = (ipaddress.IPv6Network("3fff::/20"),)
+
+
 def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """A globally routable unicast address (not private, loopback, link-local, reserved…).
 
-    The delivery worker applies the same test to every address a hostname resolves to.
+    An IPv6 address that carries an IPv4 address (IPv4-mapped, NAT64's well-known prefix,
+    6to4) is judged by the IPv4 address it leads to. The delivery worker applies the same
+    test to every address a hostname resolves to.
     """
     if isinstance(address, ipaddress.IPv6Address):
-        mapped = address.ipv4_mapped or address.sixtofour
-        if mapped is not None:
-            return is_public_address(mapped)
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+        if embedded is not None:
+            return is_public_address(embedded)
+        if address not in _GLOBAL_UNICAST or any(address in n for n in _NOT_PARTNERS):
+            return False
     return bool(address.is_global) and not address.is_multicast
+
+
+def _has_invisible_characters(url: str) -> bool:
+    """Whitespace or control characters: ``urlsplit`` silently drops tab, CR and LF, so a
+    URL holding them is checked as one URL and stored, logged and sent as another."""
+    return any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in url)
 
 
 def check_partner_url(url: str, relaxed: bool) -> str:
     """Refuse partner URLs the network policy does not allow; return the URL unchanged.
 
-    Always: http(s) only, a host, no credentials in the URL, no fragment. Unless
-    ``relaxed`` (development and tests): https only, and no loopback, private, link-local
-    or otherwise non-public literal address or local hostname. DNS is not resolved here:
-    the delivery worker checks resolved addresses with :func:`is_public_address` at
-    connect time, which also defeats DNS rebinding.
+    Always: http(s) only, a host, no credentials in the URL, no fragment, no whitespace or
+    control characters. Unless ``relaxed`` (development and tests): https only, and no
+    loopback, private, link-local or otherwise non-public literal address or local
+    hostname. DNS is not resolved here: before each delivery the sender resolves the host,
+    checks every address with :func:`is_public_address`, and connects to an address it
+    checked (app/delivery/sender.py).
     """
+    if _has_invisible_characters(url):
+        raise UnsafePartnerURL("the URL must not contain whitespace or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import hmac
 from datetime import datetime
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select
 
+from app.deps import SettingsDep
+from app.errors import NotFound, Unauthorized
 from app.metrics import (
     AUDIT_CHAIN_LENGTH,
     CIRCUITS_OPEN,
@@ -17,8 +20,27 @@ from app.metrics import (
 from app.models import AuditEvent, Delivery, PartnerCircuit, Referral
 from app.models.base import utcnow
 from app.openapi import problem
+from app.settings import Environment
 
 router = APIRouter(tags=["operations"])
+
+
+async def scraper(request: Request, settings: SettingsDep) -> None:
+    """Who may read the metrics: with RUTA_METRICS_TOKEN set, whoever sends it; without it,
+    anyone in development and tests, and nobody in production (the counts per legal
+    basis, urgency and rule are not for the public internet).
+
+    The header is read here rather than declared as a security scheme: the document would
+    then say every call needs it, which is not so without a token outside production."""
+    token = settings.metrics_token
+    if token is None:
+        if settings.env is Environment.production:
+            raise NotFound("Metrics are not served: set RUTA_METRICS_TOKEN to serve them.")
+        return
+    scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(), expected):
+        raise Unauthorized("Send the metrics token as `Authorization: Bearer …`.")
 
 
 async def _refresh(request: Request, now: datetime) -> None:
@@ -65,12 +87,15 @@ async def _refresh(request: Request, now: datetime) -> None:
 @router.get(
     "/metrics",
     summary="Prometheus metrics (for operators; no personal data in any label)",
-    description="Prometheus text exposition format, no authentication: restrict it to your "
-    "monitoring network. Request counts and latency by route template, decisions, rules "
-    "fired, and gauges read from the database at scrape time (outbox backlog and oldest due "
-    "age, dead letters, open circuits, referrals needing a person, audit chain length), so "
-    "every replica reports the same values.",
+    description="Prometheus text exposition format. With `RUTA_METRICS_TOKEN` set, send it "
+    "as `Authorization: Bearer …` (401 otherwise); without it, metrics are open in "
+    "development and tests and not served at all in production (404). Request counts and "
+    "latency by route template, decisions by service, urgency and legal basis, rules "
+    "fired, and gauges read from the database at scrape time (outbox backlog and oldest "
+    "due age, dead letters, open circuits, referrals needing a person, audit chain "
+    "length), so every replica reports the same values.",
     response_class=Response,
+    dependencies=[Depends(scraper)],
     responses={
         200: {
             "description": "Prometheus metrics",
@@ -80,6 +105,8 @@ async def _refresh(request: Request, now: datetime) -> None:
                 }
             },
         },
+        401: problem("The metrics token is missing or wrong"),
+        404: problem("Metrics are not served (production without RUTA_METRICS_TOKEN)"),
         500: problem("Internal error (no details are disclosed)"),
     },
 )

@@ -78,7 +78,7 @@ async def test_a_worker_process_wakes_on_notify(
             "RUTA_DATABASE_URL": postgres_url,
             "RUTA_SECRET_KEY": TEST_SECRET,
             "RUTA_WORKER_POLL_SECONDS": str(POLL),
-            "RUTA_LOG_LEVEL": "ERROR",
+            "RUTA_LOG_LEVEL": "INFO",  # its start line (delivery_worker_started) is INFO
         }
     )
     application = create_app(settings)

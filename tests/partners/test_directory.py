@@ -72,6 +72,78 @@ def test_is_public_address() -> None:
     assert not is_public_address(ipaddress.ip_address("::ffff:10.0.0.1"))
 
 
+#: Stands for a partner's public address; no packet is ever sent to it.
+PUBLIC = "93.184.216.34"
+
+#: What a host may resolve to, and whether a referral may be sent there.
+ADDRESS_FORMS = [
+    (PUBLIC, True),
+    ("2606:4700::1111", True),
+    ("64:ff9b::5db8:d822", True),  # NAT64 of 93.184.216.34
+    ("2002:5db8:d822::1", True),  # 6to4 of 93.184.216.34
+    ("::ffff:93.184.216.34", True),  # IPv4-mapped
+    ("127.0.0.1", False),
+    ("10.1.2.3", False),
+    ("169.254.169.254", False),
+    ("100.64.0.1", False),
+    ("::1", False),
+    ("fe80::1", False),
+    ("fc00::1", False),
+    ("64:ff9b::7f00:1", False),  # NAT64 of 127.0.0.1
+    ("64:ff9b::a00:1", False),  # NAT64 of 10.0.0.1
+    ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254
+    ("64:ff9b:1::7f00:1", False),  # local-use NAT64 (RFC 8215)
+    ("64:ff9b:1::5db8:d822", False),  # local-use NAT64, whatever it embeds
+    ("::7f00:1", False),  # IPv4-compatible ::127.0.0.1
+    ("::a00:1", False),  # IPv4-compatible ::10.0.0.1
+    ("::5db8:d822", False),  # IPv4-compatible, deprecated whatever it embeds
+    ("::ffff:127.0.0.1", False),  # IPv4-mapped loopback
+    ("::ffff:0:7f00:1", False),  # IPv4-translated
+    ("2002:7f00:1::1", False),  # 6to4 of 127.0.0.1
+    ("2002:a00:1::1", False),  # 6to4 of 10.0.0.1
+    ("2002:c0a8:101::1", False),  # 6to4 of 192.168.1.1
+    ("2001::1", False),  # Teredo
+    ("fec0::1", False),  # site-local
+    ("3fff::1", False),  # documentation
+    ("ff02::1", False),  # multicast
+]
+
+
+#: URLs that ``urlsplit`` would read as another URL (it drops tab, CR and LF) or that
+#: carry characters no one can see.
+INVISIBLE_CHARACTER_URLS = [
+    "https://partner.example.org/in\nbox",
+    "https://partner.example.org/in\r\nX-Injected: 1",
+    "https://partner.example.org/in box",
+    "https://partner.example.org/in\tbox",
+    "https://part\tner.example.org/inbox",
+    "https://partner.example.org\n/inbox",
+    "https://partner.example.org/inbox\x00",
+    "https://partner.example.org/inbox\x7f",
+    "https://partner.example.org/in\u200bbox",
+    " https://partner.example.org/inbox",
+]
+
+
+@pytest.mark.parametrize(("address", "public"), ADDRESS_FORMS)
+def test_address_forms(address: str, public: bool) -> None:
+    assert is_public_address(ipaddress.ip_address(address)) is public
+    host = f"[{address}]" if ":" in address else address
+    url = f"https://{host}/hook"
+    if public:
+        assert check_partner_url(url, relaxed=False) == url
+    else:
+        with pytest.raises(UnsafePartnerURL, match="non-public address"):
+            check_partner_url(url, relaxed=False)
+
+
+@pytest.mark.parametrize("url", INVISIBLE_CHARACTER_URLS)
+@pytest.mark.parametrize("relaxed", [False, True])
+def test_urls_with_whitespace_or_controls_are_refused(url: str, relaxed: bool) -> None:
+    with pytest.raises(UnsafePartnerURL, match="whitespace or control characters"):
+        check_partner_url(url, relaxed=relaxed)
+
+
 def test_demo_directory_covers_the_regions_of_domain_md() -> None:
     directory = load_directory(DEMO_DIRECTORY, relaxed=True, env=directory_env("http://x:1/"))
     regions = {r for p in directory.partners for r in p.service_area.regions}
@@ -120,6 +192,17 @@ partners:
     assert "partners[1] (id=broken): endpoint.secrets.0" in message
     assert "TOPSECRETVALUE" not in message
     assert "127.0.0.1" not in message
+
+
+def test_a_directory_file_with_a_line_break_in_a_url_is_refused(tmp_path: Path) -> None:
+    """YAML's escapes can put a CR/LF in a URL; urlsplit would have dropped it unseen."""
+    text = DEMO_DIRECTORY.read_text()
+    path = tmp_path / "crlf.yaml"
+    start = text.index("url:", text.index("- id:"))
+    end = text.index("\n", start)
+    path.write_text(text[:start] + 'url: "https://ok.example.org/in\\r\\nbox"' + text[end:])
+    with pytest.raises(DirectoryError, match=r"endpoint\.url"):
+        load_directory(path, relaxed=True, env=directory_env("http://x"))
 
 
 def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
