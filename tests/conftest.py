@@ -34,6 +34,7 @@ from app.main import create_app
 from app.migrations import upgrade
 from app.models import Role
 from app.settings import Environment, Settings
+from tests.delivery.partner_server import PartnerServer
 
 REQUIRE_POSTGRES = os.environ.get("RUTA_TEST_REQUIRE_POSTGRES") == "1"
 TEST_SECRET = "test-secret-key-0123456789abcdef-0123456789"
@@ -191,6 +192,16 @@ async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://ruta.test") as client:
         yield client
+
+
+@pytest.fixture
+def partner_server() -> Iterator[PartnerServer]:
+    """A real partner HTTP server on loopback (tests/delivery/partner_server.py)."""
+    server = PartnerServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 KeyFactory = Callable[..., Awaitable[str]]

@@ -19,7 +19,7 @@ from app.models import Delivery, Referral
 from app.models.base import utcnow
 from app.settings import Environment, Settings
 from tests.conftest import TEST_SECRET, KeyFactory, _admin_execute, _db_url, bearer
-from tests.delivery.partner_server import SECRET, PartnerServer
+from tests.delivery.partner_server import SECRET
 from tests.factories import adult_consenting
 
 
@@ -35,15 +35,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def partner_server() -> Iterator[PartnerServer]:
-    server = PartnerServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

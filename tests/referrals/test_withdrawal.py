@@ -10,7 +10,6 @@ and a real partner server on loopback:
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -40,15 +39,6 @@ DIRECTORY: dict[str, dict[str, Any]] = {
     "clinic-partner": {"role": "health_facility", "services": ["medical", "psychological"]},
     "thin-legal": {"role": "legal_aid", "services": ["legal"], "thin": True},
 }
-
-
-@pytest.fixture
-async def partner_server() -> AsyncIterator[PartnerServer]:
-    server = PartnerServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
