@@ -37,6 +37,32 @@ cli.add_typer(rules_cli, name="rules")
 cli.add_typer(partners_cli, name="partners")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"ruta {version('ruta')}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _main(
+    _show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Ruta: referral routing for possible victims of human trafficking."""
+    from app.observability import configure_logging
+
+    # A command's log lines (an admin change's trace) are JSON on stderr like the
+    # service's, at WARNING unless RUTA_LOG_LEVEL says otherwise; `serve` and `worker`
+    # log at their settings' level.
+    configure_logging(os.environ.get("RUTA_LOG_LEVEL", "WARNING"))
+
+
 def settings_error(exc: ValueError) -> str:
     """What is wrong with the settings, naming the variables but never quoting a value
     given (pydantic's own message would: a secret, a password inside a database URL)."""
@@ -95,10 +121,13 @@ def migrate(
     """Apply the Alembic migrations, as RUTA_MIGRATION_DATABASE_URL's role (or
     RUTA_DATABASE_URL's); then, when the service connects as another role, grant it its
     privileges (`ruta db grant`)."""
+    from alembic.util import CommandError
+
     settings = _settings()
     try:
         granted = _migrate(settings, revision)
-    except RoleError as exc:
+    except (RoleError, CommandError) as exc:
+        # Alembic's message names the revision it cannot find or reach, never data.
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"database at {revision}")
@@ -330,11 +359,18 @@ def erase(
 
 
 @clients_cli.command("list")
-def clients_list() -> None:
-    """List API clients (never their keys): id, role, organisation, name, state, key id."""
+def clients_list(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON array of clients, for scripts.")
+    ] = False,
+) -> None:
+    """List API clients (never their keys): id, role, organisation, name, state, key id,
+    and a rotated-out key still in its grace period."""
+    import json
+
     settings = _settings()
 
-    async def run() -> list[tuple[str, ...]]:
+    async def run() -> list[dict[str, str | None]]:
         from sqlalchemy import select
 
         from app.models import ApiClient
@@ -345,29 +381,39 @@ def clients_list() -> None:
             rows = (
                 await session.execute(select(ApiClient).order_by(ApiClient.created_at))
             ).scalars()
-            return [
-                (
-                    str(c.id),
-                    c.role,
-                    c.organisation or "-",
-                    c.name,
-                    "revoked" if c.revoked_at else "active",
-                    c.key_id,
-                    *(
-                        (
-                            f"previous key {c.previous_key_id} until "
-                            f"{c.previous_key_expires_at.isoformat(timespec='seconds')}",
-                        )
-                        if c.revoked_at is None
-                        and c.previous_key_expires_at is not None
-                        and c.previous_key_expires_at > now
-                        else ()
-                    ),
+            listed: list[dict[str, str | None]] = []
+            for c in rows:
+                grace = (
+                    c.revoked_at is None
+                    and c.previous_key_expires_at is not None
+                    and c.previous_key_expires_at > now
                 )
-                for c in rows
-            ]
+                listed.append(
+                    {
+                        "id": str(c.id),
+                        "role": c.role,
+                        "organisation": c.organisation,
+                        "name": c.name,
+                        "state": "revoked" if c.revoked_at else "active",
+                        "key_id": c.key_id,
+                        "previous_key_id": c.previous_key_id if grace else None,
+                        "previous_key_expires_at": c.previous_key_expires_at.isoformat(
+                            timespec="seconds"
+                        )
+                        if grace and c.previous_key_expires_at is not None
+                        else None,
+                    }
+                )
+            return listed
 
-    for row in asyncio.run(run()):
+    clients = asyncio.run(run())
+    if as_json:
+        typer.echo(json.dumps(clients, ensure_ascii=False, indent=2))
+        return
+    for c in clients:
+        row = [str(c[k] or "-") for k in ("id", "role", "organisation", "name", "state", "key_id")]
+        if c["previous_key_id"] is not None:
+            row.append(f"previous key {c['previous_key_id']} until {c['previous_key_expires_at']}")
         typer.echo("\t".join(row))
 
 
@@ -534,24 +580,40 @@ def deliveries_replay(
     all_dead: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
     delivery_id: Annotated[str | None, typer.Argument(help="One delivery id.")] = None,
 ) -> None:
-    """Replay dead letters with the same webhook-id and bytes (each replay is audited)."""
+    """Replay dead letters with the same webhook-id and bytes (each replay is audited).
+
+    One delivery id that is unknown, not a dead letter, or may not be sent again (its
+    referral was revoked or moved on) is an error (exit 1); with --all, those that may not
+    be sent again are listed and the others replayed."""
     import uuid
 
     from rich.progress import track
 
-    settings = _settings()
-    if not all_dead and delivery_id is None:
+    if all_dead == (delivery_id is not None):
         typer.echo("error: give a delivery id or --all", err=True)
         raise typer.Exit(2)
+    one: uuid.UUID | None = None
+    if delivery_id is not None:
+        try:
+            one = uuid.UUID(delivery_id)
+        except ValueError:
+            typer.echo("error: not a delivery id (a UUID)", err=True)
+            raise typer.Exit(2) from None
+    settings = _settings()
 
     async def ids() -> list[uuid.UUID]:
         from sqlalchemy import select
 
         from app.models import Delivery
 
-        if delivery_id is not None:
-            return [uuid.UUID(delivery_id)]
         async with _session(settings) as session:
+            if one is not None:
+                found = await session.get(Delivery, one)
+                if found is None:
+                    raise _Refused("no delivery with this id")
+                if found.status != "dead":
+                    raise _Refused(f"not a dead letter (its status is {found.status})")
+                return [one]
             return list(
                 (
                     await session.execute(select(Delivery.id).where(Delivery.status == "dead"))
@@ -574,11 +636,21 @@ def deliveries_replay(
             await session.commit()
             return done
 
-    targets = asyncio.run(ids())
+    try:
+        targets = asyncio.run(ids())
+    except _Refused as refused:
+        typer.echo(f"error: {refused}", err=True)
+        raise typer.Exit(1) from None
     replayed = 0
     for ident in track(targets, description="replaying", disable=len(targets) < 2):
         replayed += asyncio.run(replay_one(ident))
     typer.echo(f"replayed {replayed} of {len(targets)} dead letter(s)")
+    if one is not None and not replayed:
+        raise typer.Exit(1)
+
+
+class _Refused(Exception):
+    """A command's one-line refusal."""
 
 
 db_cli = typer.Typer(help="The database's roles (PostgreSQL).", no_args_is_help=True)
@@ -697,6 +769,23 @@ def main() -> None:
         cli()
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        # One line, never a traceback: an exception's message can quote what it was
+        # handling (a database error's parameters), so only its kind is printed.
+        typer.echo(f"error: {_failure(exc)}", err=True)
+        sys.exit(1)
+
+
+def _failure(exc: Exception) -> str:
+    """What went wrong, in words an operator can act on, without the exception's text."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if isinstance(exc, OSError | OperationalError | InterfaceError):
+        return (
+            f"the database could not be reached ({type(exc).__name__}); check "
+            "RUTA_DATABASE_URL and that the server is up"
+        )
+    return f"the command failed ({type(exc).__module__}.{type(exc).__qualname__})"
 
 
 __all__ = ["Environment", "cli", "main"]

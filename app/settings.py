@@ -5,13 +5,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 #: The development secret. The service refuses to start with it outside development mode.
 DEV_SECRET = "ruta-development-secret-do-not-use-in-production"  # noqa: S105
@@ -39,8 +46,53 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+#: The settings that hold a secret (a key, a token, a URL with a password). Each can also
+#: come from a file named by ``RUTA_<NAME>_FILE`` (Docker and Kubernetes secrets).
+SECRET_SETTINGS = (
+    "secret_key",
+    "encryption_kek",
+    "encryption_kek_previous",
+    "audit_signing_key",
+    "metrics_token",
+    "database_url",
+    "migration_database_url",
+    "redis_url",
+)
+
+
+class SecretFiles(PydanticBaseSettingsSource):
+    """``RUTA_<NAME>_FILE=/run/secrets/…``: a secret setting's value read from that file
+    (without its trailing newline), so a secret need not sit in the process environment,
+    where ``docker inspect`` and ``/proc/<pid>/environ`` show it. Setting both
+    ``RUTA_<NAME>`` and ``RUTA_<NAME>_FILE`` is refused: which one wins would be a guess."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is read in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in SECRET_SETTINGS:
+            variable = f"RUTA_{name.upper()}"
+            path = os.environ.get(f"{variable}_FILE")
+            if not path:
+                continue
+            if os.environ.get(variable):
+                raise ValueError(f"set {variable} or {variable}_FILE, not both")
+            try:
+                values[name] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or type(exc).__name__
+                raise ValueError(f"{variable}_FILE: cannot read {path} ({reason})") from None
+        return values
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RUTA_", extra="ignore")
+    #: ``.env`` in the working directory is read too (below the environment, which wins):
+    #: `make run` writes one holding ``RUTA_ENV=development``, so the `ruta` commands the
+    #: README shows run in the same mode as the service it started. Never ship one.
+    model_config = SettingsConfigDict(
+        env_prefix="RUTA_", extra="ignore", env_file=".env", env_file_encoding="utf-8"
+    )
 
     env: Environment = Environment.production
     database_url: str = Field(
@@ -96,7 +148,8 @@ class Settings(BaseSettings):
     audit_signing_key: SecretStr | None = None
     audit_checkpoint_every: int = Field(default=1000, ge=1)
     audit_checkpoint_minutes: float = Field(default=10, gt=0)
-    #: The public URL partners use to fetch thin referrals and post statuses.
+    #: The public URL partners use to fetch thin referrals and post statuses. Unset: the
+    #: address `ruta serve` serves on (see ``_public_base_url_follows_the_server``).
     public_base_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
 
@@ -269,6 +322,32 @@ class Settings(BaseSettings):
 
         return {kek_id(k): k for k in [self.kek_bytes(), *self.previous_keks()]}
 
+    # --- Where the service is reached, secrets from files, the worker's health ---
+    #: A file `ruta worker` touches while it works (its container's health check runs
+    #: `ruta worker --check`, which reads it). Unset: no heartbeat.
+    worker_heartbeat_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _public_base_url_follows_the_server(self) -> Self:
+        """Without RUTA_PUBLIC_BASE_URL, the URL of the host and port served: two instances
+        on one machine must never send one another's referrals (the demo directory's
+        endpoints are this URL). `ruta serve` puts the address it bound in RUTA_HOST and
+        RUTA_PORT for its worker processes."""
+        if "public_base_url" not in self.model_fields_set:
+            self.public_base_url = served_url(self.host, self.port)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, SecretFiles(settings_cls), dotenv_settings)
+
     def audit_signing_seed(self) -> bytes:
         if self.audit_signing_key is not None:
             raw = base64.b64decode(self.audit_signing_key.get_secret_value(), validate=True)
@@ -276,6 +355,19 @@ class Settings(BaseSettings):
                 raise ValueError("RUTA_AUDIT_SIGNING_KEY must decode to a 32-byte Ed25519 seed")
             return raw
         return hashlib.sha256(b"ruta-audit|" + self.secret_key.get_secret_value().encode()).digest()
+
+
+def served_url(host: str, port: int) -> str:
+    """``http://host:port`` as a client reaches it: a wildcard bind address (``0.0.0.0``,
+    ``::``) is reached on loopback, an IPv6 address goes in brackets."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return f"http://{host or '127.0.0.1'}:{port}"
+    if address.is_unspecified:
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    shown = f"[{address}]" if address.version == 6 else str(address)
+    return f"http://{shown}:{port}"
 
 
 @lru_cache(maxsize=1)

@@ -107,18 +107,34 @@ def run_scenarios(
 @rules_cli.command()
 def table(
     file: FileArg = DEFAULT_RULES_PATH,
-    format: Annotated[str, typer.Option("--format", help="html or csv.")] = "html",
+    format: Annotated[str, typer.Option("--format", help="html, csv or json.")] = "html",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The same as --format json: rows as JSON objects.")
+    ] = False,
     output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
 ) -> None:
     """The rule file as a decision table: rows are rules, columns are fields."""
-    from app.rules.table import to_csv, to_html
+    import json
 
-    if format not in ("html", "csv"):
-        typer.echo("error: --format must be html or csv", err=True)
+    from app.rules.table import rows, to_csv, to_html
+
+    if as_json:
+        format = "json"
+    if format not in ("html", "csv", "json"):
+        typer.echo("error: --format must be html, csv or json", err=True)
         raise typer.Exit(2)
     rule_set = _load(file)
     if format == "csv":
         text = to_csv(rule_set.rule_file)
+    elif format == "json":
+        columns, table_rows = rows(rule_set.rule_file)
+        document = {
+            "version": rule_set.version,
+            "sha256": rule_set.sha256,
+            "columns": columns,
+            "rows": table_rows,
+        }
+        text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
     else:
         text = to_html(rule_set.rule_file, sha256=rule_set.sha256)
     if output is None:

@@ -265,9 +265,10 @@ async def test_deliveries_replay_requeues_a_dead_letter(
     assert requeued is not None
     assert (requeued.status, requeued.needs_human) == ("queued", False)
     assert [e.data["delivery_id"] for e in events] == [str(delivery_id)]
-    # Not a dead letter any more: nothing to replay, and --all finds none.
+    # Not a dead letter any more: replaying it again is an error, and --all finds none.
     again = await asyncio.to_thread(ruta, "deliveries", "replay", str(delivery_id))
-    assert "replayed 0 of 1" in again.stdout
+    assert again.exit_code == 1
+    assert "not a dead letter (its status is pending)" in again.stderr
     assert (
         "replayed 0 of 0" in (await asyncio.to_thread(ruta, "deliveries", "replay", "--all")).stdout
     )

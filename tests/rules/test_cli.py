@@ -59,6 +59,18 @@ def test_table_csv_and_html(tmp_path: Path) -> None:
     assert runner.invoke(rules_cli, ["table", "--format", "pdf"]).exit_code == 2
 
 
+def test_table_json_is_one_document_of_rows() -> None:
+    result = runner.invoke(rules_cli, ["table", "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["sha256"] and document["version"]
+    assert document["columns"][:2] == ["kind", "id"]
+    rules = {row["id"]: row for row in document["rows"] if row["kind"] == "rule"}
+    assert rules, document["rows"][:2]
+    assert all(set(row) == set(document["columns"]) for row in document["rows"])
+    assert any("docs/protocol.md#10" in row["protocol"] for row in rules.values())
+
+
 def test_diff_json(tmp_path: Path) -> None:
     result = runner.invoke(
         rules_cli,
