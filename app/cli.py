@@ -55,12 +55,19 @@ def _main(
     ] = False,
 ) -> None:
     """Ruta: referral routing for possible victims of human trafficking."""
+    multiproc = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if multiproc:
+        # prometheus_client writes there from the first import of a metric (below), and
+        # fails on a directory that does not exist yet.
+        Path(multiproc).mkdir(parents=True, exist_ok=True)
     from app.observability import configure_logging
 
     # A command's log lines (an admin change's trace) are JSON on stderr like the
     # service's, at WARNING unless RUTA_LOG_LEVEL says otherwise; `serve` and `worker`
-    # log at their settings' level.
-    configure_logging(os.environ.get("RUTA_LOG_LEVEL", "WARNING"))
+    # log at their settings' level. A process that configured its logging already (a test
+    # running commands in-process) keeps it.
+    if not structlog.is_configured():
+        configure_logging(os.environ.get("RUTA_LOG_LEVEL", "WARNING"))
 
 
 def settings_error(exc: ValueError) -> str:
@@ -202,26 +209,27 @@ def serve(
         bool, typer.Option("--migrate/--no-migrate", help="Apply migrations before serving.")
     ] = False,
 ) -> None:
-    """Serve the HTTP API with uvicorn. Every line it writes is a JSON log line on stderr."""
+    """Serve the HTTP API with uvicorn. Every line it writes is a JSON log line on stderr.
+
+    Nothing is written to the database before the port is bound and every check has passed:
+    a start that fails (the port taken, a directory file that does not validate, a role
+    that could alter the audit) leaves the database, and a running server's partners, as
+    they were."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from app.observability import logging_config
 
     settings = _service_settings()
-    if migrate_first:
-        try:
-            _migrate(settings)
-        except RoleError as exc:
-            log.error("privileges_not_granted", reason=str(exc))
-            raise typer.Exit(2) from None
-    _refuse_a_role_that_can_alter_the_audit(settings)
+    _check_the_directory_file(settings)
+    processes = workers or settings.workers
     trusted = settings.trusted_proxies
-    uvicorn.run(
+    config = uvicorn.Config(
         "app.main:create_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
-        workers=workers or settings.workers,
+        workers=processes,
         # X-Forwarded-For/-Proto only from the proxies named in RUTA_TRUSTED_PROXIES; by
         # default from nobody (uvicorn's own default trusts 127.0.0.1, and a caller on the
         # same host could then pick a new address for every failed authentication).
@@ -230,6 +238,61 @@ def serve(
         access_log=False,  # Ruta's `request` line is the access log (app/observability.py)
         log_config=logging_config(settings.log_level),
     )
+    # Bound first: a port in use ends the start here (uvicorn logs it and exits 1).
+    sock = config.bind_socket()
+    _serve_the_bound_address(config.host, sock.getsockname()[1])
+    if migrate_first:
+        try:
+            _migrate(settings)
+        except RoleError as exc:
+            log.error("privileges_not_granted", reason=str(exc))
+            raise typer.Exit(2) from None
+    _refuse_a_role_that_can_alter_the_audit(settings)
+    from app import metrics
+
+    with metrics.multiprocess_directory(processes):
+        if processes > 1:
+            Multiprocess(config, sockets=[sock]).run()
+            return
+        server = uvicorn.Server(config)
+        server.run(sockets=[sock])
+    if not server.started:
+        raise typer.Exit(3)  # uvicorn's STARTUP_FAILURE: the app's start failed
+
+
+def _serve_the_bound_address(host: str, port: int) -> None:
+    """The address served, for this process's settings and its worker processes' (they
+    read the environment): without RUTA_PUBLIC_BASE_URL the public URL, and so the demo
+    partners' endpoints, thin links and status URLs, follow it."""
+    os.environ["RUTA_HOST"] = host
+    os.environ["RUTA_PORT"] = str(port)
+    get_settings.cache_clear()
+
+
+def _check_the_directory_file(settings: Settings) -> None:
+    """The partner directory file validates before anything starts: a file missing, a
+    directory where the file should be (an unshipped bind mount), or a file that does not
+    validate is one log line and exit 2, not a traceback after the port was bound."""
+    from app.partners.directory import DirectoryError, directory_env, load_directory
+    from app.partners.service import directory_path
+
+    path = directory_path(settings)
+    if path is None:
+        return
+    try:
+        load_directory(
+            path, relaxed=settings.relaxed_network, env=directory_env(settings.public_base_url)
+        )
+    except (OSError, UnicodeDecodeError) as exc:
+        log.error(
+            "partner_directory_unreadable",
+            path=str(path),
+            reason=getattr(exc, "strerror", None) or type(exc).__name__,
+        )
+        raise typer.Exit(2) from None
+    except DirectoryError as exc:
+        log.error("partner_directory_invalid", path=str(path), problems=exc.errors)
+        raise typer.Exit(2) from None
 
 
 @cli.command()
@@ -778,9 +841,12 @@ def main() -> None:
 
 def _failure(exc: Exception) -> str:
     """What went wrong, in words an operator can act on, without the exception's text."""
+    import socket
+
     from sqlalchemy.exc import InterfaceError, OperationalError
 
-    if isinstance(exc, OSError | OperationalError | InterfaceError):
+    unreachable = ConnectionError | TimeoutError | socket.gaierror
+    if isinstance(exc, unreachable | OperationalError | InterfaceError):
         return (
             f"the database could not be reached ({type(exc).__name__}); check "
             "RUTA_DATABASE_URL and that the server is up"

@@ -1,12 +1,30 @@
 """Prometheus metrics. Labels carry codes, partner ids and route templates only: never a
-person's data, a screening id or a free-text value."""
+person's data, a screening id or a free-text value.
+
+Counters and histograms count this process's work. With several server processes
+(``ruta serve --workers N``) each writes them to files in ``PROMETHEUS_MULTIPROC_DIR``
+(prometheus_client's multiprocess mode) and a scrape, whichever process answers it, sums
+every process's files: counters never go backwards between scrapes. The gauges are not
+kept in any process: they are read from the database at scrape time
+(:class:`DatabaseGauges`), so every process and replica reports the same values.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 _Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 _CHILDREN: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
@@ -15,8 +33,7 @@ _CHILDREN: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = 
 def child(metric: _Metric, *labels: str) -> _Metric:
     """``metric.labels(*labels)``, looked up once per label set: ``labels()`` validates and
     takes a lock on every call, and intake and the delivery worker count on every request,
-    decision and attempt. Only for metrics whose label sets are bounded and never removed
-    (not ``CIRCUITS_OPEN``, which ``/metrics`` clears)."""
+    decision and attempt. Only for metrics whose label sets are bounded and never removed."""
     key = (metric, labels)
     found = _CHILDREN.get(key)
     if found is None:
@@ -55,15 +72,105 @@ DELIVERY_LATENCY = Histogram(
     ["partner_id"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0),
 )
-OUTBOX_BACKLOG = Gauge("ruta_outbox_backlog", "Deliveries not yet finished.")
-OUTBOX_OLDEST_DUE_AGE = Gauge(
-    "ruta_outbox_oldest_due_age_seconds", "Age of the oldest delivery that is due now."
-)
-DEAD_LETTERS = Gauge("ruta_dead_letters", "Deliveries that exhausted their retries.")
-CIRCUITS_OPEN = Gauge(
-    "ruta_circuit_open", "1 when a partner's circuit breaker is open.", ["partner_id"]
-)
-AUDIT_CHAIN_LENGTH = Gauge("ruta_audit_chain_length", "Events in the audit chain.")
-REFERRALS_NEEDING_A_PERSON = Gauge(
-    "ruta_referrals_needing_a_person", "Referrals held, escalated or undeliverable."
-)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseState:
+    """What the gauges show, read from the database at scrape time."""
+
+    outbox_backlog: int = 0
+    oldest_due_age_seconds: float = 0.0
+    dead_letters: int = 0
+    referrals_needing_a_person: int = 0
+    audit_chain_length: int = 0
+    #: Each partner with a circuit breaker, and whether it is open.
+    circuits: dict[str, bool] = field(default_factory=dict)
+
+
+class DatabaseGauges(Collector):
+    """The gauges of one scrape, from a :class:`DatabaseState`."""
+
+    def __init__(self, state: DatabaseState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterable[Metric]:
+        state = self.state
+        yield GaugeMetricFamily(
+            "ruta_outbox_backlog", "Deliveries not yet finished.", value=state.outbox_backlog
+        )
+        yield GaugeMetricFamily(
+            "ruta_outbox_oldest_due_age_seconds",
+            "Age of the oldest delivery that is due now.",
+            value=state.oldest_due_age_seconds,
+        )
+        yield GaugeMetricFamily(
+            "ruta_dead_letters",
+            "Deliveries that exhausted their retries.",
+            value=state.dead_letters,
+        )
+        circuits = GaugeMetricFamily(
+            "ruta_circuit_open",
+            "1 when a partner's circuit breaker is open.",
+            labels=["partner_id"],
+        )
+        for partner_id, is_open in sorted(state.circuits.items()):
+            circuits.add_metric([partner_id], 1 if is_open else 0)
+        yield circuits
+        yield GaugeMetricFamily(
+            "ruta_audit_chain_length", "Events in the audit chain.", value=state.audit_chain_length
+        )
+        yield GaugeMetricFamily(
+            "ruta_referrals_needing_a_person",
+            "Referrals held, escalated or undeliverable.",
+            value=state.referrals_needing_a_person,
+        )
+
+
+#: prometheus_client's multiprocess mode: set, every process writes its counters here.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def exposition(state: DatabaseState) -> bytes:
+    """The text a scrape returns: every server process's counters and histograms (this
+    process's alone when there is one), then the database's gauges."""
+    if os.environ.get(MULTIPROC_ENV):
+        processes = CollectorRegistry()
+        MultiProcessCollector(processes)  # type: ignore[no-untyped-call]
+    else:
+        processes = REGISTRY
+    database = CollectorRegistry()
+    database.register(DatabaseGauges(state))
+    return generate_latest(processes) + generate_latest(database)
+
+
+@contextmanager
+def multiprocess_directory(processes: int) -> Iterator[Path | None]:
+    """Where `ruta serve`'s processes keep their counters while it runs.
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set, that directory (one per `ruta serve`), emptied of
+    earlier runs' files: their counts would otherwise be added to this run's. Else, with
+    several processes, a new temporary directory, removed at the end. Else none: one process
+    counts in memory. Called before the worker processes start: they inherit the variable.
+    """
+    named = os.environ.get(MULTIPROC_ENV)
+    if named:
+        path = Path(named)
+        path.mkdir(parents=True, exist_ok=True)
+        # Files are named after the process that writes them; this process's own may be
+        # open already (its metrics were created at import).
+        mine = f"_{os.getpid()}.db"
+        for stale in path.glob("*.db"):
+            if not stale.name.endswith(mine):
+                stale.unlink(missing_ok=True)
+        yield path
+        return
+    if processes <= 1:
+        yield None
+        return
+    path = Path(tempfile.mkdtemp(prefix="ruta-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)

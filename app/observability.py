@@ -210,15 +210,34 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
     }
 
 
+#: The level below which Ruta's own lines are dropped, as :func:`configure_logging` last set
+#: it. Read at each call rather than built into the loggers: structlog caches a logger on
+#: its first use, and a level built into it would outlive a later configuration (the CLI
+#: starts at WARNING, `ruta serve` then logs at RUTA_LOG_LEVEL).
+_threshold = {"level": logging.INFO}
+_LEVELS = {**logging.getLevelNamesMapping(), "EXCEPTION": logging.ERROR, "MSG": logging.INFO}
+
+
+def _at_level(
+    _logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    if _LEVELS.get(method.upper(), logging.INFO) < _threshold["level"]:
+        raise structlog.DropEvent
+    return event_dict
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Every log line of the process as JSON on stderr, through the same processors:
     structlog's own calls and the standard library's loggers (and ``warnings``)."""
-    processors: list[Any] = [*_shared_processors(), structlog.processors.JSONRenderer()]
+    _threshold["level"] = _LEVELS.get(level.upper(), logging.INFO)
+    processors: list[Any] = [
+        _at_level,
+        *_shared_processors(),
+        structlog.processors.JSONRenderer(),
+    ]
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )

@@ -1,22 +1,15 @@
 from __future__ import annotations
 
 import hmac
-from datetime import datetime
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
 
 from app.deps import SettingsDep
 from app.errors import NotFound, Unauthorized
-from app.metrics import (
-    AUDIT_CHAIN_LENGTH,
-    CIRCUITS_OPEN,
-    DEAD_LETTERS,
-    OUTBOX_BACKLOG,
-    OUTBOX_OLDEST_DUE_AGE,
-    REFERRALS_NEEDING_A_PERSON,
-)
+from app.metrics import DatabaseState, exposition
 from app.models import AuditEvent, Delivery, PartnerCircuit, Referral
 from app.models.base import utcnow
 from app.openapi import problem
@@ -43,45 +36,46 @@ async def scraper(request: Request, settings: SettingsDep) -> None:
         raise Unauthorized("Send the metrics token as `Authorization: Bearer …`.")
 
 
-async def _refresh(request: Request, now: datetime) -> None:
-    """Gauges read from the database at scrape time, so every replica reports the same."""
+async def _database_state(request: Request, now: datetime) -> DatabaseState:
+    """The gauges' values, read from the database at scrape time, so every process and
+    replica reports the same."""
     async with request.app.state.sessionmaker() as session:
-        backlog = (
+        backlog, oldest = (
             await session.execute(
                 select(func.count(), func.min(Delivery.next_attempt_at)).where(
                     Delivery.status == "pending"
                 )
             )
         ).one()
-        OUTBOX_BACKLOG.set(backlog[0])
-        oldest = backlog[1]
         if oldest is not None and oldest.tzinfo is None:
-            from datetime import UTC
-
             oldest = oldest.replace(tzinfo=UTC)
-        OUTBOX_OLDEST_DUE_AGE.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0)
-        DEAD_LETTERS.set(
-            (
-                await session.execute(
-                    select(func.count()).select_from(Delivery).where(Delivery.status == "dead")
-                )
-            ).scalar_one()
-        )
-        REFERRALS_NEEDING_A_PERSON.set(
-            (
-                await session.execute(
-                    select(func.count()).select_from(Referral).where(Referral.needs_human)
-                )
-            ).scalar_one()
-        )
-        CIRCUITS_OPEN.clear()
-        for partner_id, state in (
-            await session.execute(select(PartnerCircuit.partner_id, PartnerCircuit.state))
-        ).all():
-            CIRCUITS_OPEN.labels(partner_id).set(1 if state == "open" else 0)
-        AUDIT_CHAIN_LENGTH.set(
-            (await session.execute(select(func.coalesce(func.max(AuditEvent.seq), 0)))).scalar_one()
-        )
+        dead = (
+            await session.execute(
+                select(func.count()).select_from(Delivery).where(Delivery.status == "dead")
+            )
+        ).scalar_one()
+        needing = (
+            await session.execute(
+                select(func.count()).select_from(Referral).where(Referral.needs_human)
+            )
+        ).scalar_one()
+        circuits = {
+            partner_id: state == "open"
+            for partner_id, state in (
+                await session.execute(select(PartnerCircuit.partner_id, PartnerCircuit.state))
+            ).all()
+        }
+        chain = (
+            await session.execute(select(func.coalesce(func.max(AuditEvent.seq), 0)))
+        ).scalar_one()
+    return DatabaseState(
+        outbox_backlog=backlog,
+        oldest_due_age_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
+        dead_letters=dead,
+        referrals_needing_a_person=needing,
+        audit_chain_length=chain,
+        circuits=circuits,
+    )
 
 
 @router.get(
@@ -93,7 +87,8 @@ async def _refresh(request: Request, now: datetime) -> None:
     "latency by route template, decisions by service, urgency and legal basis, rules "
     "fired, and gauges read from the database at scrape time (outbox backlog and oldest "
     "due age, dead letters, open circuits, referrals needing a person, audit chain "
-    "length), so every replica reports the same values.",
+    "length), so every replica reports the same values. With several server processes "
+    "the counters are every process's, summed.",
     response_class=Response,
     dependencies=[Depends(scraper)],
     responses={
@@ -111,5 +106,5 @@ async def _refresh(request: Request, now: datetime) -> None:
     },
 )
 async def metrics(request: Request) -> Response:
-    await _refresh(request, utcnow())
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    state = await _database_state(request, utcnow())
+    return Response(exposition(state), media_type=CONTENT_TYPE_LATEST)

@@ -63,7 +63,8 @@ def test_table_json_is_one_document_of_rows() -> None:
     result = runner.invoke(rules_cli, ["table", "--json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["sha256"] and document["version"]
+    assert document["sha256"]
+    assert document["version"]
     assert document["columns"][:2] == ["kind", "id"]
     rules = {row["id"]: row for row in document["rows"] if row["kind"] == "rule"}
     assert rules, document["rows"][:2]
