@@ -195,7 +195,7 @@ def test_two_instances_on_one_machine_deliver_only_to_themselves(
     instances = [start(tmp_path, url, "serve", env=development) for url in urls]
     servers.extend(instances)
     for process in instances:
-        wait_until(lambda p=process: healthy(p), process, "answer on /healthz")  # type: ignore[misc]
+        wait_until(lambda p=process: healthy(p), process, "answer on /healthz")
         response = httpx.post(
             f"{process.url}/v1/screenings",
             content=SCREENING.read_bytes(),
