@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import jwt
+import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +34,7 @@ from app.models import ApiClient, Role
 from app.models.base import utcnow
 from app.settings import Settings
 
+log = structlog.get_logger("ruta.auth")
 KEY_PREFIX = "ruta_"
 #: The longest a rotated-out key may keep working.
 MAX_ROTATION_GRACE = timedelta(days=7)
@@ -95,6 +97,7 @@ async def create_client(
     session.add(client)
     await session.flush()
     from app import audit
+    from app.observability import actor_fields, log_on_commit
 
     await audit.record(
         session,
@@ -102,6 +105,10 @@ async def create_client(
         actor=actor,
         data={"target_id": str(client.id), "role": role.value, "key_id": key_id},
     )
+    log_on_commit(
+        session, log, "info", "api_client_created", client_id=str(client.id),
+        role=role.value, key_id=key_id, **actor_fields(actor),
+    )  # fmt: skip
     return client, key
 
 
@@ -143,7 +150,16 @@ async def rotate_client_key(
     client.key_rotated_at = now
     await session.flush()
     from app import audit
+    from app.observability import actor_fields, log_on_commit
 
+    log_on_commit(
+        session, log, "info", "api_client_key_rotated", client_id=str(client.id),
+        key_id=key_id, previous_key_id=replaced,
+        previous_key_valid_until=client.previous_key_expires_at.isoformat()
+        if client.previous_key_expires_at is not None
+        else None,
+        **actor_fields(actor),
+    )  # fmt: skip
     await audit.record(
         session,
         action=audit.Action.client_key_rotated,

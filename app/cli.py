@@ -498,6 +498,7 @@ def clients_revoke(
     async def run() -> bool:
         from app.models import ApiClient
         from app.models.base import utcnow
+        from app.observability import log_on_commit
 
         async with _session(settings) as session:
             client = await session.get(ApiClient, ident)
@@ -521,6 +522,11 @@ def clients_revoke(
                         "reason": "cli",
                     },
                 )
+                log_on_commit(
+                    session, log, "info", "api_client_revoked", client_id=str(client.id),
+                    key_id=client.key_id, previous_key_id=previous, actor="system",
+                    actor_id="cli",
+                )  # fmt: skip
                 await session.commit()
             return True
 

@@ -16,7 +16,7 @@ from app.db import create_engine, create_sessionmaker
 from app.delivery.worker import DeliveryWorker
 from app.middleware import BodySizeLimit, NoStore, RejectNul
 from app.models.base import utcnow
-from app.observability import RequestContext, configure_logging
+from app.observability import RequestContext, configure_logging, log_on_commit
 from app.partners.service import load_and_sync
 from app.ratelimit import create_rate_limiter
 from app.routers import audit as audit_routes
@@ -81,6 +81,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "count": len(rule_set.rules),
                 },
             )
+            log_on_commit(
+                session, log, "info", "rule_set_loaded", rule_set_version=rule_set.version,
+                rule_set_hash=rule_set.sha256, rules=len(rule_set.rules),
+            )  # fmt: skip
             await session.commit()
         app.state.intake = GroupCommitter(
             app.state.sessionmaker,

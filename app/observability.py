@@ -16,10 +16,12 @@ import traceback
 import uuid
 from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import Counter, Histogram
+from sqlalchemy import event
+from sqlalchemy.orm import Session, SessionTransaction
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.audit.vocabulary import is_code
@@ -243,6 +245,50 @@ def configure_logging(level: str = "INFO") -> None:
     )
     logging.config.dictConfig(logging_config(level))
     logging.captureWarnings(True)
+
+
+#: Lines waiting for their session's transaction to commit (see :func:`log_on_commit`).
+_ON_COMMIT = "ruta.observability.log_on_commit"
+
+
+class _HasInfo(Protocol):
+    @property
+    def info(self) -> dict[Any, Any]: ...
+
+
+def log_on_commit(
+    session: _HasInfo, logger: Any, level: str, event_name: str, **fields: Any
+) -> None:
+    """Log ``event_name`` when ``session``'s transaction commits, and never if it rolls back:
+    a trace of what happened (a delivery attempt, a withdrawal, an admin change) rather
+    than of what was tried. Fields are ids, codes, counts and times, never personal data
+    (the redaction processor drops personal keys whatever is passed). Called inside a
+    transaction that has begun (after the work it describes)."""
+    session.info.setdefault(_ON_COMMIT, []).append((logger, level, event_name, fields))
+
+
+@event.listens_for(Session, "after_commit")
+def _log_committed(session: Session) -> None:
+    for logger, level, event_name, fields in session.info.pop(_ON_COMMIT, ()):
+        getattr(logger, level)(event_name, **fields)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_uncommitted(session: Session, previous_transaction: SessionTransaction) -> None:
+    # Any rollback of the outermost transaction, whether or not it had reached the
+    # database; a savepoint's rollback leaves the lines of the transaction around it.
+    if previous_transaction.parent is None:
+        session.info.pop(_ON_COMMIT, None)
+
+
+def actor_fields(who: Any) -> dict[str, str | None]:
+    """Who acted, for a log line: an API client by id and role (never its name, which may
+    be a person's), or a system component by its code."""
+    client_id = getattr(who, "client_id", None)
+    if client_id is not None:
+        role = getattr(who, "role", None)
+        return {"actor": "client", "actor_id": str(client_id), "actor_role": str(role)}
+    return {"actor": getattr(who, "type", "system"), "actor_id": getattr(who, "id", None)}
 
 
 REQUESTS = Counter(

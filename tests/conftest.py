@@ -12,6 +12,7 @@ PostgreSQL), so tests commit for real and run the worker without stepping on eac
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -293,3 +294,14 @@ async def poisoned(app: FastAPI) -> str:
 def counter_total(counter: Counter) -> float:
     """A Prometheus counter's total over all its label sets, in this process."""
     return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
+
+
+def log_records(text: str) -> list[dict[str, Any]]:
+    """The JSON log lines in captured output."""
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def log_lines(found: list[dict[str, Any]], event: str, **fields: Any) -> list[dict[str, Any]]:
+    """The records of ``event`` whose fields hold these values."""
+    wanted = {"event": event, **fields}
+    return [r for r in found if all(r.get(k) == v for k, v in wanted.items())]

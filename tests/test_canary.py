@@ -33,7 +33,12 @@ CANARIES = {
 
 
 def _canary_screening() -> dict[str, object]:
-    return screening(
+    return screening(**canary_fields())
+
+
+def canary_fields() -> dict[str, object]:
+    """Overrides for tests.factories that put a canary in every personal field."""
+    return dict(
         subject__name=CANARIES["name"],
         subject__contact={
             "phone": CANARIES["phone"],
@@ -51,7 +56,7 @@ def _canary_screening() -> dict[str, object]:
     )
 
 
-def _assert_clean(text: str, where: str) -> None:
+def assert_clean(text: str, where: str) -> None:
     lowered = text.lower()
     for label, canary in CANARIES.items():
         if label in ("code_word", "safe_times"):
@@ -113,10 +118,10 @@ async def test_canaries_never_reach_logs_errors_audit_or_metrics(
         server.stop()
 
     for index, text in enumerate(responses):
-        _assert_clean(text, f"response {index}")
-    _assert_clean(metrics, "/metrics")
+        assert_clean(text, f"response {index}")
+    assert_clean(metrics, "/metrics")
     logs = capfd.readouterr()
-    _assert_clean(logs.out + logs.err, "logs")
+    assert_clean(logs.out + logs.err, "logs")
     async with app.state.sessionmaker() as session:
         rows = (await session.execute(select(AuditEvent))).scalars().all()
     dump = json.dumps(
@@ -124,4 +129,4 @@ async def test_canaries_never_reach_logs_errors_audit_or_metrics(
         default=str,
     )
     assert "screening.received" in dump
-    _assert_clean(dump, "the audit table")
+    assert_clean(dump, "the audit table")

@@ -5,9 +5,10 @@ import json
 import httpx
 import pytest
 import structlog
+from fastapi import FastAPI
 
 from app.observability import redact
-from tests.conftest import KeyFactory, bearer
+from tests.conftest import KeyFactory, bearer, log_records
 from tests.factories import screening
 
 
@@ -141,3 +142,25 @@ async def test_metrics_cover_decisions_deliveries_backlog_and_the_audit_chain(
     )
     assert chain >= 4
     assert "ruta_referrals_needing_a_person" in text
+
+
+async def test_a_line_is_logged_when_its_transaction_commits_never_on_rollback(
+    app: FastAPI, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from sqlalchemy import text
+
+    from app.observability import configure_logging, log_on_commit
+
+    configure_logging("INFO")
+    log = structlog.get_logger("ruta.test")
+    async with app.state.sessionmaker() as session:
+        await session.execute(text("SELECT 1"))
+        log_on_commit(session, log, "info", "rolled_back_change", n=1)
+        await session.rollback()
+        await session.execute(text("SELECT 1"))
+        log_on_commit(session, log, "info", "committed_change", n=2)
+        assert "committed_change" not in capfd.readouterr().err
+        await session.commit()
+    events = [r["event"] for r in log_records(capfd.readouterr().err)]
+    assert "committed_change" in events
+    assert "rolled_back_change" not in events

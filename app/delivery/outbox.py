@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import and_, event, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -34,9 +35,11 @@ from sqlalchemy.orm import Session
 from app import crypto
 from app.errors import Conflict
 from app.models import Delivery, PartnerCircuit, Subject
+from app.observability import actor_fields, log_on_commit
 from app.schemas.decision import Urgency
 from app.settings import Settings
 
+log = structlog.get_logger("ruta.delivery")
 PENDING = "pending"
 TERMINAL = frozenset({"delivered", "rejected", "dead", "cancelled"})
 
@@ -362,6 +365,18 @@ async def replay_dead_letter(
         referral.human_reason = None
         referral.closed_at = None
         referral.updated_at = now
+    log_on_commit(
+        session,
+        log,
+        "info",
+        "dead_letter_replayed",
+        delivery_id=str(delivery.id),
+        referral_id=str(delivery.referral_id) if delivery.referral_id else None,
+        partner_id=delivery.partner_id,
+        event_type=delivery.event_type,
+        replays=delivery.replays,
+        **actor_fields(actor),
+    )
     await audit.record(
         session,
         action=Action.dead_letter_replayed,

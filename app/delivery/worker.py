@@ -31,6 +31,7 @@ from app.delivery.policy import Outcome
 from app.metrics import DELIVERY_ATTEMPTS, DELIVERY_LATENCY, child
 from app.models import Delivery, DeliveryAttempt, PartnerCircuit, PartnerRow, Referral
 from app.models.base import utcnow
+from app.observability import log_on_commit
 from app.partners import fhir
 from app.partners.minimiser import NOTIFICATION_CATEGORIES
 from app.partners.service import signing_secrets
@@ -289,6 +290,7 @@ class DeliveryWorker:
                 **({"due_at": _stamp(now + timedelta(seconds=delay))} if delay is not None else {}),
             },
         )
+        _log_attempt(session, delivery, outcome, result, now=now, delay=delay)
         await self._circuit(session, delivery.partner_id, outcome, now=now)
         if not still_ours:
             return  # cancelled meanwhile (fallback, revocation) or finished by another worker
@@ -358,6 +360,19 @@ class DeliveryWorker:
         delivery.last_error = reason[:200]
         delivery.lease_owner = None
         delivery.lease_expires_at = None
+        log_on_commit(
+            session,
+            log,
+            "error",
+            "delivery_dead_letter",
+            delivery_id=str(delivery.id),
+            referral_id=_text(delivery.referral_id),
+            partner_id=delivery.partner_id,
+            event_type=delivery.event_type,
+            attempts=delivery.attempt_count,
+            reason=delivery.last_error,
+            hint="a person must act: replay it (ruta deliveries replay) once the partner is back",
+        )
         referral = (
             await session.get(Referral, delivery.referral_id)
             if delivery.referral_id is not None
@@ -379,6 +394,9 @@ class DeliveryWorker:
             return
         partner.status = "paused"
         partner.updated_at = now
+        log_on_commit(
+            session, log, "warning", "partner_paused", partner_id=partner_id, reason="endpoint_gone"
+        )
         await audit.record(
             session,
             action=Action.partner_disabled,
@@ -419,10 +437,27 @@ class DeliveryWorker:
                 circuit.opened_at = now
                 circuit.probe_interval_seconds = PROBE_MIN_SECONDS
                 circuit.next_probe_at = now + timedelta(seconds=PROBE_MIN_SECONDS)
-                log.warning("circuit_opened", partner_id=partner_id)
+                log_on_commit(
+                    session,
+                    log,
+                    "warning",
+                    "circuit_opened",
+                    partner_id=partner_id,
+                    consecutive_failures=circuit.consecutive_failures,
+                    next_probe_at=_stamp(circuit.next_probe_at),
+                )
         else:
             if circuit.state == "open":
-                log.info("circuit_closed", partner_id=partner_id)
+                log_on_commit(
+                    session,
+                    log,
+                    "info",
+                    "circuit_closed",
+                    partner_id=partner_id,
+                    open_seconds=round((now - circuit.opened_at).total_seconds())
+                    if circuit.opened_at is not None
+                    else None,
+                )
             circuit.state = "closed"
             circuit.consecutive_failures = 0
             circuit.probe_interval_seconds = PROBE_MIN_SECONDS
@@ -458,6 +493,45 @@ async def _notification_sent(session: AsyncSession, delivery: Delivery) -> None:
             "fields_shared": list(NOTIFICATION_CATEGORIES),
         },
     )
+
+
+def _log_attempt(
+    session: AsyncSession,
+    delivery: Delivery,
+    outcome: Outcome,
+    result: policy.Result,
+    *,
+    now: datetime,
+    delay: float | None,
+) -> None:
+    """The attempt's trace, once its outcome is committed: delivered, or failed (and then
+    retried at ``next_attempt_at``, or given up: the dead letter has its own line)."""
+    fields = {
+        "delivery_id": str(delivery.id),
+        "referral_id": _text(delivery.referral_id),
+        "partner_id": delivery.partner_id,
+        "event_type": delivery.event_type,
+        "attempt": delivery.attempt_count,
+        "http_status": result.status_code,
+    }
+    if outcome is Outcome.delivered:
+        log_on_commit(session, log, "info", "delivery_delivered", **fields)
+        return
+    reason = _code(result.error) or f"http_{result.status_code}"
+    log_on_commit(
+        session, log, "warning", "delivery_attempt_failed", outcome=outcome.value,
+        reason=reason, **fields,
+    )  # fmt: skip
+    if delay is not None:
+        log_on_commit(
+            session, log, "info", "delivery_retry_scheduled",
+            next_attempt_at=_stamp(now + timedelta(seconds=delay)),
+            delay_seconds=round(delay, 1), **fields,
+        )  # fmt: skip
+
+
+def _text(value: uuid.UUID | None) -> str | None:
+    return str(value) if value is not None else None
 
 
 async def _first(*waits: object) -> None:

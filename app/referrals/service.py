@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import audit
@@ -19,6 +20,7 @@ from app.audit import Action
 from app.auth import Principal
 from app.errors import Conflict, Gone, NotFound, ValidationFailed, field_error
 from app.models import PartnerRow, Referral
+from app.observability import actor_fields, log_on_commit
 from app.partners.directory import PayloadFormat
 from app.partners.minimiser import build_referral_body
 from app.partners.service import directory_partners
@@ -26,6 +28,8 @@ from app.referrals.records import decided_of, load_screening, record_step
 from app.referrals.routing import fall_back
 from app.referrals.state import PartnerStatus, ReferralStatus, RejectReason, partner_may_report
 from app.settings import Settings
+
+log = structlog.get_logger("ruta.referrals")
 
 
 async def owns(session: AsyncSession, principal: Principal, referral: Referral) -> bool:
@@ -94,6 +98,18 @@ async def report_status(
             "status": status.value,
             **({"reason": reason.value} if reason else {}),
         },
+    )
+    log_on_commit(
+        session,
+        log,
+        "info",
+        "referral_status_reported",
+        referral_id=str(referral.id),
+        partner_id=referral.partner_id,
+        previous_status=previous,
+        status=status.value,
+        reason=reason.value if reason else None,
+        **actor_fields(principal),
     )
     if status is PartnerStatus.rejected:
         assert reason is not None

@@ -32,6 +32,7 @@ from app.auth import Principal
 from app.delivery import outbox
 from app.errors import NotFound
 from app.models import PartnerRow, Referral, Screening, Subject
+from app.observability import actor_fields, log_on_commit
 from app.partners.directory import Organisation, PayloadFormat
 from app.partners.minimiser import build_notice_body
 from app.referrals.records import recipients_so_far, record_step
@@ -101,6 +102,17 @@ async def withdraw_consent(
         screening_id=screening_id,
         data={"count": outcome.newly_revoked, "standing": len(outcome.standing)},
     )
+    log_on_commit(
+        session,
+        log,
+        "info",
+        "consent_withdrawn",
+        screening_id=str(screening_id),
+        revoked=outcome.newly_revoked,
+        standing=len(outcome.standing),
+        first=first,
+        **actor_fields(principal),
+    )
     return outcome
 
 
@@ -125,6 +137,19 @@ async def _revoke(
     referral.needs_human = False
     for partner_id in recipients:
         await _notify(session, settings, referral, partner_id, "referral.revoked", now=now)
+    log_on_commit(
+        session,
+        log,
+        "info",
+        "referral_revoked",
+        referral_id=str(referral.id),
+        screening_id=str(referral.screening_id),
+        partner_id=referral.partner_id,
+        service=referral.service,
+        previous_status=previous,
+        reason="consent_withdrawn",
+        partners_notified=len(recipients),
+    )
     await audit.record(
         session,
         action=Action.referral_revoked,

@@ -12,6 +12,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +24,7 @@ from app.deps import AdminDep, PartnerDep, SessionDep, SettingsDep
 from app.errors import BadRequest, ValidationFailed, field_error
 from app.models import PartnerRow
 from app.models.base import utcnow
+from app.observability import actor_fields, log_on_commit
 from app.openapi import ok, problem, responses
 from app.partners import service
 from app.partners.directory import (
@@ -42,6 +44,7 @@ from app.schemas.decision import PartnerRole
 from app.schemas.screening import Language, ServiceCategory, SortedSets, Strict
 
 router = APIRouter(prefix="/v1/partners", tags=["partners"], responses=responses(404, 409))
+log = structlog.get_logger("ruta.partners")
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     401: problem("No or invalid API key"),
@@ -270,13 +273,24 @@ async def _audit(
     partner_id: str,
     data: dict[str, Any],
 ) -> None:
-    """Every admin change to the directory is in the audit trail (ids and field names only)."""
+    """Every admin change to the directory is in the audit trail and, once committed, in
+    the log (ids and field names only)."""
     await audit.record(
         session,
         action=action,
         actor=admin,
         partner_id=partner_id,
         data={"target_id": partner_id, **data},
+    )
+    log_on_commit(
+        session,
+        log,
+        "info",
+        "partner_changed",
+        action=action.value,
+        partner_id=partner_id,
+        **data,
+        **actor_fields(admin),
     )
 
 
