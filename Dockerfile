@@ -17,10 +17,13 @@ COPY --from=build /opt/ruta /opt/ruta
 ENV PATH=/opt/ruta/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     RUTA_HOST=0.0.0.0 \
-    RUTA_PORT=8000
+    RUTA_PORT=8000 \
+    RUTA_WORKER_HEARTBEAT_PATH=/tmp/ruta-worker.heartbeat
 WORKDIR /srv/ruta
 USER 10001:10001
 EXPOSE 8000
+# The API's check. A container running `ruta worker` serves no port: give it
+# `ruta worker --check` instead (compose.yaml does), which reads the heartbeat file above.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
 # Migrations are applied before the server starts.

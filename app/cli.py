@@ -13,7 +13,7 @@ from typing import Annotated
 import structlog
 import typer
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import audit
 from app.audit.cli import audit_cli
@@ -295,12 +295,32 @@ def _check_the_directory_file(settings: Settings) -> None:
         raise typer.Exit(2) from None
 
 
+#: How often `ruta worker` touches its heartbeat file, and how old the file may be before
+#: `ruta worker --check` calls the worker dead.
+HEARTBEAT_SECONDS = 10.0
+HEARTBEAT_STALE_SECONDS = 60.0
+
+
 @cli.command()
 def worker(
     concurrency: Annotated[int, typer.Option(help="Deliveries in flight at once.")] = 10,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Do not work: exit 0 if the worker using RUTA_WORKER_HEARTBEAT_PATH is alive "
+            "(touched it in the last minute), 1 if not. For a container's health check.",
+        ),
+    ] = False,
 ) -> None:
     """Run a delivery worker (production: one or more beside the API replicas). Every line
-    it writes is a JSON log line on stderr."""
+    it writes is a JSON log line on stderr.
+
+    With RUTA_WORKER_HEARTBEAT_PATH set, it touches that file every 10 seconds while its
+    database answers, and removes it when it stops; `ruta worker --check` reads it."""
+    if check:
+        _check_heartbeat(_settings())
+        return
     import signal
 
     from app.delivery.worker import DeliveryWorker
@@ -321,13 +341,54 @@ def worker(
             loop.add_signal_handler(sig, stop.set)
         delivery_worker = DeliveryWorker(maker, settings, concurrency=concurrency)
         log.info("delivery_worker_started", worker_id=delivery_worker.worker_id)
+        heartbeat = settings.worker_heartbeat_path
         try:
-            await delivery_worker.run(stop)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(delivery_worker.run(stop))
+                if heartbeat is not None:
+                    tasks.create_task(_beat(maker, heartbeat, stop))
         finally:
+            if heartbeat is not None:
+                heartbeat.unlink(missing_ok=True)
             await engine.dispose()
         log.info("delivery_worker_stopped", worker_id=delivery_worker.worker_id)
 
     asyncio.run(run())
+
+
+async def _beat(maker: async_sessionmaker[AsyncSession], path: Path, stop: asyncio.Event) -> None:
+    """Touch ``path`` every HEARTBEAT_SECONDS while the database answers."""
+    import contextlib
+
+    from sqlalchemy import text
+
+    while not stop.is_set():
+        try:
+            async with maker() as session:
+                await session.execute(text("SELECT 1"))
+            await asyncio.to_thread(path.touch)
+        except Exception as exc:  # the worker's own loop logs and retries too
+            log.warning("worker_heartbeat_missed", error_type=type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
+
+
+def _check_heartbeat(settings: Settings) -> None:
+    import time
+
+    path = settings.worker_heartbeat_path
+    if path is None:
+        typer.echo("error: set RUTA_WORKER_HEARTBEAT_PATH (the worker's heartbeat file)", err=True)
+        raise typer.Exit(2)
+    try:
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        typer.echo(f"error: no heartbeat at {path}: the worker is not running", err=True)
+        raise typer.Exit(1) from None
+    if age > HEARTBEAT_STALE_SECONDS:
+        typer.echo(f"error: the worker's last heartbeat is {age:.0f} s old", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"worker alive (heartbeat {age:.0f} s ago)")
 
 
 @clients_cli.command("create")
