@@ -87,6 +87,24 @@ class DatabaseState:
     circuits: dict[str, bool] = field(default_factory=dict)
 
 
+#: The gauges with one value each: name, help, and the DatabaseState field it shows.
+_DATABASE_GAUGES = (
+    ("ruta_outbox_backlog", "Deliveries not yet finished.", "outbox_backlog"),
+    (
+        "ruta_outbox_oldest_due_age_seconds",
+        "Age of the oldest delivery that is due now.",
+        "oldest_due_age_seconds",
+    ),
+    ("ruta_dead_letters", "Deliveries that exhausted their retries.", "dead_letters"),
+    ("ruta_audit_chain_length", "Events in the audit chain.", "audit_chain_length"),
+    (
+        "ruta_referrals_needing_a_person",
+        "Referrals held, escalated or undeliverable.",
+        "referrals_needing_a_person",
+    ),
+)
+
+
 class DatabaseGauges(Collector):
     """The gauges of one scrape, from a :class:`DatabaseState`."""
 
@@ -94,36 +112,16 @@ class DatabaseGauges(Collector):
         self.state = state
 
     def collect(self) -> Iterable[Metric]:
-        state = self.state
-        yield GaugeMetricFamily(
-            "ruta_outbox_backlog", "Deliveries not yet finished.", value=state.outbox_backlog
-        )
-        yield GaugeMetricFamily(
-            "ruta_outbox_oldest_due_age_seconds",
-            "Age of the oldest delivery that is due now.",
-            value=state.oldest_due_age_seconds,
-        )
-        yield GaugeMetricFamily(
-            "ruta_dead_letters",
-            "Deliveries that exhausted their retries.",
-            value=state.dead_letters,
-        )
+        for name, documentation, attribute in _DATABASE_GAUGES:
+            yield GaugeMetricFamily(name, documentation, value=getattr(self.state, attribute))
         circuits = GaugeMetricFamily(
             "ruta_circuit_open",
             "1 when a partner's circuit breaker is open.",
             labels=["partner_id"],
         )
-        for partner_id, is_open in sorted(state.circuits.items()):
+        for partner_id, is_open in sorted(self.state.circuits.items()):
             circuits.add_metric([partner_id], 1 if is_open else 0)
         yield circuits
-        yield GaugeMetricFamily(
-            "ruta_audit_chain_length", "Events in the audit chain.", value=state.audit_chain_length
-        )
-        yield GaugeMetricFamily(
-            "ruta_referrals_needing_a_person",
-            "Referrals held, escalated or undeliverable.",
-            value=state.referrals_needing_a_person,
-        )
 
 
 #: prometheus_client's multiprocess mode: set, every process writes its counters here.

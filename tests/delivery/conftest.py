@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import audit
 from app.db import create_engine, create_sessionmaker
+from app.delivery import policy
 from app.delivery.outbox import ClaimConfig
 from app.delivery.worker import DeliveryWorker
-from app.models import Delivery, Referral
+from app.models import Delivery, PartnerCircuit, Referral
 from app.models.base import utcnow
 from app.settings import Environment, Settings
 from tests.conftest import TEST_SECRET, KeyFactory, _admin_execute, _db_url, bearer
@@ -105,6 +106,27 @@ async def referral(app: FastAPI, referral_id: str) -> Referral:
         row: Referral | None = await session.get(Referral, uuid.UUID(referral_id))
         assert row is not None
         return row
+
+
+async def past_the_probe(app: FastAPI, clock: Clock, partner_id: str) -> None:
+    """Move the clock past the partner's next circuit probe, if its circuit is open."""
+    async with app.state.sessionmaker() as session:
+        circuit = await session.get(PartnerCircuit, partner_id)
+        if circuit is not None and circuit.next_probe_at is not None:
+            clock.now = max(clock.now, circuit.next_probe_at + timedelta(seconds=1))
+
+
+async def until_dead(app: FastAPI, worker: DeliveryWorker, clock: Clock, partner_id: str) -> None:
+    """Run the worker, in simulated time, until the one delivery is no longer pending (a
+    partner that keeps failing: retries run out and it becomes a dead letter)."""
+    for _ in range(policy.max_attempts() + 2):
+        [delivery] = await deliveries(app)
+        if delivery.status != "pending":
+            return
+        clock.advance(max(0.0, (delivery.next_attempt_at - clock.now).total_seconds()) + 1)
+        # The circuit opens after a few failures: each round is also its probe.
+        await past_the_probe(app, clock, partner_id)
+        await worker.run_once()
 
 
 @pytest.fixture

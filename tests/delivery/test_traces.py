@@ -5,7 +5,7 @@ canary in every personal field, and none reaches the output."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -14,10 +14,9 @@ from fastapi import FastAPI
 
 from app.delivery import policy
 from app.delivery.worker import DeliveryWorker
-from app.models import PartnerCircuit
 from app.observability import configure_logging
 from tests.conftest import KeyFactory, bearer, log_lines, log_records
-from tests.delivery.conftest import Clock, add_partner, deliveries
+from tests.delivery.conftest import Clock, add_partner, deliveries, past_the_probe, until_dead
 from tests.delivery.partner_server import PartnerServer
 from tests.factories import adult_consenting
 from tests.test_canary import assert_clean, canary_fields
@@ -30,13 +29,6 @@ async def post_canary(http: httpx.AsyncClient, api_key: KeyFactory) -> dict[str,
     assert response.status_code == 201, response.text
     receipt: dict[str, Any] = response.json()
     return receipt
-
-
-async def past_the_probe(app: FastAPI, clock: Clock, partner_id: str) -> None:
-    async with app.state.sessionmaker() as session:
-        circuit = await session.get(PartnerCircuit, partner_id)
-        if circuit is not None and circuit.next_probe_at is not None:
-            clock.now = max(clock.now, circuit.next_probe_at + timedelta(seconds=1))
 
 
 async def test_a_delivery_that_fails_leaves_a_trace_without_personal_data(
@@ -53,13 +45,7 @@ async def test_a_delivery_that_fails_leaves_a_trace_without_personal_data(
     receipt = await post_canary(http, api_key)
     [medical] = [r for r in receipt["decision"]["referrals"] if r["service"] == "medical"]
     partner_server.default = 500
-    for _ in range(policy.max_attempts() + 2):
-        [delivery] = await deliveries(app)
-        if delivery.status != "pending":
-            break
-        clock.advance(max(0.0, (delivery.next_attempt_at - clock.now).total_seconds()) + 1)
-        await past_the_probe(app, clock, "trace-partner")
-        await worker.run_once()
+    await until_dead(app, worker, clock, "trace-partner")
     [delivery] = await deliveries(app)
     assert delivery.status == "dead"
     admin = await api_key("admin")

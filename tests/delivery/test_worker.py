@@ -14,7 +14,15 @@ from app.delivery.worker import FAILURES_TO_OPEN, DeliveryWorker
 from app.models import DeliveryAttempt, PartnerCircuit, PartnerRow
 from app.models.audit import AuditEvent
 from tests.conftest import KeyFactory, bearer
-from tests.delivery.conftest import Clock, add_partner, deliveries, referral, submit
+from tests.delivery.conftest import (
+    Clock,
+    add_partner,
+    deliveries,
+    past_the_probe,
+    referral,
+    submit,
+    until_dead,
+)
 from tests.delivery.partner_server import SECRET, PartnerServer, closed_port_url
 
 
@@ -193,17 +201,7 @@ async def test_exhausted_retries_become_a_dead_letter_that_an_admin_replays(
     receipt = await submit(http, api_key)
     [item] = [r for r in receipt["decision"]["referrals"] if r["service"] == "medical"]
     partner_server.default = 500
-    for _ in range(policy.max_attempts() + 2):
-        [delivery] = await deliveries(app)
-        if delivery.status != "pending":
-            break
-        clock.advance(max(0.0, (delivery.next_attempt_at - clock.now).total_seconds()) + 1)
-        # The circuit opens after a few failures: each round is also its probe.
-        async with app.state.sessionmaker() as session:
-            circuit = await session.get(PartnerCircuit, "flaky")
-            if circuit is not None and circuit.next_probe_at is not None:
-                clock.now = max(clock.now, circuit.next_probe_at + timedelta(seconds=1))
-        await worker.run_once()
+    await until_dead(app, worker, clock, "flaky")
     [delivery] = await deliveries(app)
     assert delivery.status == "dead"
     assert delivery.attempt_count == policy.max_attempts()
@@ -216,11 +214,7 @@ async def test_exhausted_retries_become_a_dead_letter_that_an_admin_replays(
     replayed = await http.post(f"/v1/deliveries/{delivery.id}/replay", headers=bearer(admin))
     assert replayed.status_code == 200, replayed.text
     partner_server.default = 200
-    async with app.state.sessionmaker() as session:
-        circuit = await session.get(PartnerCircuit, "flaky")
-        assert circuit is not None
-        if circuit.next_probe_at is not None:
-            clock.now = max(clock.now, circuit.next_probe_at + timedelta(seconds=1))
+    await past_the_probe(app, clock, "flaky")
     await worker.run_once()
     [delivery] = await deliveries(app)
     assert delivery.status == "delivered"
