@@ -22,6 +22,7 @@ from app.errors import Conflict, Gone, NotFound, ValidationFailed, field_error
 from app.models import PartnerRow, Referral
 from app.observability import actor_fields, log_on_commit
 from app.partners.directory import PayloadFormat
+from app.partners.matching import Escalation
 from app.partners.minimiser import build_referral_body
 from app.partners.service import directory_partners
 from app.referrals.records import decided_of, load_screening, record_step
@@ -30,6 +31,10 @@ from app.referrals.state import PartnerStatus, ReferralStatus, RejectReason, par
 from app.settings import Settings
 
 log = structlog.get_logger("ruta.referrals")
+#: Reports by which a partner takes a referral on.
+ACKNOWLEDGED = frozenset(
+    {PartnerStatus.received, PartnerStatus.accepted, PartnerStatus.in_progress}
+)
 
 
 async def owns(session: AsyncSession, principal: Principal, referral: Referral) -> bool:
@@ -86,6 +91,26 @@ async def report_status(
         reason=reason.value if reason else None,
         now=now,
     )
+    if status in ACKNOWLEDGED and referral.human_reason == Escalation.emergency_no_partner_open:
+        # The closed partner answered after all: the person alerted need not act any more.
+        referral.needs_human = False
+        referral.human_reason = None
+    await _recorded(session, principal, referral, previous, status, reason)
+    if status is PartnerStatus.rejected:
+        assert reason is not None
+        await fall_back(session, settings, referral, reason=f"rejected_{reason.value}", now=now)
+    return referral
+
+
+async def _recorded(
+    session: AsyncSession,
+    principal: Principal,
+    referral: Referral,
+    previous: str,
+    status: PartnerStatus,
+    reason: RejectReason | None,
+) -> None:
+    """The report in the audit trail and, once committed, in the log."""
     await audit.record(
         session,
         action=Action.referral_status_changed,
@@ -100,21 +125,10 @@ async def report_status(
         },
     )
     log_on_commit(
-        session,
-        log,
-        "info",
-        "referral_status_reported",
-        referral_id=str(referral.id),
-        partner_id=referral.partner_id,
-        previous_status=previous,
-        status=status.value,
-        reason=reason.value if reason else None,
-        **actor_fields(principal),
-    )
-    if status is PartnerStatus.rejected:
-        assert reason is not None
-        await fall_back(session, settings, referral, reason=f"rejected_{reason.value}", now=now)
-    return referral
+        session, log, "info", "referral_status_reported", referral_id=str(referral.id),
+        partner_id=referral.partner_id, previous_status=previous, status=status.value,
+        reason=reason.value if reason else None, **actor_fields(principal),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
