@@ -65,7 +65,7 @@ SERVICE_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
     "partners": _CHANGE,  # directory sync, capacity, pause
     "partner_circuits": _CHANGE,
     "subjects": (*_CHANGE, "DELETE"),  # erasure; a group's unused subjects are removed
-    "screenings": _WRITE,
+    "screenings": _CHANGE,  # consent withdrawal records its time (consent_withdrawn_at)
     "decisions": _WRITE,
     "referrals": _CHANGE,
     "referral_events": _WRITE,
