@@ -112,6 +112,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Referral routing for possible victims of human trafficking",
         description=DESCRIPTION,
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
+        # app.openapi.install serves them from local assets instead of a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     # Loaded and compiled once, before the app exists: a rule file that does not validate

@@ -61,9 +61,17 @@ PartnerId = Annotated[
 ]
 
 
-class PartnerStatus(StrEnum):
+class DirectoryStatus(StrEnum):
+    """Whether matching considers a directory entry: ``active``, or ``paused`` by an admin.
+    Not the status a partner reports on a referral (``app.referrals.state.PartnerStatus``)."""
+
     active = "active"
     paused = "paused"
+
+
+#: The name other modules import (kept while branches that use it are merged); the OpenAPI
+#: document knows only DirectoryStatus, so clients do not confuse the two enums.
+PartnerStatus = DirectoryStatus
 
 
 class PayloadFormat(StrEnum):
@@ -275,7 +283,7 @@ class Partner(SortedSets):
     capacity: Capacity
     hours: Hours = Hours(always_open=True)
     endpoint: Endpoint
-    status: PartnerStatus = PartnerStatus.active
+    status: DirectoryStatus = DirectoryStatus.active
     #: Lower is tried first among otherwise equal partners.
     priority: int = Field(default=100, ge=0, le=10_000)
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi.openapi.models import Example
 
+from app.partners import fhir
+
 EXAMPLE_SCREENING: dict[str, Any] = {
     "id": "5b0f7a2e-8c1d-4e0a-9b3f-2d6c1a7e9f10",
     "schema_version": "1",
@@ -543,6 +545,92 @@ REFERRAL_DETAILS: dict[str, Any] = {
     },
     "data_categories": ["clinical", "demographics", "location", "needs", "safe_contact"],
 }
+
+# --- What partners receive (the webhooks) ---------------------------------------------------
+
+REFERRAL_CREATED: dict[str, Any] = {**REFERRAL_DETAILS, "type": "referral.created"}
+REFERRAL_CREATED_THIN: dict[str, Any] = {
+    "type": "referral.created",
+    "format": "ruta-json/1",
+    "thin": True,
+    "referral": {
+        **{k: REFERRAL_DETAILS["referral"][k] for k in ("id", "partner_id", "service")},
+        **{k: REFERRAL_DETAILS["referral"][k] for k in ("urgency", "respond_by", "status_url")},
+        "details_url": f"https://ruta.example.org/v1/referrals/{REFERRAL_ID}/details",
+    },
+}
+REFERRAL_REVOKED: dict[str, Any] = {
+    "type": "referral.revoked",
+    "format": "ruta-json/1",
+    "referral": {
+        "id": REFERRAL_ID,
+        "partner_id": HOSPITAL["id"],
+        "reason": "consent_withdrawn",
+        "stands": False,
+        "instruction": {
+            "es": "La persona retiró su consentimiento: suspenda la derivación y elimine los "
+            "datos recibidos según su política de protección de datos. Ya no puede consultar "
+            "sus datos en Ruta.",
+            "en": "The person withdrew consent: stop the referral and delete the data you "
+            "received under your data-protection policy. You can no longer read the person's "
+            "data in Ruta.",
+        },
+    },
+}
+REFERRAL_CONSENT_WITHDRAWN: dict[str, Any] = {
+    "type": "referral.consent_withdrawn",
+    "format": "ruta-json/1",
+    "referral": {
+        "id": REFERRAL_ID,
+        "partner_id": "upe-mimp-nacional",
+        "reason": "consent_withdrawn",
+        "stands": True,
+        "legal_basis": "child_protection_duty",
+        "instruction": {
+            "es": "La persona retiró su consentimiento, pero esta derivación no se basa en él: "
+            "se mantiene por el deber de proteger a la niñez. Continúe la atención y use los "
+            "datos solo para ese fin.",
+            "en": "The person withdrew consent, but this referral does not rest on it: it "
+            "stands on child-protection duty. Continue the care, and use the data for that "
+            "purpose only.",
+        },
+    },
+}
+NOTIFICATION_CREATED: dict[str, Any] = {
+    "type": "notification.created",
+    "format": "ruta-json/1",
+    "notification": {
+        "id": "6c3f2f4e-7d0b-4a8e-9b1c-2d3e4f5a6b7c",
+        "reason": "adult_declined_consent",
+        "month": "2026-11",
+        "referring_organisation": "Caravana de la Vida",
+    },
+    "case": {
+        "region": "madre_de_dios",
+        "age_band": "25-34",
+        "sex": "male",
+        "exploitation_types": ["labour"],
+        "control_methods": ["debt_bondage"],
+        "recruitment": ["job_offer"],
+        "sectors": ["mining"],
+    },
+}
+#: The fhir-r4 forms, rendered from the ruta-json examples by the real renderer.
+_HOSPITAL_ORG = {"id": "hospital-santa-rosa", "name": HOSPITAL["name"]}
+FHIR_REFERRAL_CREATED: dict[str, Any] = fhir.referral_bundle(
+    REFERRAL_CREATED, organisation=_HOSPITAL_ORG, public_base_url="https://ruta.example.org"
+)
+FHIR_REFERRAL_REVOKED: dict[str, Any] = fhir.notice_bundle(
+    REFERRAL_REVOKED, organisation=_HOSPITAL_ORG, public_base_url="https://ruta.example.org"
+)
+FHIR_REFERRAL_CONSENT_WITHDRAWN: dict[str, Any] = fhir.notice_bundle(
+    REFERRAL_CONSENT_WITHDRAWN,
+    organisation={"id": "upe-mimp", "name": "UPE - MIMP"},
+    public_base_url="https://ruta.example.org",
+)
+FHIR_REFERRAL_DETAILS: dict[str, Any] = fhir.referral_bundle(
+    REFERRAL_DETAILS, organisation=_HOSPITAL_ORG, public_base_url="https://ruta.example.org"
+)
 
 # --- Deliveries ---------------------------------------------------------------------------
 
