@@ -370,3 +370,34 @@ def test_every_tag_is_described() -> None:
     }
     assert used, "no tags"
     assert {t for t in used if len(described.get(t, "")) < MIN_DESCRIPTION} == set()
+
+
+# --- /docs and /redoc offline -----------------------------------------------------------------
+
+
+async def test_the_docs_pages_load_only_local_assets_and_they_are_served(
+    http: httpx.AsyncClient,
+) -> None:
+    """Offline (a clinic in a mining camp, a partner behind a firewall) the pages still
+    render: every script, style sheet, image and document they load is on this server."""
+    for page in ("/docs", "/redoc"):
+        answer = await http.get(page)
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/html")
+        html = answer.text
+        urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", html)
+        urls += re.findall(r"""(?:\burl\b|redoc_url)\s*\(\s*['"]([^'"]+)['"]""", html)
+        assert urls, page
+        remote = [u for u in urls if not u.startswith("/")]
+        assert not remote, (page, remote)
+        assert "cdn" not in html.lower()
+        assert "fonts.googleapis" not in html
+        for url in urls:
+            asset = await http.get(url)
+            assert asset.status_code == 200, url
+            assert len(asset.content) > 100, url
+    swagger = (await http.get("/docs")).text
+    assert '"validatorUrl": null' in swagger  # no badge fetched from swagger.io
+    assert "/docs/assets/swagger-ui-bundle.js" in swagger
+    assert "/docs/assets/redoc.standalone.js" in (await http.get("/redoc")).text
+    assert (await http.get("/docs/oauth2-redirect")).status_code == 200
