@@ -71,7 +71,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
 
 
 def test_every_operation_has_a_generated_function(generated: ModuleType) -> None:
-    api = Path(generated.__file__).parent / "api"
+    api = Path(str(generated.__file__)).parent / "api"
     modules = {p.stem for p in api.rglob("*.py") if p.stem != "__init__"}
     expected = {
         _snake(operation["operationId"])
