@@ -23,6 +23,7 @@ from app.routers import audit as audit_routes
 from app.routers import (
     deliveries,
     demo_partners,
+    fhir,
     health,
     metrics,
     partners,
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(partners.router)
     app.include_router(referrals.router)
     app.include_router(deliveries.router)
+    app.include_router(fhir.router)
     demo_partners.install(app, settings)
     app.include_router(metrics.router)
     openapi.install(app)

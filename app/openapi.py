@@ -229,9 +229,10 @@ def _finish(document: dict[str, Any]) -> None:
         components.setdefault(name, schema)
     components.setdefault("Problem", problem_schema)
     # Cited by the application/fhir+json forms, which FastAPI does not collect itself.
-    bundle = wh.FhirBundle.model_json_schema(ref_template="#/components/schemas/{model}")
-    for name, schema in [*bundle.pop("$defs", {}).items(), ("FhirBundle", bundle)]:
-        components.setdefault(name, schema)
+    for model in (wh.FhirBundle, wh.FhirCodeSystem):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, item in [*schema.pop("$defs", {}).items(), (model.__name__, schema)]:
+            components.setdefault(name, item)
     for item in document.get("paths", {}).values():
         for operation in item.values():
             for status, response in operation.get("responses", {}).items():

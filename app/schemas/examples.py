@@ -631,6 +631,13 @@ FHIR_REFERRAL_CONSENT_WITHDRAWN: dict[str, Any] = fhir.notice_bundle(
 FHIR_REFERRAL_DETAILS: dict[str, Any] = fhir.referral_bundle(
     REFERRAL_DETAILS, organisation=_HOSPITAL_ORG, public_base_url="https://ruta.example.org"
 )
+FHIR_CODE_SYSTEM: dict[str, Any] = fhir.code_system(  # type: ignore[assignment]
+    "service-category",
+    public_base_url="https://ruta.example.org",
+    rules=(),
+    rules_version="",
+    fields=(),
+)
 
 # --- Deliveries ---------------------------------------------------------------------------
 

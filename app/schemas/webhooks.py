@@ -364,3 +364,40 @@ def model_for(body: dict[str, Any]) -> type[BaseModel]:
     if kind == "referral.created":
         return ReferralCreatedThin if body.get("thin") else ReferralCreated
     return forms[0]
+
+
+class FhirDesignation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    language: str
+    value: str
+
+
+class FhirConcept(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    display: str | None = None
+    definition: str | None = None
+    designation: list[FhirDesignation] | None = None
+
+
+class FhirCodeSystem(BaseModel):
+    """A FHIR R4 CodeSystem: one of Ruta's vocabularies that fhir-r4 bodies cite."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resourceType: Literal["CodeSystem"]  # noqa: N815 - FHIR's name
+    id: str
+    url: Url
+    version: str
+    name: str
+    title: str
+    status: Literal["active"]
+    experimental: bool
+    publisher: str
+    description: str
+    caseSensitive: bool  # noqa: N815 - FHIR's name
+    content: Literal["complete"]
+    count: int
+    concept: list[FhirConcept]
