@@ -108,7 +108,7 @@ def bodies(s: ScreeningIn, service: ServiceCategory, thin: bool) -> list[dict[st
             referring_organisation="Caravana de la Vida",
             public_base_url=BASE,
             thin=thin and event == "referral.created",
-            event=event,  # type: ignore[arg-type]
+            event=event,
             payload_format=PayloadFormat.fhir_r4,
             organisation=ORG,
             consent_withdrawn=True,
