@@ -30,6 +30,7 @@ from app.routers import (
     referrals,
     rules,
     screenings,
+    services,
     subjects,
 )
 from app.rules import DEFAULT_RULES_PATH, load_rule_set
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_routes.router)
     app.include_router(rules.router)
     app.include_router(partners.router)
+    app.include_router(services.router)
     app.include_router(referrals.router)
     app.include_router(deliveries.router)
     app.include_router(fhir.router)

@@ -638,6 +638,106 @@ FHIR_CODE_SYSTEM: dict[str, Any] = fhir.code_system(  # type: ignore[assignment]
     rules_version="",
     fields=(),
 )
+_SERVICE_ID = "8c5e1f5a-2f7e-5a7b-9a55-0a1b2c3d4e5f"
+_HOSPITAL_ORG_ID = "1e0d3c8b-6b8a-5f0e-8d3c-2a1b0c9d8e7f"
+
+
+def _term(taxonomy: str, code: str, name: str, n: int) -> dict[str, Any]:
+    return {
+        "id": f"0000000{n}-1b2c-5d3e-8f4a-5b6c7d8e9f00",
+        "link_id": _SERVICE_ID,
+        "link_type": taxonomy,
+        "link_entity": "service",
+        "value": code,
+        "label": name,
+        "taxonomy_term": {
+            "id": f"1000000{n}-1b2c-5d3e-8f4a-5b6c7d8e9f00",
+            "code": code,
+            "name": name,
+            "description": f"{taxonomy}: {name}",
+            "taxonomy": taxonomy,
+        },
+    }
+
+
+SERVICE_PAGE: dict[str, Any] = {
+    "total_items": 1,
+    "total_pages": 1,
+    "page_number": 1,
+    "size": 1,
+    "first_page": True,
+    "last_page": True,
+    "empty": False,
+    "contents": [
+        {
+            "id": _SERVICE_ID,
+            "organization_id": _HOSPITAL_ORG_ID,
+            "name": HOSPITAL["name"],
+            "description": "Emergency and general medicine; mercury and malaria screening.",
+            "status": "active",
+            "eligibility_description": "Any age; any sex.",
+            "minimum_age": None,
+            "maximum_age": None,
+            "languages": [
+                {
+                    "id": "2b3c4d5e-6f70-5182-9384-a5b6c7d8e9f0",
+                    "service_id": _SERVICE_ID,
+                    "code": "es",
+                }
+            ],
+            "service_areas": [
+                {
+                    "id": "3c4d5e6f-7081-5293-a4b5-c6d7e8f90a1b",
+                    "service_id": _SERVICE_ID,
+                    "name": "madre_de_dios",
+                    "description": "Department (region) of Peru",
+                    "extent_type": None,
+                    "extent": None,
+                }
+            ],
+            "schedules": [
+                {
+                    "id": "4d5e6f70-8192-53a4-b5c6-d7e8f90a1b2c",
+                    "service_id": _SERVICE_ID,
+                    "freq": "WEEKLY",
+                    "byday": "MO,TU,WE,TH,FR,SA,SU",
+                    "opens_at": None,
+                    "closes_at": None,
+                    "timezone": None,
+                    "description": "Always open (24 hours, every day).",
+                }
+            ],
+            "capacities": [
+                {
+                    "id": "5e6f7081-92a3-54b5-86d7-e8f90a1b2c3d",
+                    "unit": {"id": "6f708192-a3b4-55c6-97e8-f90a1b2c3d4e", "name": "new referrals"},
+                    "available": 3,
+                    "maximum": 10,
+                    "description": "New referrals the partner can take now (it reports them).",
+                    "updated": "2026-11-20T08:00:00+00:00",
+                }
+            ],
+            "attributes": [
+                _term("ruta_partner_id", HOSPITAL["id"], HOSPITAL["id"], 1),
+                _term("ruta_partner_role", "health_facility", "Health facility", 2),
+                _term("ruta_service_category", "medical", "Medical", 3),
+            ],
+            "organization": {
+                "id": _HOSPITAL_ORG_ID,
+                "name": HOSPITAL["name"],
+                "description": HOSPITAL["name"],
+                "identifiers": [
+                    {
+                        "id": "708192a3-b4c5-56d7-a8f9-0a1b2c3d4e5f",
+                        "identifier_scheme": "ruta",
+                        "identifier_type": "ruta_organisation_id",
+                        "identifier": "hospital-santa-rosa",
+                    }
+                ],
+            },
+        }
+    ],
+}
 
 # --- Deliveries ---------------------------------------------------------------------------
 
