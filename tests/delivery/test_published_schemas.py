@@ -13,13 +13,8 @@ from app.delivery.worker import DeliveryWorker
 from tests.conftest import KeyFactory, bearer
 from tests.delivery.conftest import add_partner, submit
 from tests.delivery.partner_server import SECRET, PartnerServer
+from tests.delivery.test_fhir_delivery import _drain
 from tests.schemas.test_webhooks import check
-
-
-async def _drain(worker: DeliveryWorker) -> None:
-    for _ in range(10):
-        if await worker.run_once() == 0:
-            return
 
 
 async def test_delivered_bodies_and_fetched_details_match_the_document(
