@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import fastapi_offline
-from fastapi import Body, FastAPI, Request
+from fastapi import APIRouter, Body, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.docs import (
     get_redoc_html,
@@ -262,7 +262,7 @@ def install(app: FastAPI) -> None:
     (and caches) the document; this finishes each new one once.
     """
     app.openapi_tags = TAGS
-    install_webhooks(app)
+    app.webhooks.routes.extend(WEBHOOKS.routes)
     install_docs(app)
     generate = app.openapi
     finished: list[dict[str, Any]] = []
@@ -451,100 +451,89 @@ def _webhook_extra(fhir_examples: tuple[tuple[str, str, dict[str, Any]], ...]) -
     return extra
 
 
-def install_webhooks(app: FastAPI) -> None:
-    """Declare what partners receive as OAS 3.1 ``webhooks`` (one per event name)."""
-    hooks = app.webhooks
-    common: dict[str, Any] = {
-        "tags": ["webhooks"],
-        "status_code": 200,
-        "generate_unique_id_function": operation_id,
-    }
+#: The webhooks, declared once: FastAPI documents them from these routes (never served).
+WEBHOOKS = APIRouter(tags=["webhooks"], generate_unique_id_function=operation_id)
 
-    @hooks.post(
-        "referral.created",
-        summary="A new referral for you",
-        description="Posted to your endpoint when a referral is assigned to you: the "
-        "minimised body your service needs (`thin: false`), or in thin mode only ids and the "
-        "`details_url` to fetch it with your key (`thin: true`; the fetch answers the "
-        "`referral.details` body). A `fhir-r4` partner receives the same body as a FHIR R4 "
-        "Bundle (`application/fhir+json`). Retries carry the same `webhook-id` and bytes.",
-        openapi_extra=_webhook_extra(
-            (("fhir", "The fhir-r4 rendering", ex.FHIR_REFERRAL_CREATED),)
+
+@WEBHOOKS.post(
+    "referral.created",
+    summary="A new referral for you",
+    description="Posted to your endpoint when a referral is assigned to you: the "
+    "minimised body your service needs (`thin: false`), or in thin mode only ids and the "
+    "`details_url` to fetch it with your key (`thin: true`; the fetch answers the "
+    "`referral.details` body). A `fhir-r4` partner receives the same body as a FHIR R4 "
+    "Bundle (`application/fhir+json`). Retries carry the same `webhook-id` and bytes.",
+    openapi_extra=_webhook_extra((("fhir", "The fhir-r4 rendering", ex.FHIR_REFERRAL_CREATED),)),
+)
+async def referral_created(
+    body: Annotated[
+        wh.ReferralCreated | wh.ReferralCreatedThin,
+        Body(
+            openapi_examples={
+                "full": {"summary": "Full", "value": example(ex.REFERRAL_CREATED)},
+                "thin": {"summary": "Thin mode", "value": example(ex.REFERRAL_CREATED_THIN)},
+            }
         ),
-        **common,
-    )
-    async def referral_created(
-        body: Annotated[
-            wh.ReferralCreated | wh.ReferralCreatedThin,
-            Body(
-                openapi_examples={
-                    "full": {"summary": "Full", "value": example(ex.REFERRAL_CREATED)},
-                    "thin": {"summary": "Thin mode", "value": example(ex.REFERRAL_CREATED_THIN)},
-                }
-            ),
-        ],
-    ) -> None:  # pragma: no cover - documentation only
-        """Documented, never served."""
+    ],
+) -> None:  # pragma: no cover - documentation only
+    """Documented, never served."""
 
-    @hooks.post(
-        "referral.revoked",
-        summary="The person withdrew consent: stop and delete",
-        description="The referral rested on consent and is revoked: stop, and delete what "
-        "you received under your data-protection policy; its details answer 410 from now on. "
-        "Sent to every partner that received or could fetch it (thin mode included). Ids and "
-        "an instruction only, never data about the person. A `fhir-r4` partner receives the "
-        "referral's Task, `cancelled`.",
-        openapi_extra=_webhook_extra(
-            (("fhir", "The fhir-r4 rendering", ex.FHIR_REFERRAL_REVOKED),)
-        ),
-        **common,
-    )
-    async def referral_revoked(
-        body: Annotated[
-            wh.ReferralRevoked,
-            Body(openapi_examples={"revoked": {"value": example(ex.REFERRAL_REVOKED)}}),
-        ],
-    ) -> None:  # pragma: no cover - documentation only
-        """Documented, never served."""
 
-    @hooks.post(
-        "referral.consent_withdrawn",
-        summary="The person withdrew consent, but the referral stands",
-        description="The referral rests on child-protection duty or vital interest and "
-        "stands: continue, and use the data for that purpose only. Its details keep "
-        "answering, with `Ruta-Consent: withdrawn; stands-on=<basis>`. A `fhir-r4` partner "
-        "receives the referral's Task, still `requested`, business status "
-        "`consent-withdrawn`.",
-        openapi_extra=_webhook_extra(
-            (("fhir", "The fhir-r4 rendering", ex.FHIR_REFERRAL_CONSENT_WITHDRAWN),)
-        ),
-        **common,
-    )
-    async def referral_consent_withdrawn(
-        body: Annotated[
-            wh.ReferralConsentWithdrawn,
-            Body(openapi_examples={"stands": {"value": example(ex.REFERRAL_CONSENT_WITHDRAWN)}}),
-        ],
-    ) -> None:  # pragma: no cover - documentation only
-        """Documented, never served."""
+@WEBHOOKS.post(
+    "referral.revoked",
+    summary="The person withdrew consent: stop and delete",
+    description="The referral rested on consent and is revoked: stop, and delete what you "
+    "received under your data-protection policy; its details answer 410 from now on. Sent "
+    "to every partner that received or could fetch it (thin mode included). Ids and an "
+    "instruction only, never data about the person. A `fhir-r4` partner receives the "
+    "referral's Task, `cancelled`.",
+    openapi_extra=_webhook_extra((("fhir", "The fhir-r4 rendering", ex.FHIR_REFERRAL_REVOKED),)),
+)
+async def referral_revoked(
+    body: Annotated[
+        wh.ReferralRevoked,
+        Body(openapi_examples={"revoked": {"value": example(ex.REFERRAL_REVOKED)}}),
+    ],
+) -> None:  # pragma: no cover - documentation only
+    """Documented, never served."""
 
-    @hooks.post(
-        "notification.created",
-        summary="A non-identifying notification",
-        description="For the directory's `notification_recipient` only, when an adult "
-        "declines consent (statistics, duty to notify): the region, an age band, sex, the "
-        "trafficking indicators, the month and the referring organisation; nothing that "
-        "could single the person out. `ruta-json` only.",
-        openapi_extra=_webhook_extra(()),
-        **common,
-    )
-    async def notification_created(
-        body: Annotated[
-            wh.NotificationCreated,
-            Body(openapi_examples={"notification": {"value": example(ex.NOTIFICATION_CREATED)}}),
-        ],
-    ) -> None:  # pragma: no cover - documentation only
-        """Documented, never served."""
+
+@WEBHOOKS.post(
+    "referral.consent_withdrawn",
+    summary="The person withdrew consent, but the referral stands",
+    description="The referral rests on child-protection duty or vital interest and stands: "
+    "continue, and use the data for that purpose only. Its details keep answering, with "
+    "`Ruta-Consent: withdrawn; stands-on=<basis>`. A `fhir-r4` partner receives the "
+    "referral's Task, still `requested`, business status `consent-withdrawn`.",
+    openapi_extra=_webhook_extra(
+        (("fhir", "The fhir-r4 rendering", ex.FHIR_REFERRAL_CONSENT_WITHDRAWN),)
+    ),
+)
+async def referral_consent_withdrawn(
+    body: Annotated[
+        wh.ReferralConsentWithdrawn,
+        Body(openapi_examples={"stands": {"value": example(ex.REFERRAL_CONSENT_WITHDRAWN)}}),
+    ],
+) -> None:  # pragma: no cover - documentation only
+    """Documented, never served."""
+
+
+@WEBHOOKS.post(
+    "notification.created",
+    summary="A non-identifying notification",
+    description="For the directory's `notification_recipient` only, when an adult declines "
+    "consent (statistics, duty to notify): the region, an age band, sex, the trafficking "
+    "indicators, the month and the referring organisation; nothing that could single the "
+    "person out. `ruta-json` only.",
+    openapi_extra=_webhook_extra(()),
+)
+async def notification_created(
+    body: Annotated[
+        wh.NotificationCreated,
+        Body(openapi_examples={"notification": {"value": example(ex.NOTIFICATION_CREATED)}}),
+    ],
+) -> None:  # pragma: no cover - documentation only
+    """Documented, never served."""
 
 
 # --- /docs and /redoc without a CDN -----------------------------------------------------------

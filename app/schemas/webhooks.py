@@ -345,25 +345,20 @@ class FhirBundle(BaseModel):
     entry: list[FhirEntry]
 
 
-#: Every webhook a partner may receive, by event name: the ``ruta-json`` forms (one model,
-#: or several alternatives) and whether a ``fhir-r4`` partner gets it as a Bundle.
-WEBHOOKS: dict[str, tuple[tuple[type[BaseModel], ...], bool]] = {
-    "referral.created": ((ReferralCreated, ReferralCreatedThin), True),
-    "referral.revoked": ((ReferralRevoked,), True),
-    "referral.consent_withdrawn": ((ReferralConsentWithdrawn,), True),
-    "notification.created": ((NotificationCreated,), False),
+#: The ``ruta-json`` body models by ``type`` (``referral.created`` is two: full and thin).
+_MODELS: dict[str, type[BaseModel]] = {
+    "referral.details": ReferralDetails,
+    "referral.revoked": ReferralRevoked,
+    "referral.consent_withdrawn": ReferralConsentWithdrawn,
+    "notification.created": NotificationCreated,
 }
 
 
 def model_for(body: dict[str, Any]) -> type[BaseModel]:
     """The model a ``ruta-json`` body claims to be (by ``type`` and ``thin``)."""
-    kind = body.get("type")
-    if kind == "referral.details":
-        return ReferralDetails
-    forms, _ = WEBHOOKS[str(kind)]
-    if kind == "referral.created":
+    if body.get("type") == "referral.created":
         return ReferralCreatedThin if body.get("thin") else ReferralCreated
-    return forms[0]
+    return _MODELS[str(body.get("type"))]
 
 
 class FhirDesignation(BaseModel):
