@@ -220,6 +220,11 @@ def _append_pending(session: Session) -> int:
     if not pending:
         return -1
     config = _config(session)
+    # The chain's lock is the last lock a transaction takes. before_commit fires before the
+    # commit's own flush: without this, the row updates would be flushed while holding the
+    # chain, and a transaction holding one of those rows and waiting for the chain (a
+    # partner's report racing the worker's record of the same referral) would deadlock.
+    session.flush()
     head_seq, head_hash, head_time = _lock_and_read_head(session)
     now = utcnow()
     # Times never go backwards along the chain, whatever the replicas' clocks say, so a time
