@@ -1,37 +1,52 @@
-"""Exports (NDJSON, CSV), streamed, each ending with a checkpoint signed at export time over
-the last exported event; and the reader the offline verifier uses.
+"""Exports (NDJSON, CSV), streamed and verified as they stream; and the offline reader.
 
-NDJSON: a ``header`` line, then ``event`` lines in seq order, then the stored ``checkpoint``
-lines within the range, then the export's own ``checkpoint`` line. CSV: the same records,
-one per row, ``record`` telling which (see docs/audit.md).
+NDJSON: a signed ``header`` line, then ``event`` lines in seq order, then the stored
+``checkpoint`` lines within the range (and the latest stored checkpoint, even beyond it),
+then the export's own ``checkpoint`` line (``"export": true``) over the last event. CSV: the
+same records, one per row, ``record`` telling which (see docs/audit.md).
+
+The service signs the export's checkpoint only after the exported events have been checked
+on their way out (hashes, links, every stored checkpoint in range). If they fail, the stream
+ends with an ``error`` record instead, and the export cannot verify.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit import store
+from app.audit import store, writer
 from app.audit.chain import (
+    REF_KEYS,
     Checkpoint,
     EventRecord,
+    Signer,
     canonical,
     document_signature_valid,
     public_key_b64,
 )
 from app.audit.verify import ChainVerifier, VerifyReport
-from app.audit.writer import AuditConfig
+from app.audit.vocabulary import Action
+from app.audit.writer import Actor, AuditConfig
+from app.auth import Principal
+from app.errors import Conflict
 from app.models.base import utcnow
 from app.settings import Settings
 
+log = structlog.get_logger("ruta.audit")
+
 FORMAT_NAME = "ruta-audit-export"
+FORMAT_VERSION = 2
 Format = Literal["ndjson", "csv"]
 
 CSV_COLUMNS = (
@@ -61,26 +76,33 @@ class ExportPlan:
     to_seq: int
     header: dict[str, Any]
     checkpoints: list[Checkpoint]
-    final: Checkpoint | None
+    signer: Signer
+    #: The checkpoint signed over the last event once the stream has verified it.
+    final: Checkpoint | None = None
+    #: Why the stream stopped short, when it did.
+    failure: VerifyReport | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.to_seq < self.from_seq
 
 
 async def plan_export(
     session: AsyncSession, settings: Settings, *, from_seq: int, to_seq: int
 ) -> ExportPlan:
-    """Fix the range and sign the export's checkpoint before the first byte is sent."""
+    """Fix and sign the range before the first byte is sent."""
     signer = AuditConfig.from_settings(settings).signer
-    final: Checkpoint | None = None
-    if to_seq >= from_seq:
-        last_hash = await store.event_hash(session, to_seq)
-        assert last_hash is not None
-        final = signer.sign(to_seq, last_hash, utcnow())
+    log_size, _ = await store.head(session)
     header = {
         "type": "header",
         "format": FORMAT_NAME,
-        "version": 1,
+        "version": FORMAT_VERSION,
         "from_seq": from_seq,
         "to_seq": to_seq,
-        "generated_at": final.time if final else None,
+        # How many events the log held: a checkpoint beyond it means events were removed,
+        # one between to_seq and log_size only lies outside this export's range.
+        "log_size": log_size,
+        "generated_at": utcnow().isoformat().replace("+00:00", "Z"),
         "hash": "sha256",
         "canonicalization": "RFC8785",
         "signature": "Ed25519",
@@ -88,35 +110,127 @@ async def plan_export(
         "public_key": public_key_b64(signer.public_key),
     }
     # The header is signed so a verifier can trust its range: without it, dropping the first
-    # events of a full export would leave a valid-looking suffix.
+    # or last events of an export would leave a valid-looking part.
     header["header_signature"] = signer.sign_document(header)
     held = await store.checkpoints(session, from_seq=from_seq, to_seq=to_seq)
-    if from_seq > 1 and final is not None:
+    latest = await store.latest_checkpoint(session)
+    if latest is not None and latest.seq > to_seq:
+        held.append(latest)
+    if from_seq > 1 and not header_empty(header):
         # Anchor a partial export to the chain before it: a checkpoint over event
         # from_seq - 1 pins the first event's prev_hash, so it is not taken on trust.
         anchor_hash = await store.event_hash(session, from_seq - 1)
         assert anchor_hash is not None
         held.insert(0, signer.sign(from_seq - 1, anchor_hash, utcnow()))
-    return ExportPlan(from_seq, to_seq, header, held, final)
+    return ExportPlan(from_seq, to_seq, header, held, signer)
+
+
+class ChainBroken(Conflict):
+    """The chain fails against the service's own checkpoints: nothing is signed for it."""
+
+    type = "/problems/audit-chain-broken"
+
+
+async def prepare_export(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    actor: Principal | Actor,
+    fmt: Format,
+    from_seq: int | None = None,
+    to_seq: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> ExportPlan:
+    """Check the chain against its stored checkpoints, fix and sign the range, and record
+    the export (``audit.exported``) in the caller's transaction.
+
+    Raises :class:`ChainBroken` (409) rather than sign anything for a chain that fails: a
+    stored checkpoint whose event is gone (truncated) or is not the one it signed."""
+    broken = await store.check_against_checkpoints(session)
+    if broken is not None:
+        log.error("audit_export_refused", reason=broken.reason, first_bad_seq=broken.first_bad_seq)
+        raise ChainBroken(
+            "The audit chain fails against the service's own checkpoints, so no export is "
+            "signed. Ask the operator to run `ruta audit verify`.",
+            reason=broken.reason,
+            first_bad_seq=broken.first_bad_seq,
+            checkpoint_seq=broken.checkpoint_seq,
+        )
+    low, high = await store.seq_range(
+        session, from_seq=from_seq, to_seq=to_seq, since=since, until=until
+    )
+    plan = await plan_export(session, settings, from_seq=low, to_seq=high)
+    writer.attach(session, settings)
+    await writer.record(
+        session,
+        action=Action.audit_exported,
+        actor=actor,
+        data={"format": fmt, "from_seq": low, "to_seq": high},
+    )
+    return plan
+
+
+def header_empty(header: dict[str, Any]) -> bool:
+    return int(header["to_seq"]) < int(header["from_seq"])
+
+
+async def _verified(session: AsyncSession, plan: ExportPlan) -> AsyncIterator[EventRecord]:
+    """The range's events, checked on their way out; the export's checkpoint is signed
+    only when every one of them held."""
+    verifier = ChainVerifier(
+        plan.signer.public_key,
+        [c for c in plan.checkpoints if c.seq <= plan.to_seq],
+        start_seq=plan.from_seq,
+        end_seq=plan.to_seq,
+        own_source="database",
+    )
+    if not plan.empty:
+        records = store.stream_records(
+            session, plan.from_seq, plan.to_seq, release_between_batches=True
+        )
+        async for record in records:
+            if not verifier.feed(record):
+                break
+            yield record
+    report = verifier.finish()
+    if plan.empty:
+        return
+    if report.ok and report.head_hash is not None:
+        plan.final = plan.signer.sign(plan.to_seq, report.head_hash, utcnow())
+    else:
+        plan.failure = report
+        log.error("audit_export_refused", reason=report.reason, first_bad_seq=report.first_bad_seq)
 
 
 def _line(obj: dict[str, Any]) -> bytes:
-    return canonical(obj) + b"\n"
+    return orjson.dumps(obj) + b"\n"
+
+
+def _error_record(plan: ExportPlan) -> dict[str, Any]:
+    assert plan.failure is not None
+    return {
+        "type": "error",
+        "reason": plan.failure.reason,
+        "first_bad_seq": plan.failure.first_bad_seq,
+        "detail": "the chain failed verification while it was exported; this export is not "
+        "signed. Ask the operator to run `ruta audit verify`.",
+    }
 
 
 async def ndjson_chunks(session: AsyncSession, plan: ExportPlan) -> AsyncIterator[bytes]:
     yield _line(plan.header)
-    if plan.to_seq >= plan.from_seq:
-        buffer: list[bytes] = []
-        async for record in store.stream_records(
-            session, plan.from_seq, plan.to_seq, release_between_batches=True
-        ):
-            buffer.append(_line(record.to_json()))
-            if len(buffer) >= 500:
-                yield b"".join(buffer)
-                buffer = []
-        if buffer:
+    buffer: list[bytes] = []
+    async for record in _verified(session, plan):
+        buffer.append(_line(record.to_json()))
+        if len(buffer) >= 1000:
             yield b"".join(buffer)
+            buffer = []
+    if buffer:
+        yield b"".join(buffer)
+    if plan.failure is not None:
+        yield _line(_error_record(plan))
+        return
     for checkpoint in plan.checkpoints:
         yield _line(checkpoint.to_json())
     if plan.final is not None:
@@ -159,23 +273,31 @@ def _checkpoint_csv(checkpoint: Checkpoint, kind: str) -> list[Any]:
     return row
 
 
+def _json_row(kind: str, document: dict[str, Any]) -> list[Any]:
+    row: list[Any] = [""] * len(CSV_COLUMNS)
+    row[0] = kind
+    row[CSV_COLUMNS.index("data")] = orjson.dumps(document).decode()
+    return row
+
+
 async def csv_chunks(session: AsyncSession, plan: ExportPlan) -> AsyncIterator[bytes]:
     yield _csv_row(CSV_COLUMNS).encode()
-    header_row: list[Any] = [""] * len(CSV_COLUMNS)
-    header_row[0] = "header"
-    header_row[CSV_COLUMNS.index("data")] = canonical(plan.header).decode()
-    yield _csv_row(header_row).encode()
-    if plan.to_seq >= plan.from_seq:
-        buffer: list[str] = []
-        async for record in store.stream_records(
-            session, plan.from_seq, plan.to_seq, release_between_batches=True
-        ):
-            buffer.append(_csv_row(_event_csv(record)))
-            if len(buffer) >= 500:
-                yield "".join(buffer).encode()
-                buffer = []
-        if buffer:
-            yield "".join(buffer).encode()
+    yield _csv_row(_json_row("header", plan.header)).encode()
+    buffer = io.StringIO()
+    rows = csv.writer(buffer, lineterminator="\n")
+    count = 0
+    async for record in _verified(session, plan):
+        rows.writerow(_event_csv(record))
+        count += 1
+        if count % 1000 == 0:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue().encode()
+    if plan.failure is not None:
+        yield _csv_row(_json_row("error", _error_record(plan))).encode()
+        return
     for checkpoint in plan.checkpoints:
         yield _csv_row(_checkpoint_csv(checkpoint, "checkpoint")).encode()
     if plan.final is not None:
@@ -191,51 +313,83 @@ def chunks(session: AsyncSession, plan: ExportPlan, fmt: Format) -> AsyncIterato
 # -- reading an export (offline) ------------------------------------------------------------
 
 
+class ExportUnreadable(ValueError):
+    """The file is not a Ruta audit export, or cannot be read at all (exit code 2)."""
+
+
 @dataclass(slots=True)
 class ExportFile:
     header: dict[str, Any] = field(default_factory=dict)
     events: list[EventRecord] = field(default_factory=list)
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    #: The checkpoint the service signed over the export's last event.
+    final: Checkpoint | None = None
+    #: The service's error record, when it found the chain broken while exporting.
+    error: dict[str, Any] | None = None
 
 
-class ExportUnreadable(ValueError):
-    pass
+#: Canonical event lines (sorted keys) start so; the first pass skips them unparsed.
+_EVENT_PREFIX = b'{"action"'
 
 
-def _iter_ndjson(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    for number, line in enumerate(lines, start=1):
+def _parse_ndjson(line: bytes, number: int) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise ExportUnreadable(f"line {number} is not JSON") from None
+    if not isinstance(obj, dict):
+        raise ExportUnreadable(f"line {number} is not a JSON object")
+    return obj
+
+
+def _iter_ndjson(lines: Iterable[bytes | str], *, skip_events: bool = False) -> Iterator[Any]:
+    """Records as dicts; with ``skip_events``, canonical event lines are passed over."""
+    for number, raw in enumerate(lines, start=1):
+        line = raw.encode() if isinstance(raw, str) else raw
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ExportUnreadable(f"line {number}: not JSON") from exc
-        if not isinstance(obj, dict):
-            raise ExportUnreadable(f"line {number}: not an object")
-        yield obj
+        if skip_events and line.startswith(_EVENT_PREFIX):
+            continue
+        yield _parse_ndjson(line, number)
 
 
-def _iter_csv(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    for row in csv.DictReader(lines):
+def _csv_event(row: dict[str, str]) -> dict[str, Any]:
+    return {
+        "type": "event",
+        "seq": int(row["seq"]),
+        "prev_hash": row["prev_hash"],
+        "hash": row["hash"],
+        "occurred_at": row["occurred_at"],
+        "action": row["action"],
+        "actor": {
+            "type": row["actor_type"],
+            "id": row["actor_id"] or None,
+            "role": row["actor_role"] or None,
+        },
+        "refs": {k: row[k] or None for k in REF_KEYS},
+        "data": orjson.loads(row["data"]),
+    }
+
+
+def _iter_csv(lines: Iterable[str], *, skip_events: bool = False) -> Iterator[Any]:
+    reader = csv.DictReader(lines)
+    missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ExportUnreadable(f"not a Ruta audit CSV export: no column {', '.join(missing)}")
+    for row in reader:
         kind = row.get("record")
-        if kind == "header":
-            yield json.loads(row["data"])
-        elif kind == "event":
-            yield {
-                "type": "event",
-                "seq": int(row["seq"]),
-                "prev_hash": row["prev_hash"],
-                "hash": row["hash"],
-                "occurred_at": row["occurred_at"],
-                "action": row["action"],
-                "actor": {
-                    "type": row["actor_type"],
-                    "id": row["actor_id"] or None,
-                    "role": row["actor_role"] or None,
-                },
-                "refs": {k: row[k] or None for k in store_ref_keys()},
-                "data": json.loads(row["data"]),
-            }
+        if kind == "event":
+            if skip_events:
+                continue
+            try:
+                yield _csv_event(row)
+            except (ValueError, TypeError, orjson.JSONDecodeError):
+                yield {"type": "malformed", "line": reader.line_num}
+        elif kind in ("header", "error"):
+            try:
+                yield orjson.loads(row["data"])
+            except orjson.JSONDecodeError:
+                raise ExportUnreadable(f"line {reader.line_num}: its data is not JSON") from None
         elif kind in ("checkpoint", "export_checkpoint"):
             yield {
                 "type": "checkpoint",
@@ -244,17 +398,19 @@ def _iter_csv(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
                 "time": row["occurred_at"],
                 "key_id": row["key_id"],
                 "signature": row["signature"],
+                **({"export": True} if kind == "export_checkpoint" else {}),
             }
 
 
-def store_ref_keys() -> tuple[str, ...]:
-    from app.audit.chain import REF_KEYS
+def _checkpoint(obj: dict[str, Any], where: str) -> Checkpoint:
+    try:
+        return Checkpoint.from_json(obj)
+    except (KeyError, TypeError, ValueError):
+        raise ExportUnreadable(f"{where}: a checkpoint record lacks a field") from None
 
-    return REF_KEYS
 
-
-def read_export(lines: Iterable[str], fmt: Format = "ndjson") -> ExportFile:
-    """Parse an export into memory. (Use :func:`verify_export` for bounded memory.)"""
+def read_export(lines: Iterable[Any], fmt: Format = "ndjson") -> ExportFile:
+    """Parse an export into memory (tests, small files; :func:`verify_export_file` streams)."""
     export = ExportFile()
     for obj in _iter_ndjson(lines) if fmt == "ndjson" else _iter_csv(lines):
         kind = obj.get("type")
@@ -262,74 +418,175 @@ def read_export(lines: Iterable[str], fmt: Format = "ndjson") -> ExportFile:
             export.header = obj
         elif kind == "event":
             export.events.append(EventRecord.from_json(obj))
+        elif kind == "error":
+            export.error = obj
         elif kind == "checkpoint":
-            export.checkpoints.append(Checkpoint.from_json(obj))
+            if obj.get("export") is True:
+                export.final = _checkpoint(obj, "export")
+            else:
+                export.checkpoints.append(_checkpoint(obj, "export"))
     return export
 
 
-def read_checkpoints(lines: Iterable[str]) -> list[Checkpoint]:
-    """A checkpoints file an auditor kept: NDJSON checkpoint lines (other lines ignored)."""
-    return [Checkpoint.from_json(o) for o in _iter_ndjson(lines) if o.get("type") == "checkpoint"]
+def read_checkpoints(lines: Iterable[Any], where: str = "checkpoints") -> list[Checkpoint]:
+    """A checkpoints file an auditor or a witness kept: NDJSON checkpoint lines (other
+    lines, e.g. an export's events, are ignored)."""
+    return [
+        _checkpoint(obj, where)
+        for obj in _iter_ndjson(lines, skip_events=True)
+        if obj.get("type") == "checkpoint"
+    ]
 
 
-def _records(path: Path, fmt: Format) -> Iterator[dict[str, Any]]:
-    with path.open(newline="") as handle:
-        yield from _iter_ndjson(handle) if fmt == "ndjson" else _iter_csv(handle)
+def sniff_format(path: Path) -> Format:
+    """NDJSON or CSV, from the first bytes; :class:`ExportUnreadable` when neither."""
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(4096)
+    except OSError as exc:
+        raise ExportUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+    text = start.lstrip()
+    if not text:
+        raise ExportUnreadable(
+            "the file is empty: an export always starts with a signed header (was the "
+            "download interrupted, or refused?)"
+        )
+    if text.startswith(b"{"):
+        return "ndjson"
+    if text.startswith(b"record,"):
+        return "csv"
+    raise ExportUnreadable("not a Ruta audit export (neither its NDJSON nor its CSV form)")
 
 
-def verify_export_file(
-    path: Path, fmt: Format, public_key: Any, held: Iterable[Checkpoint] = ()
-) -> VerifyReport:
-    """Verify an export file in bounded memory: a first pass reads the header and the
-    checkpoints (they come last in the file), a second streams the events."""
-    header: dict[str, Any] = {}
-    found: list[Checkpoint] = []
-    for obj in _records(path, fmt):
-        if obj.get("type") == "header":
-            header = obj
-        elif obj.get("type") == "checkpoint":
-            found.append(Checkpoint.from_json(obj))
-    verifier = _start(header, [*found, *held], public_key)
-    for obj in _records(path, fmt):
-        if obj.get("type") != "event":
-            continue
-        try:
-            record = EventRecord.from_json(obj)
-        except KeyError:
-            verifier.fail_malformed()
-            break
-        if not verifier.feed(record):
-            break
-    return verifier.finish()
+def _records(path: Path, fmt: Format, *, skip_events: bool = False) -> Iterator[Any]:
+    try:
+        if fmt == "ndjson":
+            with path.open("rb") as handle:
+                yield from _iter_ndjson(handle, skip_events=skip_events)
+        else:
+            with path.open(newline="", encoding="utf-8") as handle:
+                yield from _iter_csv(handle, skip_events=skip_events)
+    except UnicodeDecodeError:
+        raise ExportUnreadable("the file is not UTF-8 text (binary data?)") from None
+    except csv.Error as exc:
+        raise ExportUnreadable(f"not a readable CSV file ({exc})") from None
 
 
-def _start(header: dict[str, Any], checkpoints: list[Checkpoint], public_key: Any) -> ChainVerifier:
-    start = 1
-    header_ok = True
-    if header:
-        unsigned = {k: v for k, v in header.items() if k != "header_signature"}
-        signature = str(header.get("header_signature", ""))
-        header_ok = document_signature_valid(unsigned, signature, public_key)
-        if header_ok:
-            start = int(header["from_seq"])
-    verifier = ChainVerifier(public_key, checkpoints, start_seq=start)
+def _require_header(obj: dict[str, Any]) -> dict[str, Any]:
+    if obj.get("type") == "header" and obj.get("format") == FORMAT_NAME:
+        return obj
+    if "status" in obj and "title" in obj:
+        raise ExportUnreadable(
+            f"not an export: the file holds an error response (HTTP {obj.get('status')}: "
+            f"{str(obj.get('title'))[:80]}); download the export again"
+        )
+    raise ExportUnreadable("not an export: it does not start with a Ruta audit export header")
+
+
+def _preamble(path: Path, fmt: Format) -> ExportFile:
+    """First pass: the header (which must come first), the checkpoints and the export's
+    own checkpoint; event lines are skipped unparsed."""
+    export = ExportFile()
+    records = _records(path, fmt, skip_events=True)
+    first = next(records, None)
+    if first is None:
+        raise ExportUnreadable("the file holds no records: an export starts with its header")
+    export.header = _require_header(first)
+    try:
+        for obj in records:
+            if obj.get("type") != "checkpoint":
+                continue
+            checkpoint = _checkpoint(obj, str(path))
+            if obj.get("export") is True:
+                export.final = checkpoint
+            else:
+                export.checkpoints.append(checkpoint)
+    except ExportUnreadable:
+        pass  # a damaged line: the second pass reports it at its place in the chain
+    return export
+
+
+def _start(
+    export: ExportFile, public_key: Ed25519PublicKey, held: Iterable[Checkpoint]
+) -> ChainVerifier:
+    """A verifier for the export's signed range; refuses what the export cannot prove."""
+    header = export.header
+    unsigned = {k: v for k, v in header.items() if k != "header_signature"}
+    header_ok = document_signature_valid(
+        unsigned, str(header.get("header_signature", "")), public_key
+    )
+    try:
+        start, end = int(header["from_seq"]), int(header["to_seq"])
+        log_size = int(header.get("log_size", end))
+    except (KeyError, TypeError, ValueError):
+        header_ok, start, end, log_size = False, 1, 0, 0
+    own = list(export.checkpoints)
+    if export.final is not None:
+        own.append(export.final)
+    verifier = ChainVerifier(
+        public_key, own, held=held, start_seq=start, end_seq=end, log_size=log_size
+    )
     if not header_ok:
         verifier.fail_header()
+    elif end >= start and (export.final is None or export.final.seq != end):
+        verifier.fail_at_end(
+            "missing_export_checkpoint",
+            f"the export has no checkpoint signed over its last event (seq {end}); "
+            "without it, events edited and rehashed could not be told from the real ones",
+        )
     return verifier
 
 
-def verify_export(
-    export: ExportFile,
-    public_key: Any,
-    held: Iterable[Checkpoint] = (),
+def verify_export_file(
+    path: Path, fmt: Format, public_key: Ed25519PublicKey, held: Iterable[Checkpoint] = ()
 ) -> VerifyReport:
-    """Verify an export with only the public key (and checkpoints the auditor kept).
+    """Verify an export file in bounded memory: a first pass reads the header and the
+    checkpoints (they come last in the file), a second streams the events.
 
-    The header's range is not trusted: a missing tail is caught by the export's own signed
-    checkpoint, or by any held checkpoint beyond the last event.
-    """
-    verifier = _start(export.header, [*export.checkpoints, *held], public_key)
+    Raises :class:`ExportUnreadable` when the file is not an export at all."""
+    verifier = _start(_preamble(path, fmt), public_key, held)
+    try:
+        for obj in _records(path, fmt):
+            kind = obj.get("type")
+            if kind == "malformed":
+                verifier.fail_malformed(f"line {obj['line']} is not a valid event row")
+                break
+            if kind == "error":
+                _fail_on_error(verifier, obj)
+                break
+            if kind != "event":
+                continue
+            try:
+                record = EventRecord.from_json(obj)
+            except KeyError:
+                verifier.fail_malformed()
+                break
+            if not verifier.feed(record):
+                break
+    except ExportUnreadable as exc:
+        verifier.fail_malformed(str(exc))
+    return verifier.finish()
+
+
+def verify_export(
+    export: ExportFile, public_key: Ed25519PublicKey, held: Iterable[Checkpoint] = ()
+) -> VerifyReport:
+    """Verify an export parsed in memory, with the same rules as :func:`verify_export_file`."""
+    if not export.header:
+        raise ExportUnreadable("not an export: it has no header")
+    verifier = _start(export, public_key, held)
     for record in export.events:
         if not verifier.feed(record):
             break
+    else:
+        if export.error is not None:
+            _fail_on_error(verifier, export.error)
     return verifier.finish()
+
+
+def _fail_on_error(verifier: ChainVerifier, error: dict[str, Any]) -> None:
+    """The service stopped the export where it found the chain broken."""
+    verifier.fail(
+        str(error.get("reason") or "export_failed"),
+        "the service stopped this export there: " + str(error.get("detail", ""))[:200],
+    )

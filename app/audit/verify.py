@@ -3,12 +3,17 @@
 The walk needs nothing but the events in order, the checkpoints, and the public key. It
 reports the first bad sequence number: the smallest ``n`` such that the events before ``n``
 form a valid chain and what stands at position ``n`` is not a valid event ``n``.
+
+Checkpoints come from two places: the log's own (stored in the database, or carried by the
+export) and the ones an auditor or a witness *held* outside it. A report names the first
+checkpoint the events contradict and where it came from, and says plainly which held
+checkpoints the events could not be checked against, and what to do about it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -28,14 +33,44 @@ class VerifyReport:
     first_bad_seq: int | None = None
     #: ``seq_mismatch``, ``prev_hash_mismatch``, ``hash_mismatch``, ``malformed``,
     #: ``checkpoint_mismatch``, ``truncated``, ``bad_checkpoint_signature``,
-    #: ``conflicting_checkpoints``, ``bad_header_signature``.
+    #: ``conflicting_checkpoints``, ``bad_header_signature``, ``missing_export_checkpoint``,
+    #: ``beyond_range``, ``empty_export``.
     reason: str | None = None
     detail: str | None = None
-    #: The checkpoint that revealed the problem, when one did.
+    #: The checkpoint that revealed the problem, when one did, and where it came from:
+    #: ``held`` (given by the auditor or a witness), ``export`` or ``database``.
     checkpoint_seq: int | None = None
+    checkpoint_source: str | None = None
+    #: Held checkpoints these events could not be checked against (outside their range).
+    unchecked_checkpoints: list[int] = field(default_factory=list)
+    #: What to do about each unchecked checkpoint, in plain words.
+    advice: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def verdict(self) -> str:
+        """One line for a person: what the report means."""
+        if self.ok:
+            line = f"INTACT: {self.events_checked} events"
+            if self.last_seq is not None:
+                line += f", seq {self.first_seq}..{self.last_seq}"
+            line += f", against {self.checkpoints_checked} checkpoints"
+            if self.unchecked_checkpoints:
+                line += f" ({len(self.unchecked_checkpoints)} held checkpoints not covered)"
+            return line
+        where = f" at seq {self.first_bad_seq}" if self.first_bad_seq is not None else ""
+        by = ""
+        if self.checkpoint_seq is not None:
+            by = f"; shown by the {self.checkpoint_source or 'stored'} checkpoint at seq "
+            by += str(self.checkpoint_seq)
+        return f"NOT INTACT{where} ({self.reason}): {self.detail}{by}"
+
+
+@dataclass(slots=True)
+class _Pin:
+    hash: str
+    source: str
 
 
 class ChainVerifier:
@@ -43,7 +78,10 @@ class ChainVerifier:
 
     ``start_seq`` and ``anchor_hash`` verify a segment (an export of ``from_seq`` onward):
     without an anchor, the first event's ``prev_hash`` is taken on trust unless a checkpoint
-    at ``start_seq - 1`` pins it.
+    at ``start_seq - 1`` pins it. ``end_seq`` is the last seq the events must reach (an
+    export's signed range). ``log_size`` is how many events the log held when the events
+    were read: a checkpoint beyond it means events were lost (``truncated``); one beyond
+    the events but within it only lies outside their range, and is reported as unchecked.
     """
 
     def __init__(
@@ -51,56 +89,96 @@ class ChainVerifier:
         public_key: Ed25519PublicKey,
         checkpoints: Iterable[Checkpoint] = (),
         *,
+        held: Iterable[Checkpoint] = (),
         start_seq: int = 1,
         anchor_hash: str | None = None,
+        end_seq: int | None = None,
+        log_size: int | None = None,
+        own_source: str = "export",
     ) -> None:
         self.public_key = public_key
         self.start_seq = start_seq
+        self.end_seq = end_seq
+        self.log_size = log_size
         self.next_seq = start_seq
         self.prev_hash = GENESIS_HASH if start_seq == 1 else anchor_hash
         self.events_checked = 0
         self.head_hash: str | None = None
-        self.bad: tuple[int | None, str, str, int | None] | None = None
-        self.pinned: dict[int, str] = {}
+        self.bad: tuple[int | None, str, str, int | None, str | None] | None = None
+        self.pinned: dict[int, _Pin] = {}
         self.last_matched_checkpoint = start_seq - 1
         self.checkpoints_checked = 0
-        self._check_checkpoints(list(checkpoints))
+        #: A failure to report at the end unless the walk finds an earlier one.
+        self.deferred: tuple[str, str] | None = None
+        self._check_checkpoints(
+            [(c, own_source) for c in checkpoints] + [(c, "held") for c in held]
+        )
 
-    def _fail(self, seq: int | None, reason: str, detail: str, cp: int | None = None) -> None:
+    def _fail(
+        self,
+        seq: int | None,
+        reason: str,
+        detail: str,
+        cp: int | None = None,
+        source: str | None = None,
+    ) -> None:
         if self.bad is None:
-            self.bad = (seq, reason, detail, cp)
+            self.bad = (seq, reason, detail, cp, source)
 
-    def _check_checkpoints(self, checkpoints: list[Checkpoint]) -> None:
-        for cp in sorted(checkpoints, key=lambda c: c.seq):
+    def _check_checkpoints(self, checkpoints: list[tuple[Checkpoint, str]]) -> None:
+        for cp, source in sorted(checkpoints, key=lambda c: c[0].seq):
             self.checkpoints_checked += 1
             if not signature_valid(cp, self.public_key):
-                self._fail(None, "bad_checkpoint_signature", "signature does not verify", cp.seq)
+                self._fail(
+                    None, "bad_checkpoint_signature", "signature does not verify", cp.seq, source
+                )
                 return
             known = self.pinned.get(cp.seq)
-            if known is not None and known != cp.hash:
+            if known is not None and known.hash != cp.hash:
                 # Two validly signed heads for one seq: the chain was forked or rewritten.
-                self._fail(cp.seq, "conflicting_checkpoints", "two signed hashes", cp.seq)
+                self._fail(cp.seq, "conflicting_checkpoints", "two signed hashes", cp.seq, source)
                 return
-            self.pinned[cp.seq] = cp.hash
+            if known is None or source == "held":
+                self.pinned[cp.seq] = _Pin(cp.hash, source)
         anchor = self.pinned.get(self.start_seq - 1)
         if anchor is not None:
-            if self.prev_hash is not None and self.prev_hash != anchor:
+            if self.prev_hash is not None and self.prev_hash != anchor.hash:
                 self._fail(
-                    self.start_seq, "checkpoint_mismatch", "anchor differs", self.start_seq - 1
+                    self.start_seq,
+                    "checkpoint_mismatch",
+                    "anchor differs",
+                    self.start_seq - 1,
+                    anchor.source,
                 )
-            self.prev_hash = anchor
+            self.prev_hash = anchor.hash
 
     def fail_header(self) -> None:
         self._fail(None, "bad_header_signature", "the export header's signature does not verify")
 
-    def fail_malformed(self) -> None:
-        self._fail(self.next_seq, "malformed", "an event record lacks a field")
+    def fail_malformed(self, detail: str = "an event record lacks a field") -> None:
+        self._fail(self.next_seq, "malformed", detail)
+
+    def fail(self, reason: str, detail: str) -> None:
+        """A failure the caller found at this point of the walk (e.g. an error record)."""
+        self._fail(self.next_seq, reason, detail)
+
+    def fail_at_end(self, reason: str, detail: str) -> None:
+        """A failure to report if the walk finds none before it (e.g. the export lacks its
+        signed last checkpoint: an edit found in the walk says more)."""
+        self.deferred = (reason, detail)
 
     def feed(self, event: EventRecord) -> bool:
         """Check one event; return False once the chain is broken (later events are moot)."""
         if self.bad is not None:
             return False
         expected = self.next_seq
+        if self.end_seq is not None and expected > self.end_seq:
+            self._fail(
+                expected,
+                "beyond_range",
+                f"an event follows seq {self.end_seq}, the end of the export's signed range",
+            )
+            return False
         try:
             if type(event.seq) is not int or event.seq != expected:
                 self._fail(expected, "seq_mismatch", f"found seq {event.seq!r}")
@@ -118,7 +196,7 @@ class ChainVerifier:
             return False
         pinned = self.pinned.get(expected)
         if pinned is not None:
-            if pinned != event.hash:
+            if pinned.hash != event.hash:
                 # The chain is internally consistent but not the one that was signed: it was
                 # rewritten somewhere after the last checkpoint that still matched.
                 self._fail(
@@ -126,6 +204,7 @@ class ChainVerifier:
                     "checkpoint_mismatch",
                     "the chain differs from a signed checkpoint",
                     expected,
+                    pinned.source,
                 )
                 return False
             self.last_matched_checkpoint = expected
@@ -135,27 +214,76 @@ class ChainVerifier:
         self.events_checked += 1
         return True
 
+    def _finish_range(self) -> None:
+        last = self.next_seq - 1
+        if self.end_seq is None or self.bad is not None:
+            return
+        if self.end_seq < self.start_seq:
+            self._fail(None, "empty_export", "the export holds no events, so it proves nothing")
+        elif last < self.end_seq:
+            self._fail(
+                self.next_seq,
+                "truncated",
+                f"the export's signed header promises seq {self.start_seq}..{self.end_seq}, "
+                f"but its events end at seq {last}: it was cut short",
+            )
+
+    def _finish_beyond(self, report: VerifyReport) -> None:
+        """Checkpoints the events did not reach: lost events, or just outside the range."""
+        last = self.next_seq - 1
+        size = self.log_size if self.log_size is not None else last
+        for seq in sorted(self.pinned):
+            pin = self.pinned[seq]
+            if seq < self.start_seq - 1:
+                if pin.source == "held":
+                    report.unchecked_checkpoints.append(seq)
+                    report.advice.append(
+                        f"the checkpoint at seq {seq} is before this export's range "
+                        f"(seq {self.start_seq}..{last}); export from seq 1 to check it"
+                    )
+                continue
+            if seq <= last:
+                continue
+            if seq > size:
+                self._fail(
+                    last + 1,
+                    "truncated",
+                    f"a signed checkpoint covers seq {seq} but the log holds {size} events: "
+                    "events were removed from its end",
+                    seq,
+                    pin.source,
+                )
+                return
+            report.unchecked_checkpoints.append(seq)
+            report.advice.append(
+                f"the checkpoint at seq {seq} is beyond this export's range (it ends at seq "
+                f"{last}); export up to seq {seq} to check it"
+            )
+
     def finish(self) -> VerifyReport:
         last_seq = self.next_seq - 1 if self.events_checked else None
-        if self.bad is None:
-            beyond = [seq for seq in self.pinned if seq >= self.next_seq]
-            if beyond:
-                self._fail(
-                    self.next_seq,
-                    "truncated",
-                    f"a signed checkpoint covers seq {min(beyond)} but the chain ends before it",
-                    min(beyond),
-                )
         report = VerifyReport(
-            ok=self.bad is None,
+            ok=False,
             events_checked=self.events_checked,
             first_seq=self.start_seq if self.events_checked else None,
             last_seq=last_seq,
             head_hash=self.head_hash,
             checkpoints_checked=self.checkpoints_checked,
         )
+        self._finish_range()
+        if self.bad is None and self.deferred is not None:
+            self._fail(None, *self.deferred)
+        if self.bad is None:
+            self._finish_beyond(report)
+        report.ok = self.bad is None
         if self.bad is not None:
-            report.first_bad_seq, report.reason, report.detail, report.checkpoint_seq = self.bad
+            (
+                report.first_bad_seq,
+                report.reason,
+                report.detail,
+                report.checkpoint_seq,
+                report.checkpoint_source,
+            ) = self.bad
         return report
 
 

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -36,7 +37,7 @@ async def _export(
     return b"".join(parts).decode()
 
 
-def _public_key(settings: Settings) -> object:
+def _public_key(settings: Settings) -> Ed25519PublicKey:
     return audit.AuditConfig.from_settings(settings).signer.public_key
 
 
@@ -86,8 +87,13 @@ async def test_ten_thousand_events_through_the_writer_verify_online_and_offline(
     async with sessionmaker() as session:
         report = await verify_database(session, settings)
     assert (report.ok, report.first_bad_seq, report.reason) == (False, 5000, "hash_mismatch")
+    # The service checks what it exports: it stops there, and signs nothing.
     tampered = read_export(io.StringIO(await _export(sessionmaker, settings)))
-    assert verify_export(tampered, _public_key(settings)).first_bad_seq == 5000
+    assert tampered.final is None
+    assert tampered.error is not None
+    assert [e.seq for e in tampered.events][-1] == 4999
+    report = verify_export(tampered, _public_key(settings))
+    assert (report.ok, report.first_bad_seq, report.reason) == (False, 5000, "hash_mismatch")
 
     # Deleting the tail is caught by the checkpoints the auditor kept from the first export.
     kept = read_checkpoints(io.StringIO(ndjson))
@@ -148,7 +154,9 @@ async def test_export_range_by_time_is_one_contiguous_segment(
     assert [e.seq for e in from_csv.events] == [2, 3, 4]
     assert verify_export(from_csv, _public_key(settings)).ok
     # A partial export carries a checkpoint over the event before it, anchoring its start.
-    assert [c.seq for c in export.checkpoints] == [1, 4]
+    assert [c.seq for c in export.checkpoints] == [1]
+    assert export.final is not None
+    assert export.final.seq == 4
     forged_start = read_export(io.StringIO(body))
     forged_start.events[0].prev_hash = "f" * 64
     forged_start.events[0].hash = forged_start.events[0].compute_hash()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import uuid
@@ -9,9 +10,10 @@ import uuid
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from app import audit
-from app.audit import Action
+from app.audit import Action, store
 from app.audit.chain import load_public_key
 from app.audit.export import read_checkpoints, read_export, verify_export
 from app.routers import audit as audit_router
@@ -124,10 +126,10 @@ async def test_verify_checkpoints_public_key_and_export_round_trip(
     response = await http.get("/v1/audit/export", params={"format": "ndjson"}, headers=auditor)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/x-ndjson")
-    assert json.loads(response.headers["ruta-audit-checkpoint"])["type"] == "checkpoint"
     lines = response.text.splitlines()
     # The export ends with a checkpoint signed over its last event.
     assert json.loads(lines[-1])["type"] == "checkpoint"
+    assert json.loads(lines[-1])["export"] is True
     export = read_export(lines)
     # The verify call itself was recorded (seq 28) before the export was planned.
     assert [e.seq for e in export.events] == list(range(1, 29))
@@ -145,3 +147,56 @@ async def test_verify_checkpoints_public_key_and_export_round_trip(
     ).json()["events"]
     assert len(events) == 2
     assert events[0]["data"]["format"] == "ndjson"
+
+
+HUGE_CURSOR = base64.urlsafe_b64encode(b"audit:" + b"9" * 30).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "parameter"),
+    [
+        ("/v1/audit/events", {"cursor": HUGE_CURSOR}, "query.cursor"),
+        ("/v1/audit/checkpoints", {"cursor": HUGE_CURSOR}, "query.cursor"),
+        ("/v1/audit/export", {"from_seq": str(10**20)}, "query.from_seq"),
+        ("/v1/audit/export", {"to_seq": str(10**20)}, "query.to_seq"),
+        ("/v1/audit/events", {"until": "9999-12-31T23:59:59.999999-14:00"}, "query.until"),
+        ("/v1/audit/events", {"since": "0001-01-01T00:00:00+14:00"}, "query.since"),
+        ("/v1/audit/export", {"until": "9999-12-31T23:59:59.999999-14:00"}, "query.until"),
+    ],
+)
+async def test_bad_query_values_are_problems_naming_the_parameter(
+    audit_app: FastAPI,
+    http: httpx.AsyncClient,
+    auditor: dict[str, str],
+    path: str,
+    params: dict[str, str],
+    parameter: str,
+) -> None:
+    """Each of these was a 500 (an integer beyond BIGINT, a time beyond year 9999 in UTC)."""
+    response = await http.get(path, params=params, headers=auditor)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert parameter in [e["path"] for e in response.json()["errors"]]
+
+
+async def test_export_of_a_truncated_chain_is_refused_with_the_reason(
+    audit_app: FastAPI, http: httpx.AsyncClient, auditor: dict[str, str], settings: Settings
+) -> None:
+    await add_events(audit_app.state.sessionmaker, 20, per_transaction=5)
+    async with audit_app.state.sessionmaker() as session:
+        await audit.checkpoint_if_due(session, settings, force=True)
+        await session.commit()
+        head = await store.head(session)
+    async with audit_app.state.engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            await conn.execute(text("DROP TRIGGER audit_events_no_delete"))
+        else:
+            await conn.execute(
+                text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
+            )
+        await conn.execute(text("DELETE FROM audit_events WHERE seq > :n"), {"n": head[0] - 3})
+    response = await http.get("/v1/audit/export", headers=auditor)
+    assert response.status_code == 409
+    problem = response.json()
+    assert (problem["type"], problem["reason"]) == ("/problems/audit-chain-broken", "truncated")
+    assert problem["checkpoint_seq"] == head[0]
