@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     #: Failed authentications per source address per window (slows key guessing).
     rate_limit_unauthenticated: int = Field(default=60, ge=1)
 
+    # --- Audit trail: Merkle tree, checkpoints, witnesses (docs/audit.md) ---
+    #: The log's name in its C2SP checkpoints (and their note key name): a schema-less URL
+    #: such as ``ruta.example.org/audit``; default ``ruta-audit/<key id>``. No spaces, no "+".
+    audit_log_origin: str | None = Field(default=None, pattern=r"^[^\s+]+$", max_length=200)
+
     @field_validator("jwt_algorithms")
     @classmethod
     def _asymmetric_only(cls, value: list[str]) -> list[str]:

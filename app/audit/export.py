@@ -12,6 +12,8 @@ ends with an ``error`` record instead, and the export cannot verify.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import csv
 import io
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -23,9 +25,11 @@ from typing import Any, Literal
 import orjson
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from app.audit import store, writer
+from app.audit import merkle, store, writer
 from app.audit.chain import (
     REF_KEYS,
     Checkpoint,
@@ -35,11 +39,13 @@ from app.audit.chain import (
     document_signature_valid,
     public_key_b64,
 )
+from app.audit.tree import TreeError, TreeStore
 from app.audit.verify import ChainVerifier, VerifyReport
 from app.audit.vocabulary import Action
 from app.audit.writer import Actor, AuditConfig
 from app.auth import Principal
 from app.errors import Conflict
+from app.models.audit import AuditEvent
 from app.models.base import utcnow
 from app.settings import Settings
 
@@ -77,6 +83,12 @@ class ExportPlan:
     header: dict[str, Any]
     checkpoints: list[Checkpoint]
     signer: Signer
+    #: The compact range of the tree before ``from_seq`` (a partial export), and the chain
+    #: hash of event ``from_seq - 1`` with its inclusion proof in that tree.
+    prefix: merkle.CompactRange | None = None
+    anchor: tuple[str, list[bytes]] | None = None
+    #: A consistency proof from ``to_seq`` to the latest stored checkpoint beyond it.
+    consistency: tuple[int, list[bytes]] | None = None
     #: The checkpoint signed over the last event once the stream has verified it.
     final: Checkpoint | None = None
     #: Why the stream stopped short, when it did.
@@ -106,6 +118,8 @@ async def plan_export(
         "hash": "sha256",
         "canonicalization": "RFC8785",
         "signature": "Ed25519",
+        "tree": "RFC9162",
+        "origin": signer.origin,
         "key_id": signer.key_id,
         "public_key": public_key_b64(signer.public_key),
     }
@@ -113,16 +127,34 @@ async def plan_export(
     # or last events of an export would leave a valid-looking part.
     header["header_signature"] = signer.sign_document(header)
     held = await store.checkpoints(session, from_seq=from_seq, to_seq=to_seq)
+    plan = ExportPlan(from_seq, to_seq, header, held, signer)
+    if header_empty(header):
+        return plan
     latest = await store.latest_checkpoint(session)
     if latest is not None and latest.seq > to_seq:
         held.append(latest)
-    if from_seq > 1 and not header_empty(header):
-        # Anchor a partial export to the chain before it: a checkpoint over event
-        # from_seq - 1 pins the first event's prev_hash, so it is not taken on trust.
-        anchor_hash = await store.event_hash(session, from_seq - 1)
-        assert anchor_hash is not None
-        held.insert(0, signer.sign(from_seq - 1, anchor_hash, utcnow()))
-    return ExportPlan(from_seq, to_seq, header, held, signer)
+    await session.run_sync(lambda sync: _tree_parts(sync, plan, latest))
+    return plan
+
+
+def _tree_parts(session: Session, plan: ExportPlan, latest: Checkpoint | None) -> None:
+    """What a verifier needs besides the events: the tree before them (a partial export
+    continues its root from there, and its first event's ``prev_hash`` is proven in it),
+    and the proof that the log signed at the latest stored checkpoint extends them."""
+    tree = TreeStore(session)
+    # A broken chain (events missing) leaves a part out; the stream's own check then
+    # refuses to sign the export, and says why.
+    before = plan.from_seq - 1
+    if before:
+        with contextlib.suppress(TreeError):
+            plan.prefix = tree.compact(before)
+            anchor = session.execute(
+                select(AuditEvent.hash).where(AuditEvent.seq == before)
+            ).scalar_one()
+            plan.anchor = (anchor, tree.inclusion_proof(before - 1, before))
+    if latest is not None and latest.root is not None and latest.seq > plan.to_seq:
+        with contextlib.suppress(TreeError):
+            plan.consistency = (latest.seq, tree.consistency_proof(plan.to_seq, latest.seq))
 
 
 class ChainBroken(Conflict):
@@ -180,10 +212,14 @@ async def _verified(session: AsyncSession, plan: ExportPlan) -> AsyncIterator[Ev
     only when every one of them held."""
     verifier = ChainVerifier(
         plan.signer.public_key,
-        [c for c in plan.checkpoints if c.seq <= plan.to_seq],
+        plan.checkpoints,
         start_seq=plan.from_seq,
         end_seq=plan.to_seq,
+        log_size=int(plan.header["log_size"]),
         own_source="database",
+        prefix=plan.prefix.copy() if plan.prefix else None,
+        anchor_hash=plan.anchor[0] if plan.anchor else None,
+        consistency=dict([plan.consistency]) if plan.consistency else None,
     )
     if not plan.empty:
         records = store.stream_records(
@@ -196,8 +232,12 @@ async def _verified(session: AsyncSession, plan: ExportPlan) -> AsyncIterator[Ev
     report = verifier.finish()
     if plan.empty:
         return
-    if report.ok and report.head_hash is not None:
-        plan.final = plan.signer.sign(plan.to_seq, report.head_hash, utcnow())
+    if report.ok and verifier.compact is None:
+        report.ok, report.reason = False, "tree_unavailable"
+        report.detail = "the tree before the export's range could not be read"
+    if report.ok and report.head_hash is not None and verifier.compact is not None:
+        root = verifier.compact.root()
+        plan.final = plan.signer.sign_tree(plan.to_seq, root, report.head_hash, utcnow())
     else:
         plan.failure = report
         log.error("audit_export_refused", reason=report.reason, first_bad_seq=report.first_bad_seq)
@@ -218,8 +258,31 @@ def _error_record(plan: ExportPlan) -> dict[str, Any]:
     }
 
 
+def _tree_records(plan: ExportPlan) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    prefix = consistency = None
+    if plan.prefix is not None and plan.anchor is not None:
+        prefix = {
+            "type": "tree_prefix",
+            "size": plan.prefix.size,
+            "hashes": [base64.b64encode(h).decode() for h in plan.prefix.hashes],
+            "chain_hash": plan.anchor[0],
+            "chain_hash_proof": [base64.b64encode(h).decode() for h in plan.anchor[1]],
+        }
+    if plan.consistency is not None:
+        consistency = {
+            "type": "consistency",
+            "from_size": plan.to_seq,
+            "to_size": plan.consistency[0],
+            "proof": [base64.b64encode(h).decode() for h in plan.consistency[1]],
+        }
+    return prefix, consistency
+
+
 async def ndjson_chunks(session: AsyncSession, plan: ExportPlan) -> AsyncIterator[bytes]:
     yield _line(plan.header)
+    prefix, consistency = _tree_records(plan)
+    if prefix is not None:
+        yield _line(prefix)
     buffer: list[bytes] = []
     async for record in _verified(session, plan):
         buffer.append(_line(record.to_json()))
@@ -233,6 +296,8 @@ async def ndjson_chunks(session: AsyncSession, plan: ExportPlan) -> AsyncIterato
         return
     for checkpoint in plan.checkpoints:
         yield _line(checkpoint.to_json())
+    if consistency is not None:
+        yield _line(consistency)
     if plan.final is not None:
         yield _line({**plan.final.to_json(), "export": True})
 
@@ -270,6 +335,11 @@ def _checkpoint_csv(checkpoint: Checkpoint, kind: str) -> list[Any]:
     row: list[Any] = [""] * len(CSV_COLUMNS)
     row[0], row[1], row[3], row[4] = kind, checkpoint.seq, checkpoint.hash, checkpoint.time
     row[-2], row[-1] = checkpoint.key_id, checkpoint.signature
+    if checkpoint.note is not None:
+        # A tree checkpoint's root and signed note, as JSON in the data column.
+        row[CSV_COLUMNS.index("data")] = orjson.dumps(
+            {"root": checkpoint.root, "note": checkpoint.note}
+        ).decode()
     return row
 
 
@@ -283,6 +353,9 @@ def _json_row(kind: str, document: dict[str, Any]) -> list[Any]:
 async def csv_chunks(session: AsyncSession, plan: ExportPlan) -> AsyncIterator[bytes]:
     yield _csv_row(CSV_COLUMNS).encode()
     yield _csv_row(_json_row("header", plan.header)).encode()
+    prefix, consistency = _tree_records(plan)
+    if prefix is not None:
+        yield _csv_row(_json_row("tree_prefix", prefix)).encode()
     buffer = io.StringIO()
     rows = csv.writer(buffer, lineterminator="\n")
     count = 0
@@ -300,6 +373,8 @@ async def csv_chunks(session: AsyncSession, plan: ExportPlan) -> AsyncIterator[b
         return
     for checkpoint in plan.checkpoints:
         yield _csv_row(_checkpoint_csv(checkpoint, "checkpoint")).encode()
+    if consistency is not None:
+        yield _csv_row(_json_row("consistency", consistency)).encode()
     if plan.final is not None:
         yield _csv_row(_checkpoint_csv(plan.final, "export_checkpoint")).encode()
 
@@ -326,6 +401,29 @@ class ExportFile:
     final: Checkpoint | None = None
     #: The service's error record, when it found the chain broken while exporting.
     error: dict[str, Any] | None = None
+    #: The tree before the first event (a partial export), and consistency proofs from
+    #: the last event's size, by the size they reach.
+    prefix: merkle.CompactRange | None = None
+    anchor: tuple[str, list[bytes]] | None = None
+    consistency: dict[int, list[bytes]] = field(default_factory=dict)
+
+    def take(self, obj: dict[str, Any], where: str) -> None:
+        """Keep a non-event record: a checkpoint, the tree prefix, a consistency proof."""
+        kind = obj.get("type")
+        if kind == "checkpoint":
+            checkpoint = _checkpoint(obj, where)
+            if obj.get("export") is True:
+                self.final = checkpoint
+            else:
+                self.checkpoints.append(checkpoint)
+        elif kind == "tree_prefix":
+            self.prefix = _prefix(obj, where)
+            self.anchor = (str(obj.get("chain_hash")), _hashes(obj.get("chain_hash_proof"), where))
+        elif kind == "consistency":
+            size, proof = _consistency(obj, where)
+            self.consistency[size] = proof
+        elif kind == "error":
+            self.error = obj
 
 
 #: Canonical event lines (sorted keys) start so; the first pass skips them unparsed.
@@ -385,12 +483,16 @@ def _iter_csv(lines: Iterable[str], *, skip_events: bool = False) -> Iterator[An
                 yield _csv_event(row)
             except (ValueError, TypeError, orjson.JSONDecodeError):
                 yield {"type": "malformed", "line": reader.line_num}
-        elif kind in ("header", "error"):
+        elif kind in ("header", "error", "tree_prefix", "consistency"):
             try:
                 yield orjson.loads(row["data"])
             except orjson.JSONDecodeError:
                 raise ExportUnreadable(f"line {reader.line_num}: its data is not JSON") from None
         elif kind in ("checkpoint", "export_checkpoint"):
+            try:
+                tree = orjson.loads(row["data"]) if row["data"] else {}
+            except orjson.JSONDecodeError:
+                tree = {}
             yield {
                 "type": "checkpoint",
                 "seq": row["seq"],
@@ -398,8 +500,33 @@ def _iter_csv(lines: Iterable[str], *, skip_events: bool = False) -> Iterator[An
                 "time": row["occurred_at"],
                 "key_id": row["key_id"],
                 "signature": row["signature"],
+                **(tree if isinstance(tree, dict) else {}),
                 **({"export": True} if kind == "export_checkpoint" else {}),
             }
+
+
+def _hashes(values: Any, where: str) -> list[bytes]:
+    if not isinstance(values, list):
+        raise ExportUnreadable(f"{where}: a list of hashes was expected")
+    try:
+        out = [base64.b64decode(str(v), validate=True) for v in values]
+    except ValueError:
+        raise ExportUnreadable(f"{where}: a hash is not base64") from None
+    return out
+
+
+def _prefix(obj: dict[str, Any], where: str) -> merkle.CompactRange:
+    try:
+        return merkle.CompactRange(int(obj["size"]), _hashes(obj.get("hashes"), where))
+    except (KeyError, TypeError, ValueError):
+        raise ExportUnreadable(f"{where}: the tree prefix is not well formed") from None
+
+
+def _consistency(obj: dict[str, Any], where: str) -> tuple[int, list[bytes]]:
+    try:
+        return int(obj["to_size"]), _hashes(obj.get("proof"), where)
+    except (KeyError, TypeError, ValueError):
+        raise ExportUnreadable(f"{where}: a consistency proof is not well formed") from None
 
 
 def _checkpoint(obj: dict[str, Any], where: str) -> Checkpoint:
@@ -418,13 +545,8 @@ def read_export(lines: Iterable[Any], fmt: Format = "ndjson") -> ExportFile:
             export.header = obj
         elif kind == "event":
             export.events.append(EventRecord.from_json(obj))
-        elif kind == "error":
-            export.error = obj
-        elif kind == "checkpoint":
-            if obj.get("export") is True:
-                export.final = _checkpoint(obj, "export")
-            else:
-                export.checkpoints.append(_checkpoint(obj, "export"))
+        else:
+            export.take(obj, "export")
     return export
 
 
@@ -494,13 +616,8 @@ def _preamble(path: Path, fmt: Format) -> ExportFile:
     export.header = _require_header(first)
     try:
         for obj in records:
-            if obj.get("type") != "checkpoint":
-                continue
-            checkpoint = _checkpoint(obj, str(path))
-            if obj.get("export") is True:
-                export.final = checkpoint
-            else:
-                export.checkpoints.append(checkpoint)
+            if obj.get("type") != "error":
+                export.take(obj, str(path))
     except ExportUnreadable:
         pass  # a damaged line: the second pass reports it at its place in the chain
     return export
@@ -523,9 +640,21 @@ def _start(
     own = list(export.checkpoints)
     if export.final is not None:
         own.append(export.final)
+    consistency = export.consistency if end >= start else {}
+    anchor_hash, anchor_ok = _anchor(export)
     verifier = ChainVerifier(
-        public_key, own, held=held, start_seq=start, end_seq=end, log_size=log_size
+        public_key,
+        own,
+        held=held,
+        start_seq=start,
+        end_seq=end,
+        log_size=log_size,
+        prefix=export.prefix,
+        consistency=consistency,
+        anchor_hash=anchor_hash,
     )
+    if not anchor_ok:
+        verifier.fail("malformed", "the tree before the export does not hold its first link")
     if not header_ok:
         verifier.fail_header()
     elif end >= start and (export.final is None or export.final.seq != end):
@@ -535,6 +664,22 @@ def _start(
             "without it, events edited and rehashed could not be told from the real ones",
         )
     return verifier
+
+
+def _anchor(export: ExportFile) -> tuple[str | None, bool]:
+    """The chain hash before a partial export's first event, proven in the tree before it
+    (whose root the export's signed checkpoint covers)."""
+    if export.prefix is None or export.anchor is None:
+        return None, True
+    chain_hash, proof = export.anchor
+    size = export.prefix.size
+    try:
+        leaf = merkle.leaf_hash(bytes.fromhex(chain_hash))
+    except ValueError:
+        return None, False
+    if merkle.verify_inclusion(size - 1, size, leaf, proof, export.prefix.root()):
+        return chain_hash, True
+    return None, False
 
 
 def verify_export_file(

@@ -54,11 +54,19 @@ class EventPage(BaseModel):
 
 class CheckpointOut(BaseModel):
     type: str = "checkpoint"
-    seq: int
-    hash: str
+    seq: int = Field(description="The tree size: the checkpoint covers events 1..seq.")
+    hash: str = Field(description="The chain hash of event `seq` (signed only by version 1).")
     time: str
     key_id: str
     signature: str
+    root: str | None = Field(
+        default=None, description="The RFC 9162 Merkle root of events 1..seq, base64."
+    )
+    note: str | None = Field(
+        default=None,
+        description="The C2SP tlog checkpoint (signed note) stating `seq` and `root`; null "
+        "for checkpoints signed before the tree (version 1).",
+    )
 
     @classmethod
     def of(cls, checkpoint: Checkpoint) -> CheckpointOut:
@@ -77,6 +85,11 @@ class PublicKeyOut(BaseModel):
     key_id: str
     public_key: str = Field(description="The raw 32-byte key, base64.")
     pem: str
+    origin: str = Field(description="The log's name in its checkpoints (the note key name).")
+    verifier_key: str = Field(
+        description="The C2SP signed-note verifier key (`origin+key ID+base64`), for "
+        "transparency-log tools and witnesses."
+    )
 
 
 class VerifyOut(BaseModel):

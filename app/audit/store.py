@@ -98,6 +98,8 @@ def to_checkpoint(row: AuditCheckpoint) -> Checkpoint:
         time=format_time(row.signed_at),
         key_id=row.key_id,
         signature=row.signature,
+        root=row.root,
+        note=row.note,
     )
 
 

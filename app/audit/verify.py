@@ -18,6 +18,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from app.audit import merkle
 from app.audit.chain import GENESIS_HASH, Checkpoint, EventRecord, signature_valid
 
 
@@ -69,7 +70,8 @@ class VerifyReport:
 
 @dataclass(slots=True)
 class _Pin:
-    hash: str
+    #: The chain hash at a seq (version 1 checkpoints) or the tree root at a size.
+    value: str | bytes
     source: str
 
 
@@ -82,6 +84,12 @@ class ChainVerifier:
     export's signed range). ``log_size`` is how many events the log held when the events
     were read: a checkpoint beyond it means events were lost (``truncated``); one beyond
     the events but within it only lies outside their range, and is reported as unchecked.
+
+    Tree checkpoints pin the Merkle root at their size: the walk keeps the compact range of
+    the leaves so far (``prefix``: the one before ``start_seq``, for a segment) and
+    compares its root at each pinned size. ``consistency`` maps a size beyond the events to
+    an RFC 9162 consistency proof from the last event's size to it, so a later checkpoint
+    (an export's latest stored one) is checked without its events.
     """
 
     def __init__(
@@ -95,6 +103,8 @@ class ChainVerifier:
         end_seq: int | None = None,
         log_size: int | None = None,
         own_source: str = "export",
+        prefix: merkle.CompactRange | None = None,
+        consistency: dict[int, list[bytes]] | None = None,
     ) -> None:
         self.public_key = public_key
         self.start_seq = start_seq
@@ -106,6 +116,11 @@ class ChainVerifier:
         self.head_hash: str | None = None
         self.bad: tuple[int | None, str, str, int | None, str | None] | None = None
         self.pinned: dict[int, _Pin] = {}
+        self.roots: dict[int, _Pin] = {}
+        self.consistency = consistency or {}
+        self.compact = merkle.CompactRange() if start_seq == 1 else prefix and prefix.copy()
+        if self.compact is not None and self.compact.size != start_seq - 1:
+            self.compact = None
         self.last_matched_checkpoint = start_seq - 1
         self.checkpoints_checked = 0
         #: A failure to report at the end unless the walk finds an earlier one.
@@ -133,16 +148,21 @@ class ChainVerifier:
                     None, "bad_checkpoint_signature", "signature does not verify", cp.seq, source
                 )
                 return
-            known = self.pinned.get(cp.seq)
-            if known is not None and known.hash != cp.hash:
-                # Two validly signed heads for one seq: the chain was forked or rewritten.
-                self._fail(cp.seq, "conflicting_checkpoints", "two signed hashes", cp.seq, source)
+            pins = self.pinned if cp.note is None else self.roots
+            value: str | bytes = cp.hash if cp.note is None else (cp.root_bytes or b"")
+            known = pins.get(cp.seq)
+            if known is not None and known.value != value:
+                # Two validly signed heads for one size: the log was forked or rewritten.
+                self._fail(cp.seq, "conflicting_checkpoints", "two signed heads", cp.seq, source)
                 return
             if known is None or source == "held":
-                self.pinned[cp.seq] = _Pin(cp.hash, source)
+                pins[cp.seq] = _Pin(value, source)
         anchor = self.pinned.get(self.start_seq - 1)
+        if self.compact is not None and self.compact.size:
+            self._check_root(self.compact.size, self.start_seq)
         if anchor is not None:
-            if self.prev_hash is not None and self.prev_hash != anchor.hash:
+            assert isinstance(anchor.value, str)
+            if self.prev_hash is not None and self.prev_hash != anchor.value:
                 self._fail(
                     self.start_seq,
                     "checkpoint_mismatch",
@@ -150,7 +170,23 @@ class ChainVerifier:
                     self.start_seq - 1,
                     anchor.source,
                 )
-            self.prev_hash = anchor.hash
+            self.prev_hash = anchor.value
+
+    def _check_root(self, size: int, at: int) -> bool:
+        """Compare the running root with a tree checkpoint at ``size``, if there is one."""
+        pin = self.roots.get(size)
+        if pin is None or self.compact is None:
+            return True
+        if self.compact.root() != pin.value:
+            self._fail(
+                self.last_matched_checkpoint + 1 if at > self.start_seq else at,
+                "checkpoint_mismatch",
+                "the events differ from a signed checkpoint's tree",
+                size,
+                pin.source,
+            )
+            return False
+        return True
 
     def fail_header(self) -> None:
         self._fail(None, "bad_header_signature", "the export header's signature does not verify")
@@ -194,9 +230,15 @@ class ChainVerifier:
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             self._fail(expected, "malformed", type(exc).__name__)
             return False
+        if self.compact is not None:
+            self.compact.append(merkle.leaf_hash(bytes.fromhex(event.hash)))
+            if expected in self.roots:
+                if not self._check_root(expected, expected):
+                    return False
+                self.last_matched_checkpoint = expected
         pinned = self.pinned.get(expected)
         if pinned is not None:
-            if pinned.hash != event.hash:
+            if pinned.value != event.hash:
                 # The chain is internally consistent but not the one that was signed: it was
                 # rewritten somewhere after the last checkpoint that still matched.
                 self._fail(
@@ -229,13 +271,16 @@ class ChainVerifier:
             )
 
     def _finish_beyond(self, report: VerifyReport) -> None:
-        """Checkpoints the events did not reach: lost events, or just outside the range."""
+        """Checkpoints the events did not reach: lost events, checked by a consistency
+        proof, or just outside the range."""
         last = self.next_seq - 1
         size = self.log_size if self.log_size is not None else last
-        for seq in sorted(self.pinned):
-            pin = self.pinned[seq]
-            if seq < self.start_seq - 1:
-                if pin.source == "held":
+        pins = {**{s: (p, False) for s, p in self.pinned.items()}}
+        pins.update({s: (p, True) for s, p in self.roots.items()})
+        for seq in sorted(pins):
+            pin, is_root = pins[seq]
+            if seq < self.start_seq - 1 or (seq == self.start_seq - 1 and not is_root):
+                if pin.source == "held" and not (seq == self.start_seq - 1 and is_root):
                     report.unchecked_checkpoints.append(seq)
                     report.advice.append(
                         f"the checkpoint at seq {seq} is before this export's range "
@@ -250,6 +295,20 @@ class ChainVerifier:
                     "truncated",
                     f"a signed checkpoint covers seq {seq} but the log holds {size} events: "
                     "events were removed from its end",
+                    seq,
+                    pin.source,
+                )
+                return
+            proof = self.consistency.get(seq)
+            if is_root and proof is not None and self.compact is not None:
+                assert isinstance(pin.value, bytes)
+                if merkle.verify_consistency(last, seq, self.compact.root(), pin.value, proof):
+                    continue
+                self._fail(
+                    self.last_matched_checkpoint + 1,
+                    "checkpoint_mismatch",
+                    f"the events are not a prefix of the log signed at size {seq} (the "
+                    "consistency proof fails)",
                     seq,
                     pin.source,
                 )

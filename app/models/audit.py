@@ -11,7 +11,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, String, Uuid
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Index,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, JSONType, UTCDateTime
@@ -50,10 +59,13 @@ class AuditEvent(Base):
 
 
 class AuditCheckpoint(Base):
-    """A signed statement "event ``seq`` of the chain has hash ``hash``", made at ``signed_at``.
+    """A signed statement about the first ``seq`` events, made at ``signed_at``.
 
+    A tree checkpoint (``note`` set) is the C2SP signed note stating that the Merkle tree of
+    the first ``seq`` events has ``root`` (base64); ``hash`` is the chain head then, kept
+    unsigned. One without a note (signed before the tree existed) signed ``hash``.
     The private key is never in the database; ``key_id`` names the public key that verifies
-    ``signature`` (base64 Ed25519 over the canonical statement, see docs/audit.md).
+    ``signature`` (see docs/audit.md).
     """
 
     __tablename__ = "audit_checkpoints"
@@ -64,3 +76,18 @@ class AuditCheckpoint(Base):
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     key_id: Mapped[str] = mapped_column(String(32))
     signature: Mapped[str] = mapped_column(String(128))
+    root: Mapped[str | None] = mapped_column(String(44))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditTreeNode(Base):
+    """A perfect subtree of the Merkle tree over the events' hashes (RFC 9162): node
+    ``(level, idx)`` covers events ``idx * 2**level + 1`` to ``(idx + 1) * 2**level``. Only
+    levels 8 and up are stored (app.audit.tree); append-only like the events."""
+
+    __tablename__ = "audit_tree_nodes"
+    __table_args__ = (CheckConstraint("level >= 8 AND idx >= 0", name="in_range"),)
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))

@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import audit
-from app.audit import Action, store
+from app.audit import Action, note, store
 from app.audit.chain import public_key_b64, public_key_pem
 from app.audit.export import Format, chunks, prepare_export
 from app.audit.schemas import (
@@ -207,6 +207,8 @@ async def public_key(_auditor: AuditorDep, settings: SettingsDep) -> PublicKeyOu
         key_id=signer.key_id,
         public_key=public_key_b64(signer.public_key),
         pem=public_key_pem(signer.public_key),
+        origin=signer.origin,
+        verifier_key=note.verifier_key(signer.origin, signer.public_key),
     )
 
 

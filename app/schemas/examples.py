@@ -266,8 +266,9 @@ VERIFY_OUT: dict[str, Any] = {
     "detail": None,
     "checkpoint_seq": 10,
 }
-AUDIT_KEY_ID = "da283439f9e214ff"
-AUDIT_PUBLIC_KEY = "/6hgswiqRvRBnHfAV8MsxXwd1W+X8HLqlAAV0PEh4uc="
+AUDIT_KEY_ID = "fff7b47d68d6151d"
+AUDIT_PUBLIC_KEY = "RCmTBlAEqh5MSPTdAVgZTAI0m8xmTNluQA6iaZGKjVE="
+AUDIT_ORIGIN = f"ruta-audit/{AUDIT_KEY_ID}"
 CHECKPOINT_PAGE: dict[str, Any] = {
     "key_id": AUDIT_KEY_ID,
     "public_key": AUDIT_PUBLIC_KEY,
@@ -276,10 +277,14 @@ CHECKPOINT_PAGE: dict[str, Any] = {
             "type": "checkpoint",
             "seq": 10,
             "hash": "9a1f2e3d4c5b6a79881726354433221100ffeeddccbbaa998877665544332211",
-            "time": "2026-11-20T15:00:00Z",
+            "time": "2026-11-20T15:00:00.000000Z",
             "key_id": AUDIT_KEY_ID,
-            "signature": "kq1x4bT0p8m2Vb3b4Qy7bq0yY0oQm3vV8c3h1sQ0b2r6m7Y9p1t2u3v4w5x6y7z8"
-            "A9B0C1D2E3F4G5H6I7J8K9L0MA==",
+            "signature": "2yH0KuXz/SH75L151IP9Dyr3gLn1Ie66X7aD8BH/5x+wRegpei7a4f8mvnm3df/xmKZht2"
+            "zDw0+o3PwVz62sbVqnNAI=",
+            "root": "SBNJTRN+FjG7owHVrKtue7eqdM4RhdRWVl71HXN2d7I=",
+            "note": f"{AUDIT_ORIGIN}\n10\nSBNJTRN+FjG7owHVrKtue7eqdM4RhdRWVl71HXN2d7I=\n\n"
+            f"\u2014 {AUDIT_ORIGIN} 2yH0KuXz/SH75L151IP9Dyr3gLn1Ie66X7aD8BH/5x+wRegpei7a4f8mvnm3"
+            "df/xmKZht2zDw0+o3PwVz62sbVqnNAI=\n",
         }
     ],
     "next_cursor": None,
@@ -291,6 +296,8 @@ PUBLIC_KEY_OUT: dict[str, Any] = {
     "pem": "-----BEGIN PUBLIC KEY-----\n"
     f"MCowBQYDK2VwAyEA{AUDIT_PUBLIC_KEY}\n"
     "-----END PUBLIC KEY-----\n",
+    "origin": AUDIT_ORIGIN,
+    "verifier_key": f"{AUDIT_ORIGIN}+db21f42a+AUQpkwZQBKoeTEj03QFYGUwCNJvMZkzZbkAOommRio1R",
 }
 
 # --- Rules --------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""audit: on SQLite, canonical stored forms and no replacement of audit rows
+"""audit: the Merkle tree's nodes and tree checkpoints; on SQLite, canonical stored forms
+and no replacement of audit rows
+
+``audit_tree_nodes`` holds the perfect subtrees (level 8 and up) of the RFC 9162 tree over
+the events' hashes, extended when a checkpoint is signed; it is append-only like the events.
+``audit_checkpoints`` gains ``root`` and ``note`` for C2SP tlog checkpoints.
 
 Revision ID: 0007
 Revises: 0005
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
@@ -67,7 +73,47 @@ def _no_replace_trigger(table: str, taken: str) -> None:
     )
 
 
+def _tree_upgrade() -> None:
+    op.create_table(
+        "audit_tree_nodes",
+        sa.Column("level", sa.SmallInteger(), autoincrement=False, nullable=False),
+        sa.Column("idx", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("hash", sa.LargeBinary(length=32), nullable=False),
+        sa.CheckConstraint("level >= 8 AND idx >= 0", name=op.f("ck_audit_tree_nodes_in_range")),
+        sa.PrimaryKeyConstraint("level", "idx", name=op.f("pk_audit_tree_nodes")),
+    )
+    with op.batch_alter_table("audit_checkpoints", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("root", sa.String(length=44), nullable=True))
+        batch_op.add_column(sa.Column("note", sa.Text(), nullable=True))
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            "CREATE TRIGGER audit_tree_nodes_append_only BEFORE UPDATE OR DELETE ON "
+            "audit_tree_nodes FOR EACH ROW EXECUTE FUNCTION ruta_audit_refuse_change()"
+        )
+        op.execute(
+            "CREATE TRIGGER audit_tree_nodes_no_truncate BEFORE TRUNCATE ON audit_tree_nodes "
+            "FOR EACH STATEMENT EXECUTE FUNCTION ruta_audit_refuse_change()"
+        )
+    else:
+        _append_only_triggers("audit_tree_nodes")
+        _no_replace_trigger("audit_tree_nodes", "level = NEW.level AND idx = NEW.idx")
+
+
+def _tree_downgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        # Batch mode rebuilds the table, which drops its triggers: make them again after.
+        with op.batch_alter_table("audit_checkpoints", schema=None) as batch_op:
+            batch_op.drop_column("note")
+            batch_op.drop_column("root")
+        _append_only_triggers("audit_checkpoints")
+    else:
+        op.drop_column("audit_checkpoints", "note")
+        op.drop_column("audit_checkpoints", "root")
+    op.drop_table("audit_tree_nodes")
+
+
 def upgrade() -> None:
+    _tree_upgrade()
     if op.get_bind().dialect.name != "sqlite":
         return
     # Rebuilding the table drops its triggers; they are made again below.
@@ -82,6 +128,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "sqlite":
+        _tree_downgrade()
         return
     op.execute("DROP TRIGGER IF EXISTS audit_checkpoints_no_replace")
     op.execute("DROP TRIGGER IF EXISTS audit_events_no_replace")
@@ -90,3 +137,4 @@ def downgrade() -> None:
             batch_op.drop_constraint(f"{column}_canonical", type_="check")
         batch_op.drop_constraint("occurred_at_canonical", type_="check")
     _append_only_triggers("audit_events")
+    _tree_downgrade()

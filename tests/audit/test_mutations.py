@@ -675,20 +675,21 @@ async def test_a_truncated_chain_gets_no_signed_export(
 async def test_an_export_carries_the_latest_checkpoint_even_beyond_its_range(
     sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, tmp_path: Path
 ) -> None:
+    """With a consistency proof from the export's last event to it, so the verifier checks
+    that the log signed later extends the exported events."""
     settings = settings.model_copy(update={"audit_checkpoint_every": 10})
     audit.configure_sessionmaker(sessionmaker, settings)
     await add_events(sessionmaker, 30, per_transaction=5)
     export = await _service_export(sessionmaker, settings, from_seq=1, to_seq=5)
     assert [c.seq for c in export.checkpoints] == [30]
+    assert list(export.consistency) == [30]
     key = audit.AuditConfig.from_settings(settings).signer.public_key
     report = verify_export(export, key)
-    # Not a failure: it lies beyond the range, and the report says how to check it.
     assert report.ok, report
-    assert report.unchecked_checkpoints == [30]
-    assert report.advice == [
-        "the checkpoint at seq 30 is beyond this export's range (it ends at seq 5); "
-        "export up to seq 30 to check it"
-    ]
+    assert report.unchecked_checkpoints == []
+    export.consistency[30] = export.consistency[30][1:]
+    report = verify_export(export, key)
+    assert (report.ok, report.reason, report.checkpoint_seq) == (False, "checkpoint_mismatch", 30)
 
 
 async def test_a_kept_checkpoint_beyond_the_log_is_truncation_not_range(
@@ -705,8 +706,13 @@ async def test_a_kept_checkpoint_beyond_the_log_is_truncation_not_range(
     partial = await _service_export(sessionmaker, settings, from_seq=1, to_seq=12)
     report = verify_export(partial, key, kept)
     assert report.ok, report
-    assert report.unchecked_checkpoints == [20, 30]
-    assert "export up to seq 20 to check it" in report.advice[0]
+    # 10 is in the range; 30 is the export's latest, checked by its consistency proof; 20
+    # is neither, and the report says so, and what to do.
+    assert report.unchecked_checkpoints == [20]
+    assert report.advice == [
+        "the checkpoint at seq 20 is beyond this export's range (it ends at seq 12); "
+        "export up to seq 20 to check it"
+    ]
     # The owner cuts the tail and the stored checkpoints above it; the service's export
     # of what is left is signed and consistent, but the kept checkpoint says otherwise.
     await _drop_tail(sessionmaker, settings, 25)
