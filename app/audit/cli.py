@@ -125,10 +125,17 @@ def verify(
         list[Path] | None,
         typer.Option(help="Checkpoint files you or a witness kept (NDJSON); repeatable."),
     ] = None,
+    proof: Annotated[
+        Path | None,
+        typer.Option(help="A proof bundle from `ruta audit prove` or /v1/audit/proofs/*."),
+    ] = None,
 ) -> None:
     from app.audit.export import ExportUnreadable, sniff_format, verify_export_file
 
     held = _held(checkpoints)
+    if proof is not None:
+        _verify_proof(proof, public_key, held)
+        return
     if export is None:
         from app.audit.store import verify_database
 
@@ -151,6 +158,106 @@ def verify(
         typer.echo(f"note: {advice}", err=True)
     if not report.ok:
         raise typer.Exit(EXIT_NOT_INTACT)
+
+
+def _verify_proof(path: Path, public_key: str | None, held: list[Any]) -> None:
+    import orjson
+
+    from app.audit.proofs import ProofUnreadable, verify_bundle
+
+    if public_key is None:
+        _unreadable("checking a proof needs --public-key")
+    key = _read_key(public_key)
+    try:
+        bundle = orjson.loads(path.read_bytes())
+        report = verify_bundle(bundle, key, held)
+    except OSError as exc:
+        _unreadable(f"cannot read {path}: {exc.strerror or exc}")
+    except (orjson.JSONDecodeError, ProofUnreadable) as exc:
+        _unreadable(f"{path}: not a proof bundle ({exc})")
+    typer.echo(json.dumps(report.to_json(), indent=2))
+    typer.echo(report.verdict(), err=True)
+    if not report.ok:
+        raise typer.Exit(EXIT_NOT_INTACT)
+
+
+prove_cli = typer.Typer(
+    help="Write a proof bundle to check offline with `ruta audit verify --proof`.",
+    no_args_is_help=True,
+)
+audit_cli.add_typer(prove_cli, name="prove")
+
+
+def _write_bundle(bundle: dict[str, Any], output: Path | None) -> None:
+    text = json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        typer.echo(f"proof written to {output}", err=True)
+
+
+@prove_cli.command("inclusion")
+def prove_inclusion(
+    referral_id: Annotated[str | None, typer.Option(help="A referral: all its events.")] = None,
+    screening_id: Annotated[
+        str | None, typer.Option(help="A screening: its disclosures (forwarded, read).")
+    ] = None,
+    size: Annotated[
+        int | None, typer.Option(min=1, help="A checkpointed size (default: the head, now).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Write here (default: stdout).")] = None,
+) -> None:
+    """The events and their inclusion proofs against a signed checkpoint."""
+    import uuid
+
+    from app.audit.proofs import inclusion_bundle
+
+    try:
+        referral = uuid.UUID(referral_id) if referral_id else None
+        screening = uuid.UUID(screening_id) if screening_id else None
+    except ValueError:
+        _unreadable("--referral-id and --screening-id are UUIDs")
+    if (referral is None) == (screening is None):
+        _unreadable("give --referral-id or --screening-id")
+    settings = _settings()
+    bundle = _cli_call(
+        settings,
+        lambda s: inclusion_bundle(
+            s, settings, referral_id=referral, screening_id=screening, size=size
+        ),
+    )
+    _write_bundle(bundle, output)
+
+
+@prove_cli.command("consistency")
+def prove_consistency(
+    from_size: Annotated[int, typer.Option(min=1, help="The size of the checkpoint you kept.")],
+    to_size: Annotated[
+        int | None, typer.Option(min=1, help="A checkpointed size (default: the head, now).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Write here (default: stdout).")] = None,
+) -> None:
+    """The proof that the log signed now extends the one of --from-size events."""
+    from app.audit.proofs import consistency_bundle
+
+    settings = _settings()
+    bundle = _cli_call(
+        settings,
+        lambda s: consistency_bundle(s, settings, from_size=from_size, to_size=to_size),
+    )
+    _write_bundle(bundle, output)
+
+
+def _cli_call(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``work``; a problem it raises (no such checkpoint…) is an error line, exit 1."""
+    from app.errors import RutaError
+
+    try:
+        return _with_session(settings, work)
+    except RutaError as exc:
+        typer.echo(f"error: {exc.detail or exc.title}", err=True)
+        raise typer.Exit(1) from None
 
 
 @audit_cli.command("export")
@@ -239,11 +346,14 @@ def public_key_command(
     pem: Annotated[bool, typer.Option(help="PEM instead of raw base64.")] = False,
 ) -> None:
     """Print the Ed25519 public key that verifies checkpoints (safe to publish)."""
-    from app.audit.chain import Signer, key_id_of, public_key_b64, public_key_pem
+    from app.audit import note
+    from app.audit.chain import public_key_b64, public_key_pem
+    from app.audit.writer import AuditConfig
 
     settings = _settings()
-    signer = Signer(settings.audit_signing_seed())
-    typer.echo(f"key id {key_id_of(signer.public_key)}", err=True)
+    signer = AuditConfig.from_settings(settings).signer
+    typer.echo(f"key id {signer.key_id}, log origin {signer.origin}", err=True)
+    typer.echo(f"note verifier key {note.verifier_key(signer.origin, signer.public_key)}", err=True)
     typer.echo(
         public_key_pem(signer.public_key).rstrip() if pem else public_key_b64(signer.public_key)
     )

@@ -103,3 +103,90 @@ class VerifyOut(BaseModel):
     reason: str | None
     detail: str | None
     checkpoint_seq: int | None
+
+
+class ProofEntry(BaseModel):
+    event: dict[str, Any] = Field(description="The event, as in an export.")
+    proof: list[str] = Field(description="Its RFC 9162 inclusion proof, base64 hashes.")
+
+
+class InclusionProofOut(BaseModel):
+    type: str = "inclusion_proof"
+    selection: dict[str, Any]
+    checkpoint: CheckpointOut
+    entries: list[ProofEntry]
+    pending: int = Field(description="Matching events after the checkpoint (ask again later).")
+
+
+class ConsistencyProofOut(BaseModel):
+    type: str = "consistency_proof"
+    from_size: int
+    to_size: int
+    old: CheckpointOut | None = Field(description="The stored checkpoint of from_size, if any.")
+    new: CheckpointOut
+    proof: list[str] = Field(description="The RFC 9162 consistency proof, base64 hashes.")
+
+
+def _examples() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Proof bundles of a two-event log, signed with the documentation's example key."""
+    import base64
+    import hashlib
+    from datetime import UTC, datetime
+
+    from app.audit import merkle
+    from app.audit.chain import GENESIS_HASH, Signer
+
+    signer = Signer(hashlib.sha256(b"example").digest())
+    moment = datetime(2026, 11, 20, 15, tzinfo=UTC)
+    events = []
+    prev = GENESIS_HASH
+    for seq in (1, 2):
+        event = EventRecord(
+            seq=seq,
+            prev_hash=prev,
+            occurred_at="2026-11-20T14:59:59.000000Z",
+            action="personal_data.read",
+            actor={
+                "type": "client",
+                "id": "6a1c7f0e-3b2d-4c5e-8f9a-0b1c2d3e4f5a",
+                "role": "auditor",
+            },
+            refs={
+                "screening_id": "5b0f7a2e-8c1d-4e0a-9b3f-2d6c1a7e9f10",
+                "referral_id": None,
+                "partner_id": None,
+                "subject_id": None,
+                "request_id": None,
+            },
+            data={"fields": ["subject.name"], "purpose": "audit"},
+        )
+        event.hash = prev = event.compute_hash()
+        events.append(event)
+    leaves = [merkle.leaf_hash(bytes.fromhex(e.hash)) for e in events]
+    one = signer.sign_tree(1, merkle.root_of(leaves[:1]), events[0].hash, moment)
+    two = signer.sign_tree(2, merkle.root_of(leaves), events[1].hash, moment)
+    inclusion = {
+        "type": "inclusion_proof",
+        "selection": {
+            "screening_id": "5b0f7a2e-8c1d-4e0a-9b3f-2d6c1a7e9f10",
+            "actions": ["referral.forwarded", "personal_data.read"],
+        },
+        "checkpoint": two.to_json(),
+        "entries": [
+            {"event": e.to_json(), "proof": [base64.b64encode(leaves[1 - i]).decode()]}
+            for i, e in enumerate(events)
+        ],
+        "pending": 0,
+    }
+    consistency = {
+        "type": "consistency_proof",
+        "from_size": 1,
+        "to_size": 2,
+        "old": one.to_json(),
+        "new": two.to_json(),
+        "proof": [base64.b64encode(leaves[1]).decode()],
+    }
+    return inclusion, consistency
+
+
+INCLUSION_EXAMPLE, CONSISTENCY_EXAMPLE = _examples()

@@ -32,7 +32,7 @@ _SQLITE_UUID = re.compile(r"[0-9a-f]{32}")
 _SQLITE_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
 
 #: The stored columns, with UUIDs and times as stored (text on SQLite).
-_COLUMNS = (
+EVENT_COLUMNS = (
     AuditEvent.seq,
     AuditEvent.prev_hash,
     AuditEvent.hash,
@@ -138,7 +138,7 @@ async def list_events(
     session: AsyncSession, filters: EventFilter, *, after_seq: int, limit: int
 ) -> list[EventRecord]:
     """One page in seq order, after ``after_seq`` (keyset pagination)."""
-    query = filters.apply(select(*_COLUMNS)).where(AuditEvent.seq > after_seq)
+    query = filters.apply(select(*EVENT_COLUMNS)).where(AuditEvent.seq > after_seq)
     rows = await session.execute(query.order_by(AuditEvent.seq).limit(limit))
     return [record_of(row) for row in rows]
 
@@ -201,7 +201,8 @@ async def seq_range(
             )
         ).scalar_one_or_none()
         high = min(high, last if last is not None else 0)
-    return low, high
+    # An empty range is stated within the log (what an audit event's data may hold).
+    return min(low, head_seq + 1), max(high, 0)
 
 
 async def stream_records(
@@ -222,7 +223,7 @@ async def stream_records(
     while cursor < to_seq:
         rows = (
             await session.execute(
-                select(*_COLUMNS)
+                select(*EVENT_COLUMNS)
                 .where(AuditEvent.seq > cursor, AuditEvent.seq <= to_seq)
                 .order_by(AuditEvent.seq)
                 .limit(batch)

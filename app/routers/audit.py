@@ -7,21 +7,25 @@ import binascii
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import audit
-from app.audit import Action, note, store
+from app.audit import Action, note, proofs, store
 from app.audit.chain import public_key_b64, public_key_pem
 from app.audit.export import Format, chunks, prepare_export
 from app.audit.schemas import (
+    CONSISTENCY_EXAMPLE,
+    INCLUSION_EXAMPLE,
     CheckpointOut,
     CheckpointPage,
+    ConsistencyProofOut,
     EventOut,
     EventPage,
+    InclusionProofOut,
     PublicKeyOut,
     VerifyOut,
 )
@@ -210,6 +214,81 @@ async def public_key(_auditor: AuditorDep, settings: SettingsDep) -> PublicKeyOu
         origin=signer.origin,
         verifier_key=note.verifier_key(signer.origin, signer.public_key),
     )
+
+
+INCLUSION_NOTE = (
+    "each with its RFC 9162 inclusion proof in the Merkle tree of a signed checkpoint: `size` "
+    "names a stored checkpoint; without it a checkpoint of the current head is signed now. "
+    "Save the answer and check it offline with `ruta audit verify --proof FILE --public-key "
+    "KEY`, without the rest of the log. Inclusion shows the events are in the log; it does "
+    "not show that no other event concerns the case."
+)
+
+
+@router.get(
+    "/proofs/referrals/{referral_id}",
+    response_model=InclusionProofOut,
+    summary="Inclusion proofs for one referral's events",
+    description="For auditors. Every event of the referral, " + INCLUSION_NOTE,
+    responses={
+        **ok(INCLUSION_EXAMPLE, "The events and their proofs"),
+        404: problem("No tree checkpoint of this size"),
+    },
+)
+async def referral_inclusion_proof(
+    referral_id: uuid.UUID,
+    _auditor: AuditorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    size: Annotated[int | None, Query(ge=1, le=store.MAX_SEQ)] = None,
+) -> dict[str, Any]:
+    return await proofs.inclusion_bundle(session, settings, referral_id=referral_id, size=size)
+
+
+@router.get(
+    "/proofs/screenings/{screening_id}/disclosures",
+    response_model=InclusionProofOut,
+    summary="Inclusion proofs for one screening's disclosures",
+    description="For auditors. Every disclosure of the screening's data "
+    "(`referral.forwarded` and `personal_data.read`, as in its disclosures list), "
+    + INCLUSION_NOTE,
+    responses={
+        **ok(INCLUSION_EXAMPLE, "The disclosures and their proofs"),
+        404: problem("No tree checkpoint of this size"),
+    },
+)
+async def disclosure_inclusion_proof(
+    screening_id: uuid.UUID,
+    _auditor: AuditorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    size: Annotated[int | None, Query(ge=1, le=store.MAX_SEQ)] = None,
+) -> dict[str, Any]:
+    return await proofs.inclusion_bundle(session, settings, screening_id=screening_id, size=size)
+
+
+@router.get(
+    "/proofs/consistency",
+    response_model=ConsistencyProofOut,
+    summary="Consistency proof: the log signed now extends the one you kept",
+    description="For auditors who kept a checkpoint (`from_size` is its `seq`): the RFC 9162 "
+    "proof that the log of `to_size` events (a stored checkpoint; by default one of the "
+    "current head, signed now) extends it, so nothing up to `from_size` was rewritten or "
+    "removed since. Check it offline with `ruta audit verify --proof FILE --public-key KEY "
+    "--checkpoints KEPT`: logarithmic in the log's size.",
+    responses={
+        **ok(CONSISTENCY_EXAMPLE, "The two checkpoints and the proof"),
+        404: problem("No tree checkpoint of this size, or from_size beyond it"),
+    },
+)
+async def consistency_proof(
+    _auditor: AuditorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    from_size: Annotated[int, Query(ge=1, le=store.MAX_SEQ)],
+    to_size: Annotated[int | None, Query(ge=1, le=store.MAX_SEQ)] = None,
+) -> dict[str, Any]:
+    return await proofs.consistency_bundle(session, settings, from_size=from_size, to_size=to_size)
 
 
 MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}

@@ -16,6 +16,7 @@ from app import audit
 from app.audit import Action, store
 from app.audit.chain import load_public_key
 from app.audit.export import read_checkpoints, read_export, verify_export
+from app.audit.proofs import verify_bundle
 from app.routers import audit as audit_router
 from app.settings import Settings
 from tests.audit.conftest import add_events
@@ -200,3 +201,37 @@ async def test_export_of_a_truncated_chain_is_refused_with_the_reason(
     problem = response.json()
     assert (problem["type"], problem["reason"]) == ("/problems/audit-chain-broken", "truncated")
     assert problem["checkpoint_seq"] == head[0]
+
+
+async def test_proofs_over_http_check_offline(
+    audit_app: FastAPI, http: httpx.AsyncClient, auditor: dict[str, str], settings: Settings
+) -> None:
+    await add_events(audit_app.state.sessionmaker, 40, per_transaction=10)
+    key = audit.AuditConfig.from_settings(settings).signer.public_key
+    response = await http.get(
+        f"/v1/audit/proofs/screenings/{uuid.UUID(int=10)}/disclosures", headers=auditor
+    )
+    assert response.status_code == 200, response.text
+    bundle = response.json()
+    assert bundle["entries"] == []  # sample events disclose nothing for it
+    referral = str(uuid.UUID(int=3 + 7))
+    bundle = (await http.get(f"/v1/audit/proofs/referrals/{referral}", headers=auditor)).json()
+    assert [e["event"]["refs"]["referral_id"] for e in bundle["entries"]] == [referral]
+    assert verify_bundle(bundle, key).ok
+    size = bundle["checkpoint"]["seq"]
+    await add_events(audit_app.state.sessionmaker, 5)
+    consistency = await http.get(
+        "/v1/audit/proofs/consistency", params={"from_size": size}, headers=auditor
+    )
+    assert consistency.status_code == 200, consistency.text
+    assert consistency.json()["to_size"] > size
+    assert verify_bundle(consistency.json(), key).ok
+    beyond = await http.get(
+        "/v1/audit/proofs/consistency", params={"from_size": 10**6}, headers=auditor
+    )
+    assert (beyond.status_code, beyond.json()["errors"][0]["path"]) == (404, "query.from_size")
+    unknown = await http.get(
+        f"/v1/audit/proofs/referrals/{referral}", params={"size": 3}, headers=auditor
+    )
+    assert unknown.status_code == 404
+    assert unknown.json()["errors"][0]["path"] == "query.size"
