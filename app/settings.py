@@ -90,7 +90,6 @@ class Settings(BaseSettings):
     #: stored in the database. In development it is derived from the secret key.
     audit_signing_key: SecretStr | None = None
     audit_checkpoint_every: int = Field(default=1000, ge=1)
-    audit_checkpoint_minutes: float = Field(default=10, gt=0)
     #: The public URL partners use to fetch thin referrals and post statuses.
     public_base_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
@@ -132,6 +131,12 @@ class Settings(BaseSettings):
     #: The log's name in its C2SP checkpoints (and their note key name): a schema-less URL
     #: such as ``ruta.example.org/audit``; default ``ruta-audit/<key id>``. No spaces, no "+".
     audit_log_origin: str | None = Field(default=None, pattern=r"^[^\s+]+$", max_length=200)
+    #: The longest an event waits for a signed checkpoint (and for the witnesses to be sent
+    #: it): the background task looks every half of it and signs when the head has moved.
+    audit_checkpoint_seconds: float = Field(default=60, ge=2, le=3600)
+    #: How often the background full verification walks the whole chain from seq 1 (it also
+    #: runs when a verification asks for it: the first, or one that found a problem).
+    audit_full_verify_hours: float = Field(default=24, gt=0)
 
     @field_validator("jwt_algorithms")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -92,8 +93,30 @@ class PublicKeyOut(BaseModel):
     )
 
 
+class WalkOut(BaseModel):
+    """The background full verification: the one running, or the last one."""
+
+    status: str = Field(description="`never`, `requested`, `running`, `ok` or `failed`.")
+    started_at: datetime | None
+    progress_seq: int | None = Field(description="How far the running walk has got.")
+    to_seq: int | None = Field(description="Where the running walk stops (the head it saw).")
+    last_finished_at: datetime | None
+    last_ok: bool | None
+    last_to_seq: int | None
+    last_first_bad_seq: int | None
+    last_reason: str | None
+    last_checkpoint_seq: int | None
+
+
 class VerifyOut(BaseModel):
-    ok: bool
+    ok: bool = Field(
+        description="The events since the last verification verify, the log still reaches "
+        "every verified event and stored checkpoint, and the last full walk found nothing."
+    )
+    scope: str = "incremental"
+    from_seq: int = Field(description="Where this verification started.")
+    verified_through: int = Field(description="Every event up to here is verified.")
+    complete: bool = Field(description="This verification reached the head.")
     events_checked: int
     first_seq: int | None
     last_seq: int | None
@@ -103,6 +126,10 @@ class VerifyOut(BaseModel):
     reason: str | None
     detail: str | None
     checkpoint_seq: int | None
+    checkpoint_source: str | None = None
+    unchecked_checkpoints: list[int] = []
+    advice: list[str] = []
+    full_walk: WalkOut
 
 
 class ProofEntry(BaseModel):

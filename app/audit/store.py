@@ -175,6 +175,18 @@ async def latest_checkpoint(session: AsyncSession) -> Checkpoint | None:
     return None if row is None else to_checkpoint(row)
 
 
+async def latest_tree_checkpoint(session: AsyncSession) -> Checkpoint | None:
+    row = (
+        await session.execute(
+            select(AuditCheckpoint)
+            .where(AuditCheckpoint.note.is_not(None))
+            .order_by(AuditCheckpoint.seq.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    return None if row is None else to_checkpoint(row)
+
+
 async def seq_range(
     session: AsyncSession,
     *,

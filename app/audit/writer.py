@@ -62,7 +62,9 @@ class AuditConfig:
         return cls(
             signer=Signer(settings.audit_signing_seed(), settings.audit_log_origin),
             checkpoint_every=settings.audit_checkpoint_every,
-            checkpoint_interval=timedelta(minutes=settings.audit_checkpoint_minutes),
+            # Looked at every half of audit_checkpoint_seconds (app.background): a head that
+            # moved is signed within audit_checkpoint_seconds.
+            checkpoint_interval=timedelta(seconds=settings.audit_checkpoint_seconds / 2),
         )
 
 
@@ -347,8 +349,8 @@ def _checkpoint_if_due(session: Session, now: datetime, force: bool) -> Checkpoi
 async def checkpoint_if_due(
     session: AsyncSession, settings: Settings, *, force: bool = False
 ) -> Checkpoint | None:
-    """Sign the head if it moved and the last checkpoint is older than
-    ``audit_checkpoint_minutes`` (or ``force``). Flushes only; the caller commits.
+    """Sign the head if it moved and the last checkpoint is older than half of
+    ``audit_checkpoint_seconds`` (or ``force``). Flushes only; the caller commits.
 
     For a background task::
 

@@ -1,6 +1,11 @@
 """All models, imported here so Alembic's autogenerate and ``alembic check`` see them."""
 
-from app.models.audit import AuditCheckpoint, AuditEvent, AuditTreeNode
+from app.models.audit import (
+    AuditCheckpoint,
+    AuditEvent,
+    AuditTreeNode,
+    AuditVerificationState,
+)
 from app.models.base import Base
 from app.models.client import ApiClient, Role
 from app.models.delivery import Delivery, DeliveryAttempt, PartnerCircuit
@@ -13,6 +18,7 @@ __all__ = [
     "AuditCheckpoint",
     "AuditEvent",
     "AuditTreeNode",
+    "AuditVerificationState",
     "Base",
     "Decision",
     "Delivery",

@@ -13,8 +13,10 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Index,
+    Integer,
     LargeBinary,
     SmallInteger,
     String,
@@ -91,3 +93,37 @@ class AuditTreeNode(Base):
     level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditVerificationState(Base):
+    """The one row (``id`` 1) that says how far the chain is verified and how the background
+    full verification goes (app.audit.verification). Not part of the evidence: a cache of
+    verification work, which the full walk re-does from seq 1.
+
+    ``frontier_*``: every event up to ``frontier_seq`` was verified (chain, hashes, every
+    checkpoint up to it); ``frontier_hash`` is event ``frontier_seq``'s hash and
+    ``frontier_tree`` the tree's compact range there (base64), so the next verification
+    starts from there. ``walk_*``: the full walk in progress (leased by one process);
+    ``last_walk_*``: the last one that finished.
+    """
+
+    __tablename__ = "audit_verification_state"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    frontier_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    frontier_hash: Mapped[str | None] = mapped_column(String(64))
+    frontier_tree: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    walk_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    walk_owner: Mapped[str | None] = mapped_column(String(64))
+    walk_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    walk_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    walk_progress_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    walk_target_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_walk_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_walk_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_walk_ok: Mapped[bool | None] = mapped_column(Boolean)
+    last_walk_to_seq: Mapped[int | None] = mapped_column(BigInteger)
+    last_walk_first_bad_seq: Mapped[int | None] = mapped_column(BigInteger)
+    last_walk_reason: Mapped[str | None] = mapped_column(String(64))
+    last_walk_checkpoint_seq: Mapped[int | None] = mapped_column(BigInteger)

@@ -256,15 +256,34 @@ EVENT: dict[str, Any] = {
 EVENT_PAGE: dict[str, Any] = {"events": [EVENT], "next_cursor": "YXVkaXQ6MTQ"}
 VERIFY_OUT: dict[str, Any] = {
     "ok": True,
+    "scope": "incremental",
+    "from_seq": 12001,
+    "verified_through": 12018,
+    "complete": True,
     "events_checked": 18,
-    "first_seq": 1,
-    "last_seq": 18,
+    "first_seq": 12001,
+    "last_seq": 12018,
     "head_hash": "c2881c2849b63e1535e1cf06c1aa4d64e2675ac8ab32390290ccf2b6832cba7c",
     "checkpoints_checked": 1,
     "first_bad_seq": None,
     "reason": None,
     "detail": None,
-    "checkpoint_seq": 10,
+    "checkpoint_seq": None,
+    "checkpoint_source": None,
+    "unchecked_checkpoints": [],
+    "advice": [],
+    "full_walk": {
+        "status": "ok",
+        "started_at": "2026-11-20T03:00:00Z",
+        "progress_seq": 11873,
+        "to_seq": 11873,
+        "last_finished_at": "2026-11-20T03:00:02Z",
+        "last_ok": True,
+        "last_to_seq": 11873,
+        "last_first_bad_seq": None,
+        "last_reason": None,
+        "last_checkpoint_seq": None,
+    },
 }
 AUDIT_KEY_ID = "fff7b47d68d6151d"
 AUDIT_PUBLIC_KEY = "RCmTBlAEqh5MSPTdAVgZTAI0m8xmTNluQA6iaZGKjVE="

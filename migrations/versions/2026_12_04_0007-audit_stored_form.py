@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0007"
 down_revision: str | Sequence[str] | None = "0005"
@@ -99,7 +100,40 @@ def _tree_upgrade() -> None:
         _no_replace_trigger("audit_tree_nodes", "level = NEW.level AND idx = NEW.idx")
 
 
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def _state_upgrade() -> None:
+    op.create_table(
+        "audit_verification_state",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("frontier_seq", sa.BigInteger(), nullable=False),
+        sa.Column("frontier_hash", sa.String(length=64), nullable=True),
+        sa.Column("frontier_tree", JSON, nullable=False),
+        sa.Column("walk_requested", sa.Boolean(), nullable=False),
+        sa.Column("walk_owner", sa.String(length=64), nullable=True),
+        sa.Column("walk_lease_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("walk_started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("walk_progress_seq", sa.BigInteger(), nullable=False),
+        sa.Column("walk_target_seq", sa.BigInteger(), nullable=False),
+        sa.Column("last_walk_started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_walk_finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_walk_ok", sa.Boolean(), nullable=True),
+        sa.Column("last_walk_to_seq", sa.BigInteger(), nullable=True),
+        sa.Column("last_walk_first_bad_seq", sa.BigInteger(), nullable=True),
+        sa.Column("last_walk_reason", sa.String(length=64), nullable=True),
+        sa.Column("last_walk_checkpoint_seq", sa.BigInteger(), nullable=True),
+        sa.CheckConstraint("id = 1", name=op.f("ck_audit_verification_state_one_row")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_verification_state")),
+    )
+    op.execute(
+        "INSERT INTO audit_verification_state (id, frontier_seq, frontier_tree, "
+        "walk_requested, walk_progress_seq, walk_target_seq) VALUES (1, 0, '[]', true, 0, 0)"
+    )
+
+
 def _tree_downgrade() -> None:
+    op.drop_table("audit_verification_state")
     if op.get_bind().dialect.name == "sqlite":
         # Batch mode rebuilds the table, which drops its triggers: make them again after.
         with op.batch_alter_table("audit_checkpoints", schema=None) as batch_op:
@@ -114,6 +148,7 @@ def _tree_downgrade() -> None:
 
 def upgrade() -> None:
     _tree_upgrade()
+    _state_upgrade()
     if op.get_bind().dialect.name != "sqlite":
         return
     # Rebuilding the table drops its triggers; they are made again below.
