@@ -1,5 +1,6 @@
-"""Periodic work inside the API process: time-based audit checkpoints, and the audit
-trail's verification (the frontier moved on, the full walk when due).
+"""Periodic work inside the API process: time-based audit checkpoints (sent on to the
+witnesses), and the audit trail's verification (the frontier moved on, the full walk when
+due).
 
 Each task runs in its own short transaction; a failure is logged and retried on the next
 tick, never allowed to take the process down.
@@ -16,7 +17,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import audit
-from app.audit import verification
+from app.audit import verification, witness
 from app.settings import Settings
 
 log = structlog.get_logger("ruta.background")
@@ -53,6 +54,7 @@ class BackgroundTasks:
         async with self._sessionmaker() as session:
             await audit.checkpoint_if_due(session, self._settings)
             await session.commit()
+        await witness.deliver_due(self._sessionmaker, self._settings, self._owner)
 
     async def _verify(self) -> None:
         async with self._sessionmaker() as session:

@@ -5,6 +5,7 @@ from app.models.audit import (
     AuditEvent,
     AuditTreeNode,
     AuditVerificationState,
+    AuditWitnessCursor,
 )
 from app.models.base import Base
 from app.models.client import ApiClient, Role
@@ -19,6 +20,7 @@ __all__ = [
     "AuditEvent",
     "AuditTreeNode",
     "AuditVerificationState",
+    "AuditWitnessCursor",
     "Base",
     "Decision",
     "Delivery",

@@ -127,3 +127,19 @@ class AuditVerificationState(Base):
     last_walk_first_bad_seq: Mapped[int | None] = mapped_column(BigInteger)
     last_walk_reason: Mapped[str | None] = mapped_column(String(64))
     last_walk_checkpoint_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AuditWitnessCursor(Base):
+    """How far one witness has been sent the log's checkpoints (app.audit.witness): the
+    checkpoints table is the outbox, and each witness reads it in order from here.
+    ``witness`` names it without its URL (``https:<hash>`` or ``file:<hash>``)."""
+
+    __tablename__ = "audit_witness_cursors"
+
+    witness: Mapped[str] = mapped_column(String(40), primary_key=True)
+    delivered_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

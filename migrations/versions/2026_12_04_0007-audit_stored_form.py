@@ -1,5 +1,5 @@
-"""audit: the Merkle tree's nodes and tree checkpoints; on SQLite, canonical stored forms
-and no replacement of audit rows
+"""audit: the Merkle tree's nodes and tree checkpoints, verification state, witness
+cursors; on SQLite, canonical stored forms and no replacement of audit rows
 
 ``audit_tree_nodes`` holds the perfect subtrees (level 8 and up) of the RFC 9162 tree over
 the events' hashes, extended when a checkpoint is signed; it is append-only like the events.
@@ -126,6 +126,17 @@ def _state_upgrade() -> None:
         sa.CheckConstraint("id = 1", name=op.f("ck_audit_verification_state_one_row")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_verification_state")),
     )
+    op.create_table(
+        "audit_witness_cursors",
+        sa.Column("witness", sa.String(length=40), nullable=False),
+        sa.Column("delivered_seq", sa.BigInteger(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.String(length=200), nullable=True),
+        sa.Column("lease_owner", sa.String(length=64), nullable=True),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("witness", name=op.f("pk_audit_witness_cursors")),
+    )
     op.execute(
         "INSERT INTO audit_verification_state (id, frontier_seq, frontier_tree, "
         "walk_requested, walk_progress_seq, walk_target_seq) VALUES (1, 0, '[]', true, 0, 0)"
@@ -133,6 +144,7 @@ def _state_upgrade() -> None:
 
 
 def _tree_downgrade() -> None:
+    op.drop_table("audit_witness_cursors")
     op.drop_table("audit_verification_state")
     if op.get_bind().dialect.name == "sqlite":
         # Batch mode rebuilds the table, which drops its triggers: make them again after.
