@@ -18,6 +18,7 @@ otherwise every ``RUTA_AUDIT_FULL_VERIFY_HOURS``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -162,12 +163,14 @@ async def advance(
     )
     deadline = time.monotonic() + budget
     reached = state.frontier_seq
-    async for event in store.stream_records(session, start, head_seq, batch=1000):
-        if not verifier.feed(event):
-            break
-        reached = event.seq
-        if reached % 1000 == 0 and time.monotonic() > deadline:
-            break
+    records = store.stream_records(session, start, head_seq, batch=1000)
+    async with contextlib.aclosing(records):
+        async for event in records:
+            if not verifier.feed(event):
+                break
+            reached = event.seq
+            if reached % 1000 == 0 and time.monotonic() > deadline:
+                break
     complete = reached == head_seq
     if complete:
         report = verifier.finish()
@@ -340,14 +343,15 @@ async def walk_if_due(
         await session.rollback()
         last_report = time.monotonic()
         records = store.stream_records(session, 1, target, release_between_batches=True)
-        async for event in records:
-            if not verifier.feed(event):
-                break
-            if time.monotonic() - last_report > PROGRESS_SECONDS:
-                last_report = time.monotonic()
-                if not await _progress(maker, owner, event.seq, clock()):
-                    log.warning("audit_walk_lost_lease", owner=owner)
-                    return None
+        async with contextlib.aclosing(records):
+            async for event in records:
+                if not verifier.feed(event):
+                    break
+                if time.monotonic() - last_report > PROGRESS_SECONDS:
+                    last_report = time.monotonic()
+                    if not await _progress(maker, owner, event.seq, clock()):
+                        log.warning("audit_walk_lost_lease", owner=owner)
+                        return None
     report = verifier.finish()
     await _finish(maker, settings, owner, started, report, verifier)
     return report

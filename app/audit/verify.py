@@ -12,6 +12,7 @@ checkpoints the events could not be checked against, and what to do about it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -203,8 +204,9 @@ class ChainVerifier:
         signed last checkpoint: an edit found in the walk says more)."""
         self.deferred = (reason, detail)
 
-    def feed(self, event: EventRecord) -> bool:
-        """Check one event; return False once the chain is broken (later events are moot)."""
+    def feed(self, event: EventRecord, canonical: bytes | None = None) -> bool:
+        """Check one event; return False once the chain is broken (later events are moot).
+        ``canonical`` is ``event.canonical_body()`` when the caller has it already."""
         if self.bad is not None:
             return False
         expected = self.next_seq
@@ -224,7 +226,12 @@ class ChainVerifier:
             if event.prev_hash != self.prev_hash:
                 self._fail(expected, "prev_hash_mismatch", "does not link to its predecessor")
                 return False
-            if event.compute_hash() != event.hash:
+            digest = (
+                hashlib.sha256(canonical).hexdigest()
+                if canonical is not None
+                else event.compute_hash()
+            )
+            if digest != event.hash:
                 self._fail(expected, "hash_mismatch", "content does not match its hash")
                 return False
         except (TypeError, ValueError, KeyError, AttributeError) as exc:

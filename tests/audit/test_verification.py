@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -137,3 +138,27 @@ async def test_a_cut_tail_is_reported_at_once(
     await _tamper(sessionmaker, settings, "DELETE FROM audit_events WHERE seq > 32")
     out = await _verify(sessionmaker, settings)
     assert (out["ok"], out["reason"], out["first_bad_seq"]) == (False, "truncated", 33)
+
+
+async def test_the_walk_reports_progress_while_it_reads(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Progress is written from another transaction in the middle of the walk's reading: on
+    SQLite that once waited for the walk's own write lock."""
+    audit.configure_sessionmaker(sessionmaker, settings)
+    await add_events(sessionmaker, 300)
+    monkeypatch.setattr(verification, "PROGRESS_SECONDS", 0.0)
+    seen: list[int] = []
+    original = verification._progress
+
+    async def spy(*args: object) -> bool:
+        seen.append(int(args[2]))  # type: ignore[call-overload]
+        return await original(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(verification, "_progress", spy)
+    report = await verification.walk_if_due(sessionmaker, settings, "walker")
+    assert report is not None
+    assert report.ok, report
+    assert seen == list(range(1, 301))
