@@ -188,13 +188,17 @@ prove_cli = typer.Typer(
 audit_cli.add_typer(prove_cli, name="prove")
 
 
-def _write_bundle(bundle: dict[str, Any], output: Path | None) -> None:
-    text = json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
+def _write_out(text: str, output: Path | None, what: str) -> None:
+    """``text`` to ``output``, or to stdout without one."""
     if output is None:
         typer.echo(text, nl=False)
     else:
         output.write_text(text)
-        typer.echo(f"proof written to {output}", err=True)
+        typer.echo(f"{what} written to {output}", err=True)
+
+
+def _write_bundle(bundle: dict[str, Any], output: Path | None) -> None:
+    _write_out(json.dumps(bundle, indent=2, ensure_ascii=False) + "\n", output, "proof")
 
 
 @prove_cli.command("inclusion")
@@ -334,11 +338,7 @@ def checkpoints_command(
         return [c.to_json() for c in await stored_checkpoints(session)]
 
     lines = "".join(json.dumps(c, sort_keys=True) + "\n" for c in _with_session(settings, work))
-    if output is None:
-        typer.echo(lines, nl=False)
-    else:
-        output.write_text(lines)
-        typer.echo(f"{lines.count(chr(10))} checkpoints written to {output}", err=True)
+    _write_out(lines, output, f"{lines.count(chr(10))} checkpoints")
 
 
 @audit_cli.command("public-key")

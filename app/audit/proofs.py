@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -80,6 +80,14 @@ async def inclusion_bundle(
         raise ValidationFailed(
             [field_error(("query", "referral_id"), "give referral_id or screening_id", "one_of")]
         )
+    # Known to the log: every referral and screening has events (created, received).
+    column, ident = (
+        (AuditEvent.referral_id, referral_id)
+        if referral_id is not None
+        else (AuditEvent.screening_id, screening_id)
+    )
+    if not (await session.execute(select(exists().where(column == ident)))).scalar():
+        raise NotFound("The audit trail holds no event of this id.")
     checkpoint = await _tree_checkpoint(session, settings, size, "size")
     if referral_id is not None:
         selection: dict[str, Any] = {"referral_id": str(referral_id)}

@@ -42,7 +42,7 @@ from app.settings import Settings
 log = structlog.get_logger("ruta.audit")
 
 #: Seconds of verification work one request does at most; the rest is left to the walk.
-TIME_BUDGET = 0.5
+TIME_BUDGET = 0.3
 #: A full walk's lease, renewed with each progress report.
 WALK_LEASE = timedelta(seconds=60)
 PROGRESS_SECONDS = 2.0

@@ -231,7 +231,7 @@ INCLUSION_NOTE = (
     description="For auditors. Every event of the referral, " + INCLUSION_NOTE,
     responses={
         **ok(INCLUSION_EXAMPLE, "The events and their proofs"),
-        404: problem("No tree checkpoint of this size"),
+        404: problem("No event of this referral, or no tree checkpoint of this size"),
     },
 )
 async def referral_inclusion_proof(
@@ -253,7 +253,7 @@ async def referral_inclusion_proof(
     + INCLUSION_NOTE,
     responses={
         **ok(INCLUSION_EXAMPLE, "The disclosures and their proofs"),
-        404: problem("No tree checkpoint of this size"),
+        404: problem("No event of this screening, or no tree checkpoint of this size"),
     },
 )
 async def disclosure_inclusion_proof(

@@ -48,7 +48,7 @@ from app.audit.export import (
 from app.audit.verify import ChainVerifier, VerifyReport
 from app.audit.writer import actor_of
 from app.settings import Settings
-from tests.audit.conftest import CLINIC, add_events, sample_event
+from tests.audit.conftest import CLINIC, add_events, record_disclosures, sample_event, tamper
 
 N = 10_000
 EVERY = 1_000
@@ -428,16 +428,7 @@ async def _disclosures(maker: async_sessionmaker[AsyncSession]) -> list[int]:
 
 async def _case_with_three_disclosures(maker: async_sessionmaker[AsyncSession]) -> list[int]:
     await add_events(maker, 5)
-    async with maker() as session:
-        for _ in range(3):
-            await audit.record(
-                session,
-                action=Action.personal_data_read,
-                actor=CLINIC,
-                screening_id=CASE,
-                data={"fields": ["subject.name"], "purpose": "care_coordination"},
-            )
-        await session.commit()
+    await record_disclosures(maker, CASE, 3)
     await add_events(maker, 2)
     seqs = await _disclosures(maker)
     assert len(seqs) == 3
@@ -641,15 +632,7 @@ async def _service_export(
 async def _drop_tail(
     maker: async_sessionmaker[AsyncSession], settings: Settings, keep: int
 ) -> None:
-    async with maker() as session:
-        if settings.is_sqlite:
-            await session.execute(text("DROP TRIGGER audit_events_no_delete"))
-        else:
-            await session.execute(
-                text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
-            )
-        await session.execute(text("DELETE FROM audit_events WHERE seq > :keep"), {"keep": keep})
-        await session.commit()
+    await tamper(maker, settings, "DELETE FROM audit_events WHERE seq > :k", params={"k": keep})
 
 
 async def test_a_truncated_chain_gets_no_signed_export(
@@ -715,16 +698,13 @@ async def test_a_kept_checkpoint_beyond_the_log_is_truncation_not_range(
     ]
     # The owner cuts the tail and the stored checkpoints above it; the service's export
     # of what is left is signed and consistent, but the kept checkpoint says otherwise.
-    await _drop_tail(sessionmaker, settings, 25)
-    async with sessionmaker() as session:
-        if settings.is_sqlite:
-            await session.execute(text("DROP TRIGGER audit_checkpoints_no_delete"))
-        else:
-            await session.execute(
-                text("ALTER TABLE audit_checkpoints DISABLE TRIGGER audit_checkpoints_append_only")
-            )
-        await session.execute(text("DELETE FROM audit_checkpoints WHERE seq > 25"))
-        await session.commit()
+    await tamper(
+        sessionmaker,
+        settings,
+        "DELETE FROM audit_events WHERE seq > 25",
+        "DELETE FROM audit_checkpoints WHERE seq > 25",
+        tables=("audit_events", "audit_checkpoints"),
+    )
     whole = await _service_export(sessionmaker, settings)
     assert verify_export(whole, key).ok
     report = verify_export(whole, key, kept)

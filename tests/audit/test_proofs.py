@@ -3,7 +3,6 @@ and the checkpoints an auditor kept; an edited event, proof or checkpoint fails.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import uuid
@@ -15,14 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from app import audit
-from app.audit import Action
 from app.audit.chain import Signer
 from app.audit.cli import audit_cli
 from app.audit.proofs import verify_bundle
-from app.db import create_engine, create_sessionmaker
 from app.settings import Settings, get_settings
-from tests.audit.conftest import CLINIC, add_events
-from tests.conftest import TEST_SECRET
+from tests.audit.conftest import seed, use_cli
 
 CASE = uuid.UUID("5b0f7a2e-8c1d-4e0a-9b3f-2d6c1a7e9f10")
 REFERRAL = uuid.UUID(int=7 + 3)  # sample_event(3)'s referral
@@ -30,36 +26,12 @@ REFERRAL = uuid.UUID(int=7 + 3)  # sample_event(3)'s referral
 
 @pytest.fixture
 def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    monkeypatch.setenv("RUTA_ENV", "test")
-    monkeypatch.setenv("RUTA_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("RUTA_SECRET_KEY", TEST_SECRET)
-    monkeypatch.setenv("RUTA_AUDIT_CHECKPOINT_EVERY", "100")
-    get_settings.cache_clear()
-    yield get_settings()
+    yield use_cli(settings, monkeypatch, checkpoint_every=100)
     get_settings.cache_clear()
 
 
 def _seed(settings: Settings, count: int, disclosures: int = 0) -> None:
-    async def run() -> None:
-        engine = create_engine(settings.database_url)
-        try:
-            maker = create_sessionmaker(engine)
-            audit.configure_sessionmaker(maker, settings)
-            await add_events(maker, count, per_transaction=50)
-            async with maker() as session:
-                for _ in range(disclosures):
-                    await audit.record(
-                        session,
-                        action=Action.personal_data_read,
-                        actor=CLINIC,
-                        screening_id=CASE,
-                        data={"fields": ["subject.name"], "purpose": "care_coordination"},
-                    )
-                await session.commit()
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
+    seed(settings, count, disclosures=disclosures, screening=CASE)
 
 
 def _invoke(*args: str) -> tuple[int, str, str]:
@@ -76,7 +48,7 @@ def _key(tmp_path: Path) -> str:
     return str(path)
 
 
-def test_inclusion_proofs_for_a_screening_and_a_referral(cli_env: Settings, tmp_path: Path) -> None:
+def test_inclusion_proofs_of_a_case(cli_env: Settings, tmp_path: Path) -> None:
     _seed(cli_env, 700, disclosures=3)
     key = _key(tmp_path)
     proof = tmp_path / "case.json"

@@ -24,6 +24,7 @@ from app.db import create_engine, create_sessionmaker
 from app.models import AuditCheckpoint, AuditEvent
 from app.settings import Environment, Settings
 from tests.audit.conftest import CLINIC, add_events
+from tests.audit.conftest import tamper as _tamper
 from tests.conftest import TEST_SECRET, _admin_execute, _db_url
 
 
@@ -103,19 +104,6 @@ async def test_ten_thousand_events_through_the_writer_verify_online_and_offline(
     report = verify_export(truncated, _public_key(settings), kept)
     assert not report.ok
     assert report.first_bad_seq == 5000  # the edit comes first
-
-
-async def _tamper(maker: async_sessionmaker[AsyncSession], settings: Settings, sql: str) -> None:
-    async with maker() as session:
-        if settings.is_sqlite:
-            await session.execute(text("DROP TRIGGER IF EXISTS audit_events_no_update"))
-            await session.execute(text("DROP TRIGGER IF EXISTS audit_events_no_delete"))
-        else:
-            await session.execute(
-                text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
-            )
-        await session.execute(text(sql))
-        await session.commit()
 
 
 async def test_tail_truncation_is_caught_online_by_stored_checkpoints(

@@ -4,7 +4,7 @@ last one is never signed."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import audit
@@ -13,7 +13,7 @@ from app.audit.chain import signature_valid
 from app.audit.tree import TreeStore
 from app.models import AuditEvent, AuditTreeNode
 from app.settings import Settings
-from tests.audit.conftest import add_events
+from tests.audit.conftest import add_events, tamper
 
 
 async def _leaves(session: AsyncSession) -> list[bytes]:
@@ -66,21 +66,12 @@ async def test_no_checkpoint_is_signed_that_contradicts_the_last_one(
     settings = settings.model_copy(update={"audit_checkpoint_every": 10})
     audit.configure_sessionmaker(sessionmaker, settings)
     await add_events(sessionmaker, 20, per_transaction=5)
-    async with sessionmaker() as session:
-        if settings.is_sqlite:
-            await session.execute(text("DROP TRIGGER audit_events_no_update"))
-        else:
-            await session.execute(
-                text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
-            )
-        # The owner rewrites an event under the checkpoint at 20 (its hash column too).
-        await session.execute(
-            text(
-                "UPDATE audit_events SET hash = substr(hash, 2) || substr(hash, 1, 1) "
-                "WHERE seq = 15"
-            )
-        )
-        await session.commit()
+    # The owner rewrites an event under the checkpoint at 20 (its hash column too).
+    await tamper(
+        sessionmaker,
+        settings,
+        "UPDATE audit_events SET hash = substr(hash, 2) || substr(hash, 1, 1) WHERE seq = 15",
+    )
     await add_events(sessionmaker, 10, per_transaction=5)
     async with sessionmaker() as session:
         seqs = [c.seq for c in await store.checkpoints(session)]

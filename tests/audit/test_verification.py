@@ -15,6 +15,7 @@ from app.models import AuditEvent, AuditVerificationState
 from app.models.base import utcnow
 from app.settings import Settings
 from tests.audit.conftest import CLINIC, add_events
+from tests.audit.conftest import tamper as _tamper
 
 
 async def _verify(maker: async_sessionmaker[AsyncSession], settings: Settings) -> dict:  # type: ignore[type-arg]
@@ -22,19 +23,6 @@ async def _verify(maker: async_sessionmaker[AsyncSession], settings: Settings) -
         out = await verification.verify_online(session, settings, CLINIC)
         await session.commit()
     return out
-
-
-async def _tamper(maker: async_sessionmaker[AsyncSession], settings: Settings, sql: str) -> None:
-    async with maker() as session:
-        if settings.is_sqlite:
-            await session.execute(text("DROP TRIGGER IF EXISTS audit_events_no_update"))
-            await session.execute(text("DROP TRIGGER IF EXISTS audit_events_no_delete"))
-        else:
-            await session.execute(
-                text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
-            )
-        await session.execute(text(sql))
-        await session.commit()
 
 
 async def test_each_verification_starts_where_the_last_one_ended(

@@ -26,7 +26,7 @@ from app.main import create_app
 from app.models import AuditWitnessCursor
 from app.models.base import utcnow
 from app.settings import Settings, get_settings
-from tests.audit.conftest import CLINIC, add_events
+from tests.audit.conftest import CLINIC, add_events, tamper
 from tests.conftest import TEST_SECRET
 from tests.delivery.partner_server import PartnerServer
 
@@ -106,18 +106,14 @@ async def test_a_witness_that_fails_is_retried_later_from_where_it_stopped(
 
 async def _cut_tail(maker: async_sessionmaker[AsyncSession], settings: Settings, keep: int) -> None:
     """The database's owner removes the tail and the checkpoints it keeps above it."""
-    async with maker() as session:
-        if settings.is_sqlite:
-            await session.execute(text("DROP TRIGGER audit_events_no_delete"))
-            await session.execute(text("DROP TRIGGER audit_checkpoints_no_delete"))
-        else:
-            for table in ("audit_events", "audit_checkpoints"):
-                await session.execute(
-                    text(f"ALTER TABLE {table} DISABLE TRIGGER {table}_append_only")
-                )
-        await session.execute(text("DELETE FROM audit_events WHERE seq > :k"), {"k": keep})
-        await session.execute(text("DELETE FROM audit_checkpoints WHERE seq > :k"), {"k": keep})
-        await session.commit()
+    await tamper(
+        maker,
+        settings,
+        "DELETE FROM audit_events WHERE seq > :k",
+        "DELETE FROM audit_checkpoints WHERE seq > :k",
+        params={"k": keep},
+        tables=("audit_events", "audit_checkpoints"),
+    )
 
 
 async def test_a_cut_tail_is_caught_with_the_witnessed_checkpoint(

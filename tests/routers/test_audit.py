@@ -10,7 +10,6 @@ import uuid
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
 
 from app import audit
 from app.audit import Action, store
@@ -19,7 +18,7 @@ from app.audit.export import read_checkpoints, read_export, verify_export
 from app.audit.proofs import verify_bundle
 from app.routers import audit as audit_router
 from app.settings import Settings
-from tests.audit.conftest import add_events
+from tests.audit.conftest import add_events, tamper
 from tests.conftest import KeyFactory, bearer
 
 
@@ -188,14 +187,12 @@ async def test_export_of_a_truncated_chain_is_refused_with_the_reason(
         await audit.checkpoint_if_due(session, settings, force=True)
         await session.commit()
         head = await store.head(session)
-    async with audit_app.state.engine.begin() as conn:
-        if conn.dialect.name == "sqlite":
-            await conn.execute(text("DROP TRIGGER audit_events_no_delete"))
-        else:
-            await conn.execute(
-                text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
-            )
-        await conn.execute(text("DELETE FROM audit_events WHERE seq > :n"), {"n": head[0] - 3})
+    await tamper(
+        audit_app.state.sessionmaker,
+        settings,
+        "DELETE FROM audit_events WHERE seq > :n",
+        params={"n": head[0] - 3},
+    )
     response = await http.get("/v1/audit/export", headers=auditor)
     assert response.status_code == 409
     problem = response.json()
@@ -235,3 +232,5 @@ async def test_proofs_over_http_check_offline(
     )
     assert unknown.status_code == 404
     assert unknown.json()["errors"][0]["path"] == "query.size"
+    nowhere = await http.get(f"/v1/audit/proofs/referrals/{uuid.uuid4()}", headers=auditor)
+    assert nowhere.status_code == 404
