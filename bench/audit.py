@@ -35,11 +35,14 @@ from typing import Any
 
 import httpx
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import audit
 from app.audit import Action, proofs, verification
-from app.audit.export import chunks, prepare_export, verify_export_file
+from app.audit.chain import public_key_b64
+from app.audit.export import chunks, prepare_export
+from app.audit.reader import verify_export_file
 from app.audit.writer import Actor
 from app.db import create_engine, create_sessionmaker
 from app.main import create_app
@@ -131,7 +134,20 @@ async def run(url: str, events: int, workdir: Path) -> dict[str, Any]:
     seconds = await generate(maker, events)
     results["write_events_per_s"] = events / seconds
     print(f"  generated {events} events in {seconds:.1f} s ({events / seconds:,.0f}/s)")
+    await online(maker, settings, results)
+    path = workdir / "audit.ndjson"
+    await export(maker, settings, path, results)
+    signer = audit.AuditConfig.from_settings(settings).signer
+    await offline(path, signer.public_key, results)
+    await check_proofs(maker, settings, signer.public_key, results)
+    await engine.dispose()
+    return results
 
+
+async def online(
+    maker: async_sessionmaker[AsyncSession], settings: Settings, results: dict[str, Any]
+) -> None:
+    """GET /v1/audit/verify in the real app: never verified, then after the walk."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         key = await key_factory(app, settings)("auditor", name="bench")
@@ -165,7 +181,14 @@ async def run(url: str, events: int, workdir: Path) -> dict[str, Any]:
             timed("GET /v1/audit/verify, after 1,000 new events", samples[0])
             timed("GET /v1/audit/verify, the worst of 5", max(samples))
 
-    path = workdir / "audit.ndjson"
+
+async def export(
+    maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    path: Path,
+    results: dict[str, Any],
+) -> None:
+    """The whole log as NDJSON, through the service's export code."""
     async with maker() as session:
         plan = await prepare_export(session, settings, actor=CLINIC, fmt="ndjson")
         await session.commit()
@@ -186,9 +209,11 @@ async def run(url: str, events: int, workdir: Path) -> dict[str, Any]:
         f" {results['export_events_per_cpu_s']:,.0f} per CPU second of this process)",
     )
 
-    signer = audit.AuditConfig.from_settings(settings).signer
+
+async def offline(path: Path, key: Ed25519PublicKey, results: dict[str, Any]) -> None:
+    """The export verified offline, in this process and with the command."""
     started, cpu = time.perf_counter(), time.process_time()
-    report = verify_export_file(path, "ndjson", signer.public_key)
+    report = verify_export_file(path, "ndjson", key)
     offline_s = time.perf_counter() - started
     offline_cpu = time.process_time() - cpu
     assert report.ok, report
@@ -203,7 +228,7 @@ async def run(url: str, events: int, workdir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     cli = await asyncio.to_thread(
         subprocess.run,
-        [".venv/bin/ruta", "audit", "verify", str(path), "--public-key", signer_key(signer)],
+        [".venv/bin/ruta", "audit", "verify", str(path), "--public-key", public_key_b64(key)],
         capture_output=True,
         text=True,
     )
@@ -212,30 +237,29 @@ async def run(url: str, events: int, workdir: Path) -> dict[str, Any]:
     results["cli_events_per_s"] = report.events_checked / cli_s
     timed("ruta audit verify (the command)", cli_s, f"({results['cli_events_per_s']:,.0f}/s)")
 
+
+async def check_proofs(
+    maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    key: Ed25519PublicKey,
+    results: dict[str, Any],
+) -> None:
+    """One referral's inclusion proof, and consistency from the first checkpoint."""
     async with maker() as session:
         inclusion = await proofs.inclusion_bundle(
             session, settings, referral_id=uuid.UUID(int=2 * 10**9 + 3)
         )
-        first_size = 1000
-        consistency = await proofs.consistency_bundle(session, settings, from_size=first_size)
+        consistency = await proofs.consistency_bundle(session, settings, from_size=1000)
         await session.commit()
     for name, bundle in (("inclusion", inclusion), ("consistency", consistency)):
         raw = orjson.dumps(bundle)
         started = time.perf_counter()
-        checked = proofs.verify_bundle(orjson.loads(raw), signer.public_key)
+        checked = proofs.verify_bundle(orjson.loads(raw), key)
         elapsed = time.perf_counter() - started
         assert checked.ok, checked
         results[f"{name}_check_ms"] = elapsed * 1000
         size = len(bundle.get("entries", [])) or len(bundle.get("proof", []))
         timed(f"{name} proof checked offline", elapsed, f"({size} entries/hashes)")
-    await engine.dispose()
-    return results
-
-
-def signer_key(signer: Any) -> str:
-    from app.audit.chain import public_key_b64
-
-    return str(public_key_b64(signer.public_key))
 
 
 def main(argv: list[str] | None = None) -> int:

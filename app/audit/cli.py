@@ -97,7 +97,7 @@ error response saved instead of an export, a CSV without the export's columns, a
 
 
 def _held(paths: list[Path] | None) -> list[Any]:
-    from app.audit.export import ExportUnreadable, read_checkpoints
+    from app.audit.reader import ExportUnreadable, read_checkpoints
 
     held: list[Any] = []
     for path in paths or []:
@@ -130,7 +130,7 @@ def verify(
         typer.Option(help="A proof bundle from `ruta audit prove` or /v1/audit/proofs/*."),
     ] = None,
 ) -> None:
-    from app.audit.export import ExportUnreadable, sniff_format, verify_export_file
+    from app.audit.reader import ExportUnreadable, sniff_format, verify_export_file
 
     held = _held(checkpoints)
     if proof is not None:

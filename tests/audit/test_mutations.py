@@ -37,14 +37,8 @@ from app import audit
 from app.audit import Action, store
 from app.audit.chain import GENESIS_HASH, Checkpoint, EventRecord, Signer, format_time
 from app.audit.cli import audit_cli
-from app.audit.export import (
-    ChainBroken,
-    ExportFile,
-    chunks,
-    prepare_export,
-    read_export,
-    verify_export,
-)
+from app.audit.export import ChainBroken, chunks, prepare_export
+from app.audit.reader import ExportFile, read_export, verify_export
 from app.audit.verify import ChainVerifier, VerifyReport
 from app.audit.writer import actor_of
 from app.settings import Settings

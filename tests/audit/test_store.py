@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import audit
 from app.audit import Action
 from app.audit.chain import load_public_key
-from app.audit.export import chunks, plan_export, read_checkpoints, read_export, verify_export
+from app.audit.export import chunks, plan_export
+from app.audit.reader import read_checkpoints, read_export, verify_export
 from app.audit.store import checkpoints, head, seq_range, verify_database
 from app.db import create_engine, create_sessionmaker
 from app.models import AuditCheckpoint, AuditEvent

@@ -21,7 +21,8 @@ from app import audit
 from app.audit import merkle, store, witness
 from app.audit.chain import Checkpoint, signature_valid
 from app.audit.cli import audit_cli
-from app.audit.export import chunks, prepare_export, read_checkpoints, read_export, verify_export
+from app.audit.export import chunks, prepare_export
+from app.audit.reader import read_checkpoints, read_export, verify_export
 from app.main import create_app
 from app.models import AuditWitnessCursor
 from app.models.base import utcnow

@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from app import audit
 from app.audit import Action, store
 from app.audit.chain import load_public_key
-from app.audit.export import read_checkpoints, read_export, verify_export
 from app.audit.proofs import verify_bundle
+from app.audit.reader import read_checkpoints, read_export, verify_export
 from app.routers import audit as audit_router
 from app.settings import Settings
 from tests.audit.conftest import add_events, tamper
