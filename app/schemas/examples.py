@@ -269,18 +269,38 @@ EVENT: dict[str, Any] = {
 EVENT_PAGE: dict[str, Any] = {"events": [EVENT], "next_cursor": "YXVkaXQ6MTQ"}
 VERIFY_OUT: dict[str, Any] = {
     "ok": True,
+    "scope": "incremental",
+    "from_seq": 12001,
+    "verified_through": 12018,
+    "complete": True,
     "events_checked": 18,
-    "first_seq": 1,
-    "last_seq": 18,
+    "first_seq": 12001,
+    "last_seq": 12018,
     "head_hash": "c2881c2849b63e1535e1cf06c1aa4d64e2675ac8ab32390290ccf2b6832cba7c",
     "checkpoints_checked": 1,
     "first_bad_seq": None,
     "reason": None,
     "detail": None,
-    "checkpoint_seq": 10,
+    "checkpoint_seq": None,
+    "checkpoint_source": None,
+    "unchecked_checkpoints": [],
+    "advice": [],
+    "full_walk": {
+        "status": "ok",
+        "started_at": "2026-11-20T03:00:00Z",
+        "progress_seq": 11873,
+        "to_seq": 11873,
+        "last_finished_at": "2026-11-20T03:00:02Z",
+        "last_ok": True,
+        "last_to_seq": 11873,
+        "last_first_bad_seq": None,
+        "last_reason": None,
+        "last_checkpoint_seq": None,
+    },
 }
-AUDIT_KEY_ID = "da283439f9e214ff"
-AUDIT_PUBLIC_KEY = "/6hgswiqRvRBnHfAV8MsxXwd1W+X8HLqlAAV0PEh4uc="
+AUDIT_KEY_ID = "fff7b47d68d6151d"
+AUDIT_PUBLIC_KEY = "RCmTBlAEqh5MSPTdAVgZTAI0m8xmTNluQA6iaZGKjVE="
+AUDIT_ORIGIN = f"ruta-audit/{AUDIT_KEY_ID}"
 CHECKPOINT_PAGE: dict[str, Any] = {
     "key_id": AUDIT_KEY_ID,
     "public_key": AUDIT_PUBLIC_KEY,
@@ -289,10 +309,14 @@ CHECKPOINT_PAGE: dict[str, Any] = {
             "type": "checkpoint",
             "seq": 10,
             "hash": "9a1f2e3d4c5b6a79881726354433221100ffeeddccbbaa998877665544332211",
-            "time": "2026-11-20T15:00:00Z",
+            "time": "2026-11-20T15:00:00.000000Z",
             "key_id": AUDIT_KEY_ID,
-            "signature": "kq1x4bT0p8m2Vb3b4Qy7bq0yY0oQm3vV8c3h1sQ0b2r6m7Y9p1t2u3v4w5x6y7z8"
-            "A9B0C1D2E3F4G5H6I7J8K9L0MA==",
+            "signature": "2yH0KuXz/SH75L151IP9Dyr3gLn1Ie66X7aD8BH/5x+wRegpei7a4f8mvnm3df/xmKZht2"
+            "zDw0+o3PwVz62sbVqnNAI=",
+            "root": "SBNJTRN+FjG7owHVrKtue7eqdM4RhdRWVl71HXN2d7I=",
+            "note": f"{AUDIT_ORIGIN}\n10\nSBNJTRN+FjG7owHVrKtue7eqdM4RhdRWVl71HXN2d7I=\n\n"
+            f"\u2014 {AUDIT_ORIGIN} 2yH0KuXz/SH75L151IP9Dyr3gLn1Ie66X7aD8BH/5x+wRegpei7a4f8mvnm3"
+            "df/xmKZht2zDw0+o3PwVz62sbVqnNAI=\n",
         }
     ],
     "next_cursor": None,
@@ -304,6 +328,8 @@ PUBLIC_KEY_OUT: dict[str, Any] = {
     "pem": "-----BEGIN PUBLIC KEY-----\n"
     f"MCowBQYDK2VwAyEA{AUDIT_PUBLIC_KEY}\n"
     "-----END PUBLIC KEY-----\n",
+    "origin": AUDIT_ORIGIN,
+    "verifier_key": f"{AUDIT_ORIGIN}+db21f42a+AUQpkwZQBKoeTEj03QFYGUwCNJvMZkzZbkAOommRio1R",
 }
 
 # --- Rules --------------------------------------------------------------------------------
