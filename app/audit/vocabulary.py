@@ -151,6 +151,7 @@ KEYS: dict[str, Shape] = {
     "to_seq": Shape.int,
     "ok": Shape.bool,
     "first_bad_seq": Shape.int,
+    "scope": Shape.code,
 }
 
 #: Keys whose values come from a closed list.
@@ -165,6 +166,8 @@ ENUMS: dict[str, frozenset[str]] = {
     "role": frozenset({"clinic", "partner", "auditor", "admin"}),
     "method": frozenset({"get", "head", "post", "put", "patch", "delete", "options"}),
     "format": frozenset({"ndjson", "csv"}),
+    # A verification of what was appended since the last one, or of the whole chain.
+    "scope": frozenset({"incremental", "full"}),
 }
 
 _REFERRAL = {"service", "recipient", "urgency", "flags", "legal_basis", "reason", "decision_id"}
@@ -215,7 +218,9 @@ ALLOWED: dict[Action, frozenset[str]] = {
     Action.request_denied: frozenset({"method", "route", "status_code", "reason", "key_id"}),
     Action.previous_key_used: frozenset({"key_id", "method", "route"}),
     Action.audit_exported: frozenset({"format", "from_seq", "to_seq"}),
-    Action.audit_verified: frozenset({"ok", "first_bad_seq", "to_seq"}),
+    Action.audit_verified: frozenset(
+        {"ok", "first_bad_seq", "from_seq", "to_seq", "scope", "reason", "count"}
+    ),
 }
 
 assert set(ALLOWED) == set(Action), "every action needs an allow-list"
