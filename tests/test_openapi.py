@@ -270,6 +270,7 @@ FREE_FORM = {
     "#/components/schemas/BatchItemResult/properties/problem/anyOf/0",
     # An audit event's data differs by action (docs/audit.md lists them).
     "#/components/schemas/EventOut/properties/data",
+    "#/components/schemas/ExportedEvent/properties/data",
     # The screening values a rule read: any screening field.
     "#/components/schemas/FiredRule/properties/inputs",
     # The demo inbox keeps whatever was delivered (the webhooks describe those bodies).

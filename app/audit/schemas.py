@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -132,14 +132,30 @@ class VerifyOut(BaseModel):
     full_walk: WalkOut
 
 
+class ExportedEvent(EventOut):
+    """An event as an export line holds it (``type: event``), with the fields its hash
+    covers."""
+
+    type: Literal["event"] = "event"
+
+
+class ProofSelection(BaseModel):
+    """Which events an inclusion proof covers: one referral's, or one screening's
+    disclosures (the actions listed)."""
+
+    referral_id: str | None = None
+    screening_id: str | None = None
+    actions: list[str] | None = None
+
+
 class ProofEntry(BaseModel):
-    event: dict[str, Any] = Field(description="The event, as in an export.")
+    event: ExportedEvent = Field(description="The event, as in an export.")
     proof: list[str] = Field(description="Its RFC 9162 inclusion proof, base64 hashes.")
 
 
 class InclusionProofOut(BaseModel):
     type: str = "inclusion_proof"
-    selection: dict[str, Any]
+    selection: ProofSelection
     checkpoint: CheckpointOut
     entries: list[ProofEntry]
     pending: int = Field(description="Matching events after the checkpoint (ask again later).")
