@@ -16,6 +16,7 @@ RUN groupadd --system --gid 10001 ruta \
 COPY --from=build /opt/ruta /opt/ruta
 ENV PATH=/opt/ruta/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    RUTA_ENV=production \
     RUTA_HOST=0.0.0.0 \
     RUTA_PORT=8000 \
     RUTA_WORKER_HEARTBEAT_PATH=/tmp/ruta-worker.heartbeat
