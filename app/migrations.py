@@ -65,12 +65,13 @@ SERVICE_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
     "partners": _CHANGE,  # directory sync, capacity, pause
     "partner_circuits": _CHANGE,
     "subjects": (*_CHANGE, "DELETE"),  # erasure; a group's unused subjects are removed
-    "screenings": _WRITE,
+    "screenings": _CHANGE,  # consent withdrawal stamps consent_withdrawn_at
     "decisions": _WRITE,
     "referrals": _CHANGE,
     "referral_events": _WRITE,
     "deliveries": _CHANGE,
     "delivery_attempts": _WRITE,
+    "console_sessions": (*_CHANGE, "DELETE"),  # sign-in, activity, sign-out, expiry
 }
 
 #: The tables whose protection the service's role must not be able to touch.

@@ -44,6 +44,8 @@ ACTOR = audit.system("delivery-worker")
 FAILURES_TO_OPEN = 5
 PROBE_MIN_SECONDS = 30
 PROBE_MAX_SECONDS = 600
+#: The attempt outcome of a message for a console-only partner: in its inbox, not posted.
+INBOX = "inbox"
 #: A paused partner's deliveries wait, without using up attempts.
 PAUSED_RECHECK = timedelta(minutes=1)
 
@@ -217,6 +219,10 @@ class DeliveryWorker:
                 await session.commit()
                 return
             url = partner.endpoint_url
+            if url is None:
+                await self._into_inbox(session, delivery, now=now)
+                await session.commit()
+                return
             headers = signing.headers(
                 webhook_id=delivery.webhook_id,
                 body=body,
@@ -303,21 +309,7 @@ class DeliveryWorker:
         )
         match outcome:
             case Outcome.delivered:
-                delivery.status = "delivered"
-                delivery.finished_at = now
-                delivery.last_error = None
-                if current:
-                    assert referral is not None
-                    await referrals.mark_delivered(
-                        session,
-                        referral,
-                        delivery_id=delivery.id,
-                        body_sha256=delivery.body_sha256,
-                        attempt=attempt_no,
-                        now=now,
-                    )
-                elif delivery.event_type == "notification.created":
-                    await _notification_sent(session, delivery)
+                await self._delivered(session, delivery, referral if current else None, now=now)
             case Outcome.retry:
                 assert delay is not None
                 delivery.next_attempt_at = now + timedelta(seconds=delay)
@@ -348,6 +340,80 @@ class DeliveryWorker:
                     reason=_code(result.error) or "retries_exhausted",
                     now=now,
                 )
+
+    async def _delivered(
+        self,
+        session: AsyncSession,
+        delivery: Delivery,
+        referral: Referral | None,
+        *,
+        now: datetime,
+    ) -> None:
+        """The message reached its partner; ``referral`` is the referral it delivers to the
+        partner holding it now, if it is one."""
+        delivery.status = "delivered"
+        delivery.finished_at = now
+        delivery.last_error = None
+        if referral is not None:
+            await referrals.mark_delivered(
+                session,
+                referral,
+                delivery_id=delivery.id,
+                body_sha256=delivery.body_sha256,
+                attempt=delivery.attempt_count,
+                now=now,
+            )
+        elif delivery.event_type == "notification.created":
+            await _notification_sent(session, delivery)
+
+    async def _into_inbox(
+        self, session: AsyncSession, delivery: Delivery, *, now: datetime
+    ) -> None:
+        """A console-only partner (no endpoint): nothing is posted; the message is in the
+        partner's console inbox from now on, where reading a referral's details is recorded
+        as a disclosure of its own. The attempt is kept (outcome ``inbox``) like any other,
+        so the referral moves on to ``delivered`` and its deadline runs as for every
+        partner, and a withdrawal later tells this partner too."""
+        delivery.attempt_count += 1
+        delivery.lease_owner = None
+        delivery.lease_expires_at = None
+        session.add(
+            DeliveryAttempt(
+                delivery_id=delivery.id,
+                attempt_no=delivery.attempt_count,
+                worker=self.worker_id,
+                started_at=now,
+                latency_ms=0,
+                status_code=None,
+                outcome=INBOX,
+                error=None,
+                response_excerpt=None,
+            )
+        )
+        child(DELIVERY_ATTEMPTS, delivery.partner_id, INBOX).inc()
+        await audit.record(
+            session,
+            action=Action.referral_attempted,
+            actor=ACTOR,
+            referral_id=delivery.referral_id,
+            partner_id=delivery.partner_id,
+            data={
+                "delivery_id": str(delivery.id),
+                "attempt": delivery.attempt_count,
+                "outcome": INBOX,
+            },
+        )
+        referral = (
+            await session.get(Referral, delivery.referral_id)
+            if delivery.referral_id is not None
+            else None
+        )
+        current = (
+            referral is not None
+            and delivery.event_type == "referral.created"
+            and referral.partner_id == delivery.partner_id
+        )
+        await self._delivered(session, delivery, referral if current else None, now=now)
 
     async def _finish_dead(
         self, session: AsyncSession, delivery: Delivery, *, reason: str, now: datetime

@@ -3,6 +3,7 @@
 from app.models.audit import AuditCheckpoint, AuditEvent
 from app.models.base import Base
 from app.models.client import ApiClient, Role
+from app.models.console import ConsoleSession
 from app.models.delivery import Delivery, DeliveryAttempt, PartnerCircuit
 from app.models.partner import PartnerRow
 from app.models.referral import Decision, Referral, ReferralEvent
@@ -13,6 +14,7 @@ __all__ = [
     "AuditCheckpoint",
     "AuditEvent",
     "Base",
+    "ConsoleSession",
     "Decision",
     "Delivery",
     "DeliveryAttempt",
