@@ -60,6 +60,12 @@ class Action(StrEnum):
     previous_key_used = "request.previous_key_used"
     audit_exported = "audit.exported"
     audit_verified = "audit.verified"
+    console_signed_in = "console.signed_in"
+    console_sign_in_failed = "console.sign_in_failed"
+    console_signed_out = "console.signed_out"
+    referral_assigned = "referral.assigned"
+    referral_retried = "referral.retried"
+    referral_closed = "referral.closed"
 
 
 class Shape(StrEnum):
@@ -151,6 +157,9 @@ KEYS: dict[str, Shape] = {
     "to_seq": Shape.int,
     "ok": Shape.bool,
     "first_bad_seq": Shape.int,
+    # the console and coordinators
+    "via": Shape.code,
+    "overrides": Shape.codes,
 }
 
 #: Keys whose values come from a closed list.
@@ -165,6 +174,8 @@ ENUMS: dict[str, frozenset[str]] = {
     "role": frozenset({"clinic", "partner", "auditor", "admin"}),
     "method": frozenset({"get", "head", "post", "put", "patch", "delete", "options"}),
     "format": frozenset({"ndjson", "csv"}),
+    "via": frozenset({"key", "jwt"}),
+    "overrides": frozenset({"out_of_area", "no_capacity", "closed_now", "excluded"}),
 }
 
 _REFERRAL = {"service", "recipient", "urgency", "flags", "legal_basis", "reason", "decision_id"}
@@ -216,6 +227,16 @@ ALLOWED: dict[Action, frozenset[str]] = {
     Action.previous_key_used: frozenset({"key_id", "method", "route"}),
     Action.audit_exported: frozenset({"format", "from_seq", "to_seq"}),
     Action.audit_verified: frozenset({"ok", "first_bad_seq", "to_seq"}),
+    Action.console_signed_in: frozenset({"role", "key_id", "via"}),
+    Action.console_sign_in_failed: frozenset({"reason", "key_id", "via"}),
+    Action.console_signed_out: frozenset({"reason"}),
+    Action.referral_assigned: frozenset(
+        {"reason", "next_partner_id", "attempt", "previous_status", "overrides"}
+    ),
+    Action.referral_retried: frozenset(
+        {"reason", "outcome", "next_partner_id", "attempt", "delivery_id"}
+    ),
+    Action.referral_closed: frozenset({"reason", "previous_status"}),
 }
 
 assert set(ALLOWED) == set(Action), "every action needs an allow-list"

@@ -30,6 +30,8 @@ class ConsoleSession(Base):
     #: How the person signed in: an API key (its client is read again on every request, so
     #: revoking the key ends the session) or a JWT (the token's claims, kept until expiry).
     via: Mapped[str] = mapped_column(String(8))
+    #: The key a key sign-in used: the session ends when that key stops authenticating.
+    key_id: Mapped[str | None] = mapped_column(String(32))
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16))
     organisation: Mapped[str | None] = mapped_column(String(200))

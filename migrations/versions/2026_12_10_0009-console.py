@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("client_id", sa.Uuid(), nullable=False),
         sa.Column("via", sa.String(length=8), nullable=False),
+        sa.Column("key_id", sa.String(length=32), nullable=True),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("role", sa.String(length=16), nullable=False),
         sa.Column("organisation", sa.String(length=200), nullable=True),
