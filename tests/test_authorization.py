@@ -172,6 +172,16 @@ CONSOLE_CALLS: dict[str, ConsoleCall] = {
         form=lambda: {"status": "received"}
     ),
     "POST /console/capacity": ConsoleCall(make_form=_capacity_form),
+    # A referral's pending body is not a dead notice: 409 shows the call was allowed.
+    "POST /console/dead-letters/{delivery_id}/replay": ConsoleCall(ok=(303, 409)),
+    # Only a referral that needs a person can be acted on: 409 shows the call was allowed.
+    "POST /console/queue/{referral_id}/assign": ConsoleCall(
+        form=lambda: {"partner_id": "x", "reason": "partner_agreed"}, ok=(303, 409)
+    ),
+    "POST /console/queue/{referral_id}/retry": ConsoleCall(ok=(303, 409)),
+    "POST /console/queue/{referral_id}/close": ConsoleCall(
+        form=lambda: {"reason": "duplicate"}, ok=(303, 409)
+    ),
 }
 
 

@@ -361,8 +361,10 @@ async def replay_notice(
 ) -> None:
     """Send a dead withdrawal notice or notification again (same webhook-id and bytes)."""
     delivery = await session.get(Delivery, delivery_id)
-    if delivery is None or delivery.event_type == "referral.created":
+    if delivery is None:
         raise NotFound("No such dead letter.")
+    if delivery.event_type == "referral.created":
+        raise Conflict("A referral's body is sent again from its referral: retry the referral.")
     if not await outbox.replay_dead_letter(session, delivery_id, actor=principal, now=now):
         raise Conflict("Only dead letters can be sent again.", current_status=delivery.status)
 
