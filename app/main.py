@@ -27,6 +27,7 @@ from app.routers import (
     metrics,
     partners,
     referrals,
+    reports,
     rules,
     screenings,
     subjects,
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(partners.router)
     app.include_router(referrals.router)
     app.include_router(deliveries.router)
+    app.include_router(reports.router)
     demo_partners.install(app, settings)
     console.install(app)
     app.include_router(metrics.router)

@@ -49,7 +49,8 @@ async def test_an_explanation_shows_rules_values_reasons_match_history_and_attem
     fired = receipt["decision"]["trace"]["fired"][0]
     assert next(iter(fired["inputs"])) in text  # the values each rule read
     assert "hospital-mdd" in text
-    assert 'id="history"' in text and 'id="deliveries"' in text
+    assert 'id="history"' in text
+    assert 'id="deliveries"' in text
     disclosures = await http.get(f"/console/screenings/{receipt['id']}/disclosures")
     assert disclosures.status_code == 200
     missing = await http.get("/console/log/00000000-0000-4000-8000-000000000000")
