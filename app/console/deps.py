@@ -10,11 +10,10 @@ from fastapi import Depends, Request
 from app.console import sessions
 from app.console.sessions import Signed
 from app.console.web import FormRefused, SignInRequired
-from app.deps import SessionDep, SettingsDep
+from app.deps import SessionDep, SettingsDep, count_request
 from app.errors import Forbidden
 from app.models import Role
 from app.models.base import utcnow
-from app.ratelimit import RateLimiter, enforce
 
 
 async def signed_in(request: Request, session: SessionDep, settings: SettingsDep) -> Signed:
@@ -29,18 +28,7 @@ async def signed_in(request: Request, session: SessionDep, settings: SettingsDep
     principal = signed.principal
     request.state.principal = principal
     request.state.console = signed
-    limiter: RateLimiter = request.app.state.rate_limiter
-    limit = {
-        Role.clinic: settings.rate_limit_clinic,
-        Role.partner: settings.rate_limit_partner,
-        Role.auditor: settings.rate_limit_auditor,
-        Role.admin: settings.rate_limit_admin,
-    }[principal.role]
-    enforce(
-        await limiter.hit(
-            f"client:{principal.client_id}", limit, settings.rate_limit_window_seconds
-        )
-    )
+    await count_request(request, settings, principal)
     return signed
 
 

@@ -21,11 +21,10 @@ from app.console.web import (
     redirect,
     render,
 )
-from app.deps import SessionDep, SettingsDep, _source_key
+from app.deps import SessionDep, SettingsDep, count_failed_authentication
 from app.errors import Unauthorized
 from app.models import Role
 from app.models.base import utcnow
-from app.ratelimit import RateLimiter, enforce
 from app.settings import Settings
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
@@ -86,7 +85,6 @@ async def sign_in(
     # post carries no SameSite=Strict cookie).
     if not sessions.same_token(request.cookies.get(sessions.SIGN_IN_COOKIE), csrf_token):
         raise FormRefused()
-    limiter: RateLimiter = request.app.state.rate_limiter
     try:
         signed, token = await sessions.sign_in(
             session, settings, request.app.state.jwt_verifier, credential, now=utcnow()
@@ -94,13 +92,7 @@ async def sign_in(
     except Unauthorized:
         # The failure is recorded; this request's transaction must keep it.
         await session.commit()
-        enforce(
-            await limiter.hit(
-                _source_key(request, settings),
-                settings.rate_limit_unauthenticated,
-                settings.rate_limit_window_seconds,
-            )
-        )
+        await count_failed_authentication(request, settings)
         target = local_path(next_)
         return redirect(f"{PREFIX}/sign-in?failed=true&next={quote(target, safe='/')}")
     target = local_path(next_)

@@ -17,6 +17,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 import structlog
@@ -262,35 +263,17 @@ class DeliveryWorker:
         delay = policy.next_delay(attempt_no, result) if outcome is Outcome.retry else None
         if outcome is Outcome.retry and delay is None:
             outcome = Outcome.dead
-        session.add(
-            DeliveryAttempt(
-                delivery_id=delivery.id,
-                attempt_no=attempt_no,
-                worker=self.worker_id,
-                started_at=started,
-                latency_ms=sent.latency_ms,
-                status_code=result.status_code,
-                outcome=outcome.value,
-                error=(result.error or None) and str(result.error)[:200],
-                response_excerpt=sent.excerpt,
-            )
-        )
-        child(DELIVERY_ATTEMPTS, delivery.partner_id, outcome.value).inc()
         still_ours = delivery.status == outbox.PENDING
-        delivery.attempt_count = attempt_no
-        delivery.lease_owner = None
-        delivery.lease_expires_at = None
-        await audit.record(
+        await self._attempted(
             session,
-            action=Action.referral_attempted,
-            actor=ACTOR,
-            referral_id=delivery.referral_id,
-            partner_id=delivery.partner_id,
-            data={
-                "delivery_id": str(delivery.id),
-                "attempt": attempt_no,
-                "http_status": result.status_code,
-                "outcome": outcome.value,
+            delivery,
+            started=started,
+            outcome=outcome.value,
+            status_code=result.status_code,
+            latency_ms=sent.latency_ms,
+            error=(result.error or None) and str(result.error)[:200],
+            excerpt=sent.excerpt,
+            audit_data={
                 **({"reason": _code(result.error)} if result.error else {}),
                 **({"due_at": _stamp(now + timedelta(seconds=delay))} if delay is not None else {}),
             },
@@ -341,6 +324,53 @@ class DeliveryWorker:
                     now=now,
                 )
 
+    async def _attempted(
+        self,
+        session: AsyncSession,
+        delivery: Delivery,
+        *,
+        started: datetime,
+        outcome: str,
+        status_code: int | None = None,
+        latency_ms: int = 0,
+        error: str | None = None,
+        excerpt: str | None = None,
+        audit_data: dict[str, Any] | None = None,
+    ) -> None:
+        """Count one attempt on the delivery (releasing its lease): its row, its metric,
+        and its audit event."""
+        delivery.attempt_count += 1
+        delivery.lease_owner = None
+        delivery.lease_expires_at = None
+        session.add(
+            DeliveryAttempt(
+                delivery_id=delivery.id,
+                attempt_no=delivery.attempt_count,
+                worker=self.worker_id,
+                started_at=started,
+                latency_ms=latency_ms,
+                status_code=status_code,
+                outcome=outcome,
+                error=error,
+                response_excerpt=excerpt,
+            )
+        )
+        child(DELIVERY_ATTEMPTS, delivery.partner_id, outcome).inc()
+        await audit.record(
+            session,
+            action=Action.referral_attempted,
+            actor=ACTOR,
+            referral_id=delivery.referral_id,
+            partner_id=delivery.partner_id,
+            data={
+                "delivery_id": str(delivery.id),
+                "attempt": delivery.attempt_count,
+                "http_status": status_code,
+                "outcome": outcome,
+                **(audit_data or {}),
+            },
+        )
+
     async def _delivered(
         self,
         session: AsyncSession,
@@ -374,35 +404,7 @@ class DeliveryWorker:
         as a disclosure of its own. The attempt is kept (outcome ``inbox``) like any other,
         so the referral moves on to ``delivered`` and its deadline runs as for every
         partner, and a withdrawal later tells this partner too."""
-        delivery.attempt_count += 1
-        delivery.lease_owner = None
-        delivery.lease_expires_at = None
-        session.add(
-            DeliveryAttempt(
-                delivery_id=delivery.id,
-                attempt_no=delivery.attempt_count,
-                worker=self.worker_id,
-                started_at=now,
-                latency_ms=0,
-                status_code=None,
-                outcome=INBOX,
-                error=None,
-                response_excerpt=None,
-            )
-        )
-        child(DELIVERY_ATTEMPTS, delivery.partner_id, INBOX).inc()
-        await audit.record(
-            session,
-            action=Action.referral_attempted,
-            actor=ACTOR,
-            referral_id=delivery.referral_id,
-            partner_id=delivery.partner_id,
-            data={
-                "delivery_id": str(delivery.id),
-                "attempt": delivery.attempt_count,
-                "outcome": INBOX,
-            },
-        )
+        await self._attempted(session, delivery, started=now, outcome=INBOX)
         referral = (
             await session.get(Referral, delivery.referral_id)
             if delivery.referral_id is not None

@@ -24,15 +24,8 @@ from app.referrals.service import Details, owns, referral_details
 from app.referrals.state import PARTNER_TRANSITIONS, PartnerStatus, ReferralStatus
 from app.settings import Settings
 
-#: Statuses in which the partner still has work to do on a referral.
-OPEN = (
-    ReferralStatus.queued,
-    ReferralStatus.delivered,
-    ReferralStatus.received,
-    ReferralStatus.accepted,
-    ReferralStatus.in_progress,
-    ReferralStatus.on_hold,
-)
+#: Statuses in which the partner still has work to do on a referral: those it may report on.
+OPEN = tuple(PARTNER_TRANSITIONS)
 NOTICES = ("referral.revoked", "referral.consent_withdrawn")
 _URGENCY_FIRST = case(
     (Referral.urgency == "emergency", 0), (Referral.urgency == "urgent", 1), else_=2

@@ -118,73 +118,46 @@ _COMMON: dict[str, Any] = {
 }
 
 
-@router.get(
-    "/referrals",
-    summary="Referrals per week, by service and urgency",
-    description="A line per week: referrals by service and urgency, and the week's total."
-    + DESCRIPTION,
-    **_COMMON,
+#: Each report's route: (name, summary, description).
+ROUTES = (
+    (
+        "referrals",
+        "Referrals per week, by service and urgency",
+        "A line per week: referrals by service and urgency, and the week's total.",
+    ),
+    (
+        "acknowledgement",
+        "Time to acknowledge, per partner",
+        "Per partner: how many referrals it acknowledged, and the median and 90th percentile "
+        "of the hours from being given one to its first report on it.",
+    ),
+    (
+        "outcomes",
+        "Fallback and escalation rates, per week",
+        "A line per week: referrals that stayed with their first partner (`direct`), fell back "
+        "to another (`fell_back`), or needed a person at some point (`escalated`), the week's "
+        "total, and the rates (shown only where their parts are).",
+    ),
+    ("rules", "The rules that fire most", "Per rule: the decisions it fired in, most first."),
 )
-async def referrals(
-    _who: ReportsDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    since: Since = None,
-    until: Until = None,
-    format: Format = "json",
-) -> Any:
-    return await _report("referrals", session, settings, since, until, format)
 
 
-@router.get(
-    "/acknowledgement",
-    summary="Time to acknowledge, per partner",
-    description="Per partner: how many referrals it acknowledged, and the median and 90th "
-    "percentile of the hours from being given one to its first report on it." + DESCRIPTION,
-    **_COMMON,
-)
-async def acknowledgement(
-    _who: ReportsDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    since: Since = None,
-    until: Until = None,
-    format: Format = "json",
-) -> Any:
-    return await _report("acknowledgement", session, settings, since, until, format)
+def _add(name: str, summary: str, description: str) -> None:
+    async def report(
+        _who: ReportsDep,
+        session: SessionDep,
+        settings: SettingsDep,
+        since: Since = None,
+        until: Until = None,
+        format: Format = "json",
+    ) -> Any:
+        return await _report(name, session, settings, since, until, format)
+
+    report.__name__ = f"report_{name}"
+    router.get(f"/{name}", summary=summary, description=description + DESCRIPTION, **_COMMON)(
+        report
+    )
 
 
-@router.get(
-    "/outcomes",
-    summary="Fallback and escalation rates, per week",
-    description="A line per week: referrals that stayed with their first partner (`direct`), "
-    "fell back to another (`fell_back`), or needed a person at some point (`escalated`), the "
-    "week's total, and the rates (shown only where their parts are)." + DESCRIPTION,
-    **_COMMON,
-)
-async def outcomes(
-    _who: ReportsDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    since: Since = None,
-    until: Until = None,
-    format: Format = "json",
-) -> Any:
-    return await _report("outcomes", session, settings, since, until, format)
-
-
-@router.get(
-    "/rules",
-    summary="The rules that fire most",
-    description="Per rule: the decisions it fired in, most first." + DESCRIPTION,
-    **_COMMON,
-)
-async def rules(
-    _who: ReportsDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    since: Since = None,
-    until: Until = None,
-    format: Format = "json",
-) -> Any:
-    return await _report("rules", session, settings, since, until, format)
+for _route in ROUTES:
+    _add(*_route)
