@@ -20,12 +20,18 @@ from app.auth import Principal
 from app.errors import Conflict, Gone, NotFound, ValidationFailed, field_error
 from app.models import PartnerRow, Referral
 from app.partners.directory import PayloadFormat
+from app.partners.matching import Escalation
 from app.partners.minimiser import build_referral_body
 from app.partners.service import directory_partners
 from app.referrals.records import decided_of, load_screening, record_step
 from app.referrals.routing import fall_back
 from app.referrals.state import PartnerStatus, ReferralStatus, RejectReason, partner_may_report
 from app.settings import Settings
+
+#: Reports by which a partner takes a referral on.
+ACKNOWLEDGED = frozenset(
+    {PartnerStatus.received, PartnerStatus.accepted, PartnerStatus.in_progress}
+)
 
 
 async def owns(session: AsyncSession, principal: Principal, referral: Referral) -> bool:
@@ -82,6 +88,10 @@ async def report_status(
         reason=reason.value if reason else None,
         now=now,
     )
+    if status in ACKNOWLEDGED and referral.human_reason == Escalation.emergency_no_partner_open:
+        # The closed partner answered after all: the person alerted need not act any more.
+        referral.needs_human = False
+        referral.human_reason = None
     await audit.record(
         session,
         action=Action.referral_status_changed,

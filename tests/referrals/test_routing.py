@@ -180,6 +180,14 @@ async def test_an_emergency_with_no_partner_open_goes_to_a_closed_one_and_alerts
             ).scalars()
         )
     assert [e.data["reason"] for e in escalations] == ["emergency_no_partner_open"]
+    # When the closed team answers after all, nobody needs to act any more.
+    team = bearer(await api_key("partner", "office-team"))
+    reply = await http.post(
+        f"/v1/referrals/{item['id']}/status", json={"status": "accepted"}, headers=team
+    )
+    assert reply.status_code == 200, reply.text
+    row = await referral(app, item["id"])
+    assert (row.needs_human, row.human_reason) == (False, None)
 
 
 #: Law enforcement in every form that could tempt a router: national, first in priority,
