@@ -3,7 +3,9 @@ timeout, sign-out, revocation, and what the audit trail records. On both engines
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +20,7 @@ from app.models.base import utcnow
 from app.settings import Environment, Settings
 from tests.conftest import KeyFactory
 from tests.console.helpers import form_token, fresh_client, post_form, sign_in
+from tests.test_auth import _token
 
 
 async def _events(app: FastAPI, prefix: str) -> list[AuditEvent]:
@@ -198,3 +201,27 @@ async def test_spanish_by_default_english_by_header_or_switch(http: httpx.AsyncC
     assert 'lang="en"' in again.text
     offsite = await http.get("/console/language?lang=es&next=//evil.example/")
     assert offsite.headers["location"] == "/console"
+
+
+async def test_a_jwt_signs_in_until_the_token_expires(
+    jwt_http: httpx.AsyncClient, rsa_keys: tuple[Any, Any]
+) -> None:
+    expires = int(time.time()) + 120
+    token = _token(rsa_keys[0], scope="ruta:partner", org="org-jwt", exp=expires)
+    await sign_in(jwt_http, token)
+    assert (await jwt_http.get("/console/inbox")).status_code == 200
+    app = jwt_http._transport.app  # type: ignore[attr-defined]
+    async with app.state.sessionmaker() as session:
+        [row] = (await session.execute(select(ConsoleSession))).scalars()
+    # A JWT session never outlives its token, and keeps the token's claims, not the token.
+    assert row.via == "jwt"
+    assert (row.role, row.organisation) == ("partner", "org-jwt")
+    assert row.expires_at.timestamp() <= expires
+    assert token not in str(row.__dict__)
+    async with fresh_client(jwt_http) as other:
+        form = await other.get("/console/sign-in")
+        forged = _token(rsa_keys[0], scope="ruta:partner", org="org-jwt", iss="https://evil")
+        answer = await other.post(
+            "/console/sign-in", data={"credential": forged, "csrf_token": form_token(form)}
+        )
+        assert "failed=true" in answer.headers["location"]
