@@ -1,4 +1,6 @@
-"""Periodic work inside the API process: time-based audit checkpoints.
+"""Periodic work inside the API process: time-based audit checkpoints (sent on to the
+witnesses), and the audit trail's verification (the frontier moved on, the full walk when
+due).
 
 Each task runs in its own short transaction; a failure is logged and retried on the next
 tick, never allowed to take the process down.
@@ -8,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import audit
+from app.audit import verification, witness
 from app.settings import Settings
 
 log = structlog.get_logger("ruta.background")
@@ -24,9 +28,14 @@ class BackgroundTasks:
         self._sessionmaker = sessionmaker
         self._settings = settings
         self._tasks: list[asyncio.Task[None]] = []
+        self._owner = f"api-{uuid.uuid4().hex[:12]}"
 
     def start(self) -> None:
-        self._every(60.0, "audit_checkpoint", self._checkpoint)
+        # Every half of the longest wait, so a moved head is signed within it.
+        self._every(
+            self._settings.audit_checkpoint_seconds / 2, "audit_checkpoint", self._checkpoint
+        )
+        self._every(15.0, "audit_verify", self._verify)
 
     def _every(self, seconds: float, name: str, job: Callable[[], Awaitable[None]]) -> None:
         async def loop() -> None:
@@ -45,6 +54,13 @@ class BackgroundTasks:
         async with self._sessionmaker() as session:
             await audit.checkpoint_if_due(session, self._settings)
             await session.commit()
+        await witness.deliver_due(self._sessionmaker, self._settings, self._owner)
+
+    async def _verify(self) -> None:
+        async with self._sessionmaker() as session:
+            await verification.advance(session, self._settings)
+            await session.commit()
+        await verification.walk_if_due(self._sessionmaker, self._settings, self._owner)
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -23,6 +23,7 @@ from app.routers import audit as audit_routes
 from app.routers import (
     deliveries,
     demo_partners,
+    fhir,
     health,
     metrics,
     partners,
@@ -30,6 +31,7 @@ from app.routers import (
     reports,
     rules,
     screenings,
+    services,
     subjects,
 )
 from app.rules import DEFAULT_RULES_PATH, load_rule_set
@@ -113,6 +115,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Referral routing for possible victims of human trafficking",
         description=DESCRIPTION,
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
+        # app.openapi.install serves them from local assets instead of a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     # Loaded and compiled once, before the app exists: a rule file that does not validate
@@ -126,8 +132,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_routes.router)
     app.include_router(rules.router)
     app.include_router(partners.router)
+    app.include_router(services.router)
     app.include_router(referrals.router)
     app.include_router(deliveries.router)
+    app.include_router(fhir.router)
     app.include_router(reports.router)
     demo_partners.install(app, settings)
     console.install(app)

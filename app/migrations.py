@@ -61,11 +61,14 @@ SERVICE_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
     "alembic_version": _READ,  # /readyz compares it with the head
     "audit_events": _WRITE,  # append-only
     "audit_checkpoints": _WRITE,  # append-only
+    "audit_tree_nodes": _WRITE,  # append-only: the Merkle tree's stored subtrees
+    "audit_verification_state": ("SELECT", "UPDATE"),  # one row: the walk's lease, progress
+    "audit_witness_cursors": _CHANGE,  # each witness's position and retry state
     "api_clients": _CHANGE,  # revocation, rotation
     "partners": _CHANGE,  # directory sync, capacity, pause
     "partner_circuits": _CHANGE,
     "subjects": (*_CHANGE, "DELETE"),  # erasure; a group's unused subjects are removed
-    "screenings": _CHANGE,  # consent withdrawal stamps consent_withdrawn_at
+    "screenings": _CHANGE,  # consent withdrawal records its time (consent_withdrawn_at)
     "decisions": _WRITE,
     "referrals": _CHANGE,
     "referral_events": _WRITE,
@@ -75,7 +78,7 @@ SERVICE_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
 }
 
 #: The tables whose protection the service's role must not be able to touch.
-AUDIT_TABLES = ("audit_events", "audit_checkpoints")
+AUDIT_TABLES = ("audit_events", "audit_checkpoints", "audit_tree_nodes")
 #: The functions those protections (and the chain lock) rest on.
 AUDIT_FUNCTIONS = ("ruta_audit_refuse_change", "ruta_audit_lock_head")
 #: What no role that runs the service may hold on an audit table.

@@ -95,7 +95,6 @@ class Settings(BaseSettings):
     #: stored in the database. In development it is derived from the secret key.
     audit_signing_key: SecretStr | None = None
     audit_checkpoint_every: int = Field(default=1000, ge=1)
-    audit_checkpoint_minutes: float = Field(default=10, gt=0)
     #: The public URL partners use to fetch thin referrals and post statuses.
     public_base_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
@@ -191,6 +190,24 @@ class Settings(BaseSettings):
             raise ValueError("RUTA_METRICS_TOKEN must be a random value of at least 32 chars")
         return value
 
+    # --- Audit trail: Merkle tree, checkpoints, witnesses (docs/audit.md) ---
+    #: The log's name in its C2SP checkpoints (and their note key name): a schema-less URL
+    #: such as ``ruta.example.org/audit``; default ``ruta-audit/<key id>``. No spaces, no "+".
+    audit_log_origin: str | None = Field(default=None, pattern=r"^[^\s+]+$", max_length=200)
+    #: The longest an event waits for a signed checkpoint (and for the witnesses to be sent
+    #: it): the background task looks every half of it and signs when the head has moved.
+    audit_checkpoint_seconds: float = Field(default=60, ge=2, le=3600)
+    #: Witnesses: where every checkpoint is also sent, outside the database. HTTPS endpoints
+    #: (comma-separated) get each one POSTed, signed like a partner delivery (Standard
+    #: Webhooks, RUTA_AUDIT_WITNESS_SECRET), with a consistency proof from the previous one;
+    #: a file (on storage the database's owner cannot rewrite) gets each one appended.
+    audit_witness_urls: str = ""
+    audit_witness_secret: SecretStr | None = None
+    audit_witness_file: Path | None = None
+    #: How often the background full verification walks the whole chain from seq 1 (it also
+    #: runs when a verification asks for it: the first, or one that found a problem).
+    audit_full_verify_hours: float = Field(default=24, gt=0)
+
     @field_validator("jwt_algorithms")
     @classmethod
     def _asymmetric_only(cls, value: list[str]) -> list[str]:
@@ -218,6 +235,8 @@ class Settings(BaseSettings):
             problems.append("RUTA_ENCRYPTION_KEK must be set (32 random bytes, base64)")
         if self.audit_signing_key is None:
             problems.append("RUTA_AUDIT_SIGNING_KEY must be set (Ed25519 seed, base64)")
+        if self.audit_witness_urls.strip() and self.audit_witness_secret is None:
+            problems.append("RUTA_AUDIT_WITNESS_SECRET must be set to send to witnesses")
         if problems:
             raise ValueError(
                 "refusing to start outside development mode with default secrets: "
@@ -225,6 +244,20 @@ class Settings(BaseSettings):
                 + " (set RUTA_ENV=development for a local demo)"
             )
         return self
+
+    @property
+    def witness_urls(self) -> list[str]:
+        return [u for u in self.audit_witness_urls.replace(",", " ").split() if u]
+
+    def witness_secret(self) -> str:
+        """The Standard Webhooks secret (``whsec_…``) witness deliveries are signed with;
+        in development and tests derived from the secret key."""
+        if self.audit_witness_secret is not None:
+            return self.audit_witness_secret.get_secret_value()
+        if self.env is Environment.production:
+            raise ValueError("RUTA_AUDIT_WITNESS_SECRET must be set to send to witnesses")
+        digest = hashlib.sha256(b"ruta-witness|" + self.secret_key.get_secret_value().encode())
+        return "whsec_" + base64.b64encode(digest.digest()).decode()
 
     @property
     def is_sqlite(self) -> bool:

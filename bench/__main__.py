@@ -6,7 +6,7 @@ import sys
 
 
 def main() -> int:
-    from bench import delivery, intake, rules
+    from bench import audit, delivery, intake, rules
 
     print("== rules engine vs a hand-written if-chain ==", flush=True)
     status = rules.main() or 0
@@ -16,6 +16,8 @@ def main() -> int:
     status |= (
         delivery.main(["--saturating-clients", "32", "--saturating-api-processes", "1", "2"]) or 0
     )
+    print("\n== audit trail: online and offline verification, export, proofs ==", flush=True)
+    status |= audit.main(["--events", "250000"]) or 0
     return status
 
 

@@ -140,6 +140,7 @@ CALLS: dict[str, Call] = {
     "POST /v1/screenings/batch": Call(body=lambda: {"screenings": [screening()]}),
     "GET /v1/screenings/{screening_id}/personal": Call(query={"purpose": "care_coordination"}),
     "POST /v1/erasures": Call(make_body=_erasure_body),
+    "GET /v1/audit/proofs/consistency": Call(query={"from_size": "1"}),
     "POST /v1/rules/evaluate": Call(body=lambda: {"screening": screening()}),
     "POST /v1/partners": Call(body=partner_body),
     "PATCH /v1/partners/{partner_id}": Call(body=lambda: {"name": "Renamed partner"}),

@@ -247,7 +247,7 @@ async def test_personal_data_is_answered_no_store(
     receipt = await submit(http, api_key, subject__name="CANARY-NOSTORE")
     referral_id = receipt["decision"]["referrals"][0]["id"]
     clinic = bearer(await api_key("clinic", "Caravana de la Vida"))
-    partner = bearer(await api_key("partner", "Org thin-legal"))
+    partner = bearer(await api_key("partner", "thin-legal"))
     auditor = bearer(await api_key("auditor"))
     admin = bearer(await api_key("admin"))
     answers = [

@@ -258,3 +258,146 @@ def _is_date_time(schema: dict[str, Any]) -> bool:
     return schema.get("format") == "date-time" or any(
         _is_date_time(s) for s in schema.get("anyOf", [])
     )
+
+
+# --- What a generated client needs: names, types, operation ids, tags -------------------------
+
+#: Objects left free-form on purpose, and why (anything else must be typed).
+FREE_FORM = {
+    # Each item is validated as a screening on its own, so one bad item fails alone.
+    "#/components/schemas/BatchIn/properties/screenings/items",
+    # A batch item's problem+json body (the Problem schema describes it).
+    "#/components/schemas/BatchItemResult/properties/problem/anyOf/0",
+    # An audit event's data differs by action (docs/audit.md lists them).
+    "#/components/schemas/EventOut/properties/data",
+    # The screening values a rule read: any screening field.
+    "#/components/schemas/FiredRule/properties/inputs",
+    # The demo inbox keeps whatever was delivered (the webhooks describe those bodies).
+    "#/components/schemas/InboxItem/properties/payload",
+    # Personal fields, by path: only those the screening holds.
+    "#/components/schemas/PersonalOut/properties/personal",
+    # Matching's explanation: criteria, fallbacks and who was passed over.
+    "#/components/schemas/ReferralExplanation/properties/match/anyOf/0",
+    # The stored screening without its personal fields (ScreeningIn describes it).
+    "#/components/schemas/ScreeningDetail/properties/screening",
+    # Withheld referrals and adjusted facts: their keys depend on the rule.
+    "#/components/schemas/Trace/properties/suppressed/items",
+    "#/components/schemas/Trace/properties/adjustments/additionalProperties",
+}
+
+
+def free_form_objects(node: Any, where: str) -> Iterator[str]:
+    if isinstance(node, dict):
+        if (
+            node.get("type") == "object"
+            and "properties" not in node
+            and not isinstance(node.get("additionalProperties"), dict)
+        ):
+            yield where
+        for key, value in node.items():
+            yield from free_form_objects(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from free_form_objects(value, f"{where}/{index}")
+
+
+def test_every_component_has_a_unique_meaningful_name() -> None:
+    """Generators name classes after components or their titles: two enums both titled
+    PartnerStatus, or Hours-Input beside Hours-Output, made openapi-python-client drop the
+    partners' status operation."""
+    schemas = document()["components"]["schemas"]
+    odd = [n for n in schemas if not re.fullmatch(r"[A-Z][A-Za-z0-9]*", n)]
+    assert not odd, f"generated or mode-suffixed component names: {odd}"
+    titles = [s.get("title", name) for name, s in schemas.items()]
+    assert len(titles) == len(set(titles)), sorted(t for t in titles if titles.count(t) > 1)
+    assert {"DirectoryStatus", "PartnerStatus"} <= set(schemas)
+    assert schemas["DirectoryStatus"]["enum"] == ["active", "paused"]
+
+
+def test_every_response_is_typed_where_a_client_would_get_a_dict() -> None:
+    doc = document()
+    found = set(free_form_objects(doc["components"], "#/components"))
+    found |= set(free_form_objects(doc["paths"], "#/paths"))
+    assert found - FREE_FORM == set(), "type these (or explain them in FREE_FORM)"
+    schemas = doc["components"]["schemas"]
+    for model in ("ScreeningReceipt", "ScreeningDetail"):
+        decision = schemas[model]["properties"]["decision"]["anyOf"][0]
+        assert decision == {"$ref": "#/components/schemas/DecisionView"}
+    assert resolve(doc, {"$ref": "#/components/schemas/DecisionView"})["properties"]["trace"] == {
+        "$ref": "#/components/schemas/Trace",
+        "description": "Every rule that fired and the values it read.",
+    }
+    details = doc["paths"]["/v1/referrals/{referral_id}/details"]["get"]["responses"]["200"]
+    assert details["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ReferralDetails"
+    }
+    assert details["content"]["application/fhir+json"]["schema"] == {
+        "$ref": "#/components/schemas/FhirBundle"
+    }
+    for name in ("Eligibility", "OpeningHours", "ServiceArea", "Hours"):
+        assert schemas[name]["properties"], name
+
+
+def test_every_operation_has_a_stable_readable_id() -> None:
+    from app.openapi import OPERATION_IDS
+
+    doc = document()
+    found = {
+        f"{method.upper()} {path}": operation["operationId"]
+        for section in ("paths", "webhooks")
+        for path, item in doc[section].items()
+        for method, operation in item.items()
+    }
+    missing = sorted(set(found) - set(OPERATION_IDS))
+    assert not missing, f"add these to app.openapi.OPERATION_IDS: {missing}"
+    assert {k: found[k] for k in found} == {k: OPERATION_IDS[k] for k in found}
+    ids = list(OPERATION_IDS.values())
+    assert len(ids) == len(set(ids)), "operation ids must be unique"
+    assert all(re.fullmatch(r"[a-z][A-Za-z]+", i) for i in ids)
+    assert found["POST /v1/screenings"] == "submitScreening"
+    assert found["POST /v1/referrals/{referral_id}/status"] == "reportReferralStatus"
+
+
+def test_every_tag_is_described() -> None:
+    doc = document()
+    described = {t["name"]: t.get("description", "") for t in doc.get("tags", [])}
+    used = {
+        tag
+        for section in ("paths", "webhooks")
+        for item in doc[section].values()
+        for operation in item.values()
+        for tag in operation.get("tags", [])
+    }
+    assert used, "no tags"
+    assert {t for t in used if len(described.get(t, "")) < MIN_DESCRIPTION} == set()
+
+
+# --- /docs and /redoc offline -----------------------------------------------------------------
+
+
+async def test_the_docs_pages_load_only_local_assets_and_they_are_served(
+    http: httpx.AsyncClient,
+) -> None:
+    """Offline (a clinic in a mining camp, a partner behind a firewall) the pages still
+    render: every script, style sheet, image and document they load is on this server."""
+    for page in ("/docs", "/redoc"):
+        answer = await http.get(page)
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/html")
+        html = answer.text
+        urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", html)
+        urls += re.findall(r"""(?:\burl\b|redoc_url)\s*\(\s*['"]([^'"]+)['"]""", html)
+        assert urls, page
+        remote = [u for u in urls if not u.startswith("/")]
+        assert not remote, (page, remote)
+        assert "cdn" not in html.lower()
+        assert "fonts.googleapis" not in html
+        for url in urls:
+            asset = await http.get(url)
+            assert asset.status_code == 200, url
+            assert len(asset.content) > 100, url
+    swagger = (await http.get("/docs")).text
+    assert '"validatorUrl": null' in swagger  # no badge fetched from swagger.io
+    assert "/docs/assets/swagger-ui-bundle.js" in swagger
+    assert "/docs/assets/redoc.standalone.js" in (await http.get("/redoc")).text
+    assert (await http.get("/docs/oauth2-redirect")).status_code == 200

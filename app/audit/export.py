@@ -1,37 +1,55 @@
-"""Exports (NDJSON, CSV), streamed, each ending with a checkpoint signed at export time over
-the last exported event; and the reader the offline verifier uses.
+"""Exports (NDJSON, CSV), streamed and verified as they stream (the offline reader is
+app.audit.reader).
 
-NDJSON: a ``header`` line, then ``event`` lines in seq order, then the stored ``checkpoint``
-lines within the range, then the export's own ``checkpoint`` line. CSV: the same records,
-one per row, ``record`` telling which (see docs/audit.md).
+NDJSON: a signed ``header`` line, then ``event`` lines in seq order, then the stored
+``checkpoint`` lines within the range (and the latest stored checkpoint, even beyond it),
+then the export's own ``checkpoint`` line (``"export": true``) over the last event. CSV: the
+same records, one per row, ``record`` telling which (see docs/audit.md).
+
+The service signs the export's checkpoint only after the exported events have been checked
+on their way out (hashes, links, every stored checkpoint in range). If they fail, the stream
+ends with an ``error`` record instead, and the export cannot verify.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import csv
 import io
-import json
-from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
+import orjson
+import structlog
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from app.audit import store
+from app.audit import merkle, store, writer
 from app.audit.chain import (
     Checkpoint,
     EventRecord,
+    Signer,
     canonical,
-    document_signature_valid,
     public_key_b64,
 )
+from app.audit.tree import TreeError, TreeStore
 from app.audit.verify import ChainVerifier, VerifyReport
-from app.audit.writer import AuditConfig
+from app.audit.vocabulary import Action
+from app.audit.writer import Actor, AuditConfig
+from app.auth import Principal
+from app.errors import Conflict
+from app.models.audit import AuditEvent
 from app.models.base import utcnow
 from app.settings import Settings
 
+log = structlog.get_logger("ruta.audit")
+
 FORMAT_NAME = "ruta-audit-export"
+FORMAT_VERSION = 2
 Format = Literal["ndjson", "csv"]
 
 CSV_COLUMNS = (
@@ -61,64 +79,232 @@ class ExportPlan:
     to_seq: int
     header: dict[str, Any]
     checkpoints: list[Checkpoint]
-    final: Checkpoint | None
+    signer: Signer
+    #: The compact range of the tree before ``from_seq`` (a partial export), and the chain
+    #: hash of event ``from_seq - 1`` with its inclusion proof in that tree.
+    prefix: merkle.CompactRange | None = None
+    anchor: tuple[str, list[bytes]] | None = None
+    #: A consistency proof from ``to_seq`` to the latest stored checkpoint beyond it.
+    consistency: tuple[int, list[bytes]] | None = None
+    #: The checkpoint signed over the last event once the stream has verified it.
+    final: Checkpoint | None = None
+    #: Why the stream stopped short, when it did.
+    failure: VerifyReport | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.to_seq < self.from_seq
 
 
 async def plan_export(
     session: AsyncSession, settings: Settings, *, from_seq: int, to_seq: int
 ) -> ExportPlan:
-    """Fix the range and sign the export's checkpoint before the first byte is sent."""
+    """Fix and sign the range before the first byte is sent."""
     signer = AuditConfig.from_settings(settings).signer
-    final: Checkpoint | None = None
-    if to_seq >= from_seq:
-        last_hash = await store.event_hash(session, to_seq)
-        assert last_hash is not None
-        final = signer.sign(to_seq, last_hash, utcnow())
+    log_size, _ = await store.head(session)
     header = {
         "type": "header",
         "format": FORMAT_NAME,
-        "version": 1,
+        "version": FORMAT_VERSION,
         "from_seq": from_seq,
         "to_seq": to_seq,
-        "generated_at": final.time if final else None,
+        # How many events the log held: a checkpoint beyond it means events were removed,
+        # one between to_seq and log_size only lies outside this export's range.
+        "log_size": log_size,
+        "generated_at": utcnow().isoformat().replace("+00:00", "Z"),
         "hash": "sha256",
         "canonicalization": "RFC8785",
         "signature": "Ed25519",
+        "tree": "RFC9162",
+        "origin": signer.origin,
         "key_id": signer.key_id,
         "public_key": public_key_b64(signer.public_key),
     }
     # The header is signed so a verifier can trust its range: without it, dropping the first
-    # events of a full export would leave a valid-looking suffix.
+    # or last events of an export would leave a valid-looking part.
     header["header_signature"] = signer.sign_document(header)
     held = await store.checkpoints(session, from_seq=from_seq, to_seq=to_seq)
-    if from_seq > 1 and final is not None:
-        # Anchor a partial export to the chain before it: a checkpoint over event
-        # from_seq - 1 pins the first event's prev_hash, so it is not taken on trust.
-        anchor_hash = await store.event_hash(session, from_seq - 1)
-        assert anchor_hash is not None
-        held.insert(0, signer.sign(from_seq - 1, anchor_hash, utcnow()))
-    return ExportPlan(from_seq, to_seq, header, held, final)
+    plan = ExportPlan(from_seq, to_seq, header, held, signer)
+    if header_empty(header):
+        return plan
+    latest = await store.latest_checkpoint(session)
+    if latest is not None and latest.seq > to_seq:
+        held.append(latest)
+    await session.run_sync(lambda sync: _tree_parts(sync, plan, latest))
+    return plan
+
+
+def _tree_parts(session: Session, plan: ExportPlan, latest: Checkpoint | None) -> None:
+    """What a verifier needs besides the events: the tree before them (a partial export
+    continues its root from there, and its first event's ``prev_hash`` is proven in it),
+    and the proof that the log signed at the latest stored checkpoint extends them."""
+    tree = TreeStore(session)
+    # A broken chain (events missing) leaves a part out; the stream's own check then
+    # refuses to sign the export, and says why.
+    before = plan.from_seq - 1
+    if before:
+        with contextlib.suppress(TreeError):
+            plan.prefix = tree.compact(before)
+            anchor = session.execute(
+                select(AuditEvent.hash).where(AuditEvent.seq == before)
+            ).scalar_one()
+            plan.anchor = (anchor, tree.inclusion_proof(before - 1, before))
+    if latest is not None and latest.root is not None and latest.seq > plan.to_seq:
+        with contextlib.suppress(TreeError):
+            plan.consistency = (latest.seq, tree.consistency_proof(plan.to_seq, latest.seq))
+
+
+class ChainBroken(Conflict):
+    """The chain fails against the service's own checkpoints: nothing is signed for it."""
+
+    type = "/problems/audit-chain-broken"
+
+
+async def prepare_export(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    actor: Principal | Actor,
+    fmt: Format,
+    from_seq: int | None = None,
+    to_seq: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> ExportPlan:
+    """Check the chain against its stored checkpoints, fix and sign the range, and record
+    the export (``audit.exported``) in the caller's transaction.
+
+    Raises :class:`ChainBroken` (409) rather than sign anything for a chain that fails: a
+    stored checkpoint whose event is gone (truncated) or is not the one it signed."""
+    broken = await store.check_against_checkpoints(session)
+    if broken is not None:
+        log.error("audit_export_refused", reason=broken.reason, first_bad_seq=broken.first_bad_seq)
+        raise ChainBroken(
+            "The audit chain fails against the service's own checkpoints, so no export is "
+            "signed. Ask the operator to run `ruta audit verify`.",
+            reason=broken.reason,
+            first_bad_seq=broken.first_bad_seq,
+            checkpoint_seq=broken.checkpoint_seq,
+        )
+    low, high = await store.seq_range(
+        session, from_seq=from_seq, to_seq=to_seq, since=since, until=until
+    )
+    plan = await plan_export(session, settings, from_seq=low, to_seq=high)
+    writer.attach(session, settings)
+    await writer.record(
+        session,
+        action=Action.audit_exported,
+        actor=actor,
+        data={"format": fmt, "from_seq": low, "to_seq": high},
+    )
+    return plan
+
+
+def header_empty(header: dict[str, Any]) -> bool:
+    return int(header["to_seq"]) < int(header["from_seq"])
+
+
+async def _verified(
+    session: AsyncSession, plan: ExportPlan
+) -> AsyncIterator[tuple[EventRecord, bytes]]:
+    """The range's events, with their canonical bodies, checked on their way out; the
+    export's checkpoint is signed only when every one of them held."""
+    verifier = ChainVerifier(
+        plan.signer.public_key,
+        plan.checkpoints,
+        start_seq=plan.from_seq,
+        end_seq=plan.to_seq,
+        log_size=int(plan.header["log_size"]),
+        own_source="database",
+        prefix=plan.prefix.copy() if plan.prefix else None,
+        anchor_hash=plan.anchor[0] if plan.anchor else None,
+        consistency=dict([plan.consistency]) if plan.consistency else None,
+    )
+    if not plan.empty:
+        records = store.stream_records(
+            session, plan.from_seq, plan.to_seq, release_between_batches=True
+        )
+        async with contextlib.aclosing(records):
+            async for record in records:
+                body = record.canonical_body()
+                if not verifier.feed(record, body):
+                    break
+                yield record, body
+    report = verifier.finish()
+    if plan.empty:
+        return
+    if report.ok and verifier.compact is None:
+        report.ok, report.reason = False, "tree_unavailable"
+        report.detail = "the tree before the export's range could not be read"
+    if report.ok and report.head_hash is not None and verifier.compact is not None:
+        root = verifier.compact.root()
+        plan.final = plan.signer.sign_tree(plan.to_seq, root, report.head_hash, utcnow())
+    else:
+        plan.failure = report
+        log.error("audit_export_refused", reason=report.reason, first_bad_seq=report.first_bad_seq)
 
 
 def _line(obj: dict[str, Any]) -> bytes:
-    return canonical(obj) + b"\n"
+    return orjson.dumps(obj) + b"\n"
+
+
+def _event_line(record: EventRecord, body: bytes) -> bytes:
+    """An event line from the canonical body just hashed: ``type`` and ``hash`` first, then
+    the body's members (the same object as ``record.to_json()``, written once)."""
+    return b'{"type":"event","hash":"' + record.hash.encode() + b'",' + body[1:] + b"\n"
+
+
+def _error_record(plan: ExportPlan) -> dict[str, Any]:
+    assert plan.failure is not None
+    return {
+        "type": "error",
+        "reason": plan.failure.reason,
+        "first_bad_seq": plan.failure.first_bad_seq,
+        "detail": "the chain failed verification while it was exported; this export is not "
+        "signed. Ask the operator to run `ruta audit verify`.",
+    }
+
+
+def _tree_records(plan: ExportPlan) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    prefix = consistency = None
+    if plan.prefix is not None and plan.anchor is not None:
+        prefix = {
+            "type": "tree_prefix",
+            "size": plan.prefix.size,
+            "hashes": [base64.b64encode(h).decode() for h in plan.prefix.hashes],
+            "chain_hash": plan.anchor[0],
+            "chain_hash_proof": [base64.b64encode(h).decode() for h in plan.anchor[1]],
+        }
+    if plan.consistency is not None:
+        consistency = {
+            "type": "consistency",
+            "from_size": plan.to_seq,
+            "to_size": plan.consistency[0],
+            "proof": [base64.b64encode(h).decode() for h in plan.consistency[1]],
+        }
+    return prefix, consistency
 
 
 async def ndjson_chunks(session: AsyncSession, plan: ExportPlan) -> AsyncIterator[bytes]:
     yield _line(plan.header)
-    if plan.to_seq >= plan.from_seq:
-        buffer: list[bytes] = []
-        async for record in store.stream_records(
-            session, plan.from_seq, plan.to_seq, release_between_batches=True
-        ):
-            buffer.append(_line(record.to_json()))
-            if len(buffer) >= 500:
-                yield b"".join(buffer)
-                buffer = []
-        if buffer:
+    prefix, consistency = _tree_records(plan)
+    if prefix is not None:
+        yield _line(prefix)
+    buffer: list[bytes] = []
+    async for record, body in _verified(session, plan):
+        buffer.append(_event_line(record, body))
+        if len(buffer) >= 1000:
             yield b"".join(buffer)
+            buffer = []
+    if buffer:
+        yield b"".join(buffer)
+    if plan.failure is not None:
+        yield _line(_error_record(plan))
+        return
     for checkpoint in plan.checkpoints:
         yield _line(checkpoint.to_json())
+    if consistency is not None:
+        yield _line(consistency)
     if plan.final is not None:
         yield _line({**plan.final.to_json(), "export": True})
 
@@ -156,28 +342,46 @@ def _checkpoint_csv(checkpoint: Checkpoint, kind: str) -> list[Any]:
     row: list[Any] = [""] * len(CSV_COLUMNS)
     row[0], row[1], row[3], row[4] = kind, checkpoint.seq, checkpoint.hash, checkpoint.time
     row[-2], row[-1] = checkpoint.key_id, checkpoint.signature
+    if checkpoint.note is not None:
+        # A tree checkpoint's root and signed note, as JSON in the data column.
+        row[CSV_COLUMNS.index("data")] = orjson.dumps(
+            {"root": checkpoint.root, "note": checkpoint.note}
+        ).decode()
+    return row
+
+
+def _json_row(kind: str, document: dict[str, Any]) -> list[Any]:
+    row: list[Any] = [""] * len(CSV_COLUMNS)
+    row[0] = kind
+    row[CSV_COLUMNS.index("data")] = orjson.dumps(document).decode()
     return row
 
 
 async def csv_chunks(session: AsyncSession, plan: ExportPlan) -> AsyncIterator[bytes]:
     yield _csv_row(CSV_COLUMNS).encode()
-    header_row: list[Any] = [""] * len(CSV_COLUMNS)
-    header_row[0] = "header"
-    header_row[CSV_COLUMNS.index("data")] = canonical(plan.header).decode()
-    yield _csv_row(header_row).encode()
-    if plan.to_seq >= plan.from_seq:
-        buffer: list[str] = []
-        async for record in store.stream_records(
-            session, plan.from_seq, plan.to_seq, release_between_batches=True
-        ):
-            buffer.append(_csv_row(_event_csv(record)))
-            if len(buffer) >= 500:
-                yield "".join(buffer).encode()
-                buffer = []
-        if buffer:
-            yield "".join(buffer).encode()
+    yield _csv_row(_json_row("header", plan.header)).encode()
+    prefix, consistency = _tree_records(plan)
+    if prefix is not None:
+        yield _csv_row(_json_row("tree_prefix", prefix)).encode()
+    buffer = io.StringIO()
+    rows = csv.writer(buffer, lineterminator="\n")
+    count = 0
+    async for record, _body in _verified(session, plan):
+        rows.writerow(_event_csv(record))
+        count += 1
+        if count % 1000 == 0:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue().encode()
+    if plan.failure is not None:
+        yield _csv_row(_json_row("error", _error_record(plan))).encode()
+        return
     for checkpoint in plan.checkpoints:
         yield _csv_row(_checkpoint_csv(checkpoint, "checkpoint")).encode()
+    if consistency is not None:
+        yield _csv_row(_json_row("consistency", consistency)).encode()
     if plan.final is not None:
         yield _csv_row(_checkpoint_csv(plan.final, "export_checkpoint")).encode()
 
@@ -186,150 +390,3 @@ def chunks(session: AsyncSession, plan: ExportPlan, fmt: Format) -> AsyncIterato
     """The export's bytes. ``session`` must be the stream's own: it is released between
     batches."""
     return ndjson_chunks(session, plan) if fmt == "ndjson" else csv_chunks(session, plan)
-
-
-# -- reading an export (offline) ------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class ExportFile:
-    header: dict[str, Any] = field(default_factory=dict)
-    events: list[EventRecord] = field(default_factory=list)
-    checkpoints: list[Checkpoint] = field(default_factory=list)
-
-
-class ExportUnreadable(ValueError):
-    pass
-
-
-def _iter_ndjson(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ExportUnreadable(f"line {number}: not JSON") from exc
-        if not isinstance(obj, dict):
-            raise ExportUnreadable(f"line {number}: not an object")
-        yield obj
-
-
-def _iter_csv(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    for row in csv.DictReader(lines):
-        kind = row.get("record")
-        if kind == "header":
-            yield json.loads(row["data"])
-        elif kind == "event":
-            yield {
-                "type": "event",
-                "seq": int(row["seq"]),
-                "prev_hash": row["prev_hash"],
-                "hash": row["hash"],
-                "occurred_at": row["occurred_at"],
-                "action": row["action"],
-                "actor": {
-                    "type": row["actor_type"],
-                    "id": row["actor_id"] or None,
-                    "role": row["actor_role"] or None,
-                },
-                "refs": {k: row[k] or None for k in store_ref_keys()},
-                "data": json.loads(row["data"]),
-            }
-        elif kind in ("checkpoint", "export_checkpoint"):
-            yield {
-                "type": "checkpoint",
-                "seq": row["seq"],
-                "hash": row["hash"],
-                "time": row["occurred_at"],
-                "key_id": row["key_id"],
-                "signature": row["signature"],
-            }
-
-
-def store_ref_keys() -> tuple[str, ...]:
-    from app.audit.chain import REF_KEYS
-
-    return REF_KEYS
-
-
-def read_export(lines: Iterable[str], fmt: Format = "ndjson") -> ExportFile:
-    """Parse an export into memory. (Use :func:`verify_export` for bounded memory.)"""
-    export = ExportFile()
-    for obj in _iter_ndjson(lines) if fmt == "ndjson" else _iter_csv(lines):
-        kind = obj.get("type")
-        if kind == "header":
-            export.header = obj
-        elif kind == "event":
-            export.events.append(EventRecord.from_json(obj))
-        elif kind == "checkpoint":
-            export.checkpoints.append(Checkpoint.from_json(obj))
-    return export
-
-
-def read_checkpoints(lines: Iterable[str]) -> list[Checkpoint]:
-    """A checkpoints file an auditor kept: NDJSON checkpoint lines (other lines ignored)."""
-    return [Checkpoint.from_json(o) for o in _iter_ndjson(lines) if o.get("type") == "checkpoint"]
-
-
-def _records(path: Path, fmt: Format) -> Iterator[dict[str, Any]]:
-    with path.open(newline="") as handle:
-        yield from _iter_ndjson(handle) if fmt == "ndjson" else _iter_csv(handle)
-
-
-def verify_export_file(
-    path: Path, fmt: Format, public_key: Any, held: Iterable[Checkpoint] = ()
-) -> VerifyReport:
-    """Verify an export file in bounded memory: a first pass reads the header and the
-    checkpoints (they come last in the file), a second streams the events."""
-    header: dict[str, Any] = {}
-    found: list[Checkpoint] = []
-    for obj in _records(path, fmt):
-        if obj.get("type") == "header":
-            header = obj
-        elif obj.get("type") == "checkpoint":
-            found.append(Checkpoint.from_json(obj))
-    verifier = _start(header, [*found, *held], public_key)
-    for obj in _records(path, fmt):
-        if obj.get("type") != "event":
-            continue
-        try:
-            record = EventRecord.from_json(obj)
-        except KeyError:
-            verifier.fail_malformed()
-            break
-        if not verifier.feed(record):
-            break
-    return verifier.finish()
-
-
-def _start(header: dict[str, Any], checkpoints: list[Checkpoint], public_key: Any) -> ChainVerifier:
-    start = 1
-    header_ok = True
-    if header:
-        unsigned = {k: v for k, v in header.items() if k != "header_signature"}
-        signature = str(header.get("header_signature", ""))
-        header_ok = document_signature_valid(unsigned, signature, public_key)
-        if header_ok:
-            start = int(header["from_seq"])
-    verifier = ChainVerifier(public_key, checkpoints, start_seq=start)
-    if not header_ok:
-        verifier.fail_header()
-    return verifier
-
-
-def verify_export(
-    export: ExportFile,
-    public_key: Any,
-    held: Iterable[Checkpoint] = (),
-) -> VerifyReport:
-    """Verify an export with only the public key (and checkpoints the auditor kept).
-
-    The header's range is not trusted: a missing tail is caught by the export's own signed
-    checkpoint, or by any held checkpoint beyond the last event.
-    """
-    verifier = _start(export.header, [*export.checkpoints, *held], public_key)
-    for record in export.events:
-        if not verifier.feed(record):
-            break
-    return verifier.finish()

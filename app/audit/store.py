@@ -1,14 +1,24 @@
-"""Reading the audit tables: events as chain records, checkpoints, filters, online verify."""
+"""Reading the audit tables: events as chain records, checkpoints, filters, online verify.
+
+Events are read as the database stores them, not as the ORM would normalise them: a UUID or
+a time kept in a non-canonical text form (upper-case hex, another time format; possible
+only on SQLite, where the column is text) is handed to the verifier verbatim, so it no longer
+matches the hash instead of being silently normalised back (docs/audit.md, "Stored form").
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import re
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+import orjson
+from sqlalchemy import Row, Select, String, Text, and_, cast, func, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.chain import Checkpoint, EventRecord, format_time
@@ -17,25 +27,76 @@ from app.audit.writer import AuditConfig
 from app.models.audit import AuditCheckpoint, AuditEvent
 from app.settings import Settings
 
-BATCH = 1000
+BATCH = 2000
+#: The largest sequence number either engine stores (BIGINT).
+MAX_SEQ = 2**63 - 1
+#: SQLite's text forms (what SQLAlchemy writes, and what migration 0007's CHECKs enforce).
+_SQLITE_UUID = re.compile(r"[0-9a-f]{32}")
+_SQLITE_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
+
+#: The stored columns, with UUIDs and times as stored (text on SQLite).
+EVENT_COLUMNS: tuple[Any, ...] = (
+    AuditEvent.seq,
+    AuditEvent.prev_hash,
+    AuditEvent.hash,
+    type_coerce(AuditEvent.occurred_at, String).label("occurred_at"),
+    AuditEvent.action,
+    AuditEvent.actor_type,
+    AuditEvent.actor_id,
+    AuditEvent.actor_role,
+    type_coerce(AuditEvent.screening_id, String).label("screening_id"),
+    type_coerce(AuditEvent.referral_id, String).label("referral_id"),
+    AuditEvent.partner_id,
+    type_coerce(AuditEvent.subject_id, String).label("subject_id"),
+    AuditEvent.request_id,
+    # As text, parsed by orjson: the JSON type's stdlib parser (and the driver's, for
+    # jsonb on PostgreSQL) was the export's slowest step.
+    cast(AuditEvent.data, Text).label("data"),
+)
 
 
-def to_record(row: AuditEvent) -> EventRecord:
+def _uuid_text(value: Any) -> str | None:
+    """The hashed text of a stored UUID: PostgreSQL's uuid type is canonical by
+    construction; SQLite's 32 lowercase hex digits map one to one onto it. Anything else is
+    returned as stored, and cannot match the hash."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if _SQLITE_UUID.fullmatch(value):
+            v = value
+            return f"{v[:8]}-{v[8:12]}-{v[12:16]}-{v[16:20]}-{v[20:]}"
+        return value
+    return str(value)
+
+
+def _time_text(value: Any) -> str:
+    if isinstance(value, datetime):
+        return format_time(value if value.tzinfo else value.replace(tzinfo=UTC))
+    text = str(value)
+    if _SQLITE_TIME.fullmatch(text):
+        return f"{text[:10]}T{text[11:]}Z"
+    return text
+
+
+def record_of(row: Sequence[Any]) -> EventRecord:
+    """An event as stored (the columns of :data:`EVENT_COLUMNS`, in order)."""
+    (seq, prev_hash, hash_, occurred_at, action, actor_type, actor_id, actor_role) = row[:8]
+    screening_id, referral_id, partner_id, subject_id, request_id, data = row[8:]
     return EventRecord(
-        seq=row.seq,
-        prev_hash=row.prev_hash,
-        occurred_at=format_time(row.occurred_at),
-        action=row.action,
-        actor={"type": row.actor_type, "id": row.actor_id, "role": row.actor_role},
+        seq=seq,
+        prev_hash=prev_hash,
+        occurred_at=_time_text(occurred_at),
+        action=action,
+        actor={"type": actor_type, "id": actor_id, "role": actor_role},
         refs={
-            "screening_id": str(row.screening_id) if row.screening_id else None,
-            "referral_id": str(row.referral_id) if row.referral_id else None,
-            "partner_id": row.partner_id,
-            "subject_id": str(row.subject_id) if row.subject_id else None,
-            "request_id": row.request_id,
+            "screening_id": None if screening_id is None else _uuid_text(screening_id),
+            "referral_id": None if referral_id is None else _uuid_text(referral_id),
+            "partner_id": partner_id,
+            "subject_id": None if subject_id is None else _uuid_text(subject_id),
+            "request_id": request_id,
         },
-        data=row.data,
-        hash=row.hash,
+        data=orjson.loads(data) if isinstance(data, str | bytes) else data,
+        hash=hash_,
     )
 
 
@@ -46,6 +107,8 @@ def to_checkpoint(row: AuditCheckpoint) -> Checkpoint:
         time=format_time(row.signed_at),
         key_id=row.key_id,
         signature=row.signature,
+        root=row.root,
+        note=row.note,
     )
 
 
@@ -84,9 +147,9 @@ async def list_events(
     session: AsyncSession, filters: EventFilter, *, after_seq: int, limit: int
 ) -> list[EventRecord]:
     """One page in seq order, after ``after_seq`` (keyset pagination)."""
-    query = filters.apply(select(AuditEvent)).where(AuditEvent.seq > after_seq)
-    rows = (await session.execute(query.order_by(AuditEvent.seq).limit(limit))).scalars()
-    return [to_record(row) for row in rows]
+    query = filters.apply(select(*EVENT_COLUMNS)).where(AuditEvent.seq > after_seq)
+    rows = await session.execute(query.order_by(AuditEvent.seq).limit(limit))
+    return [record_of(row) for row in rows]
 
 
 async def head(session: AsyncSession) -> tuple[int, str | None]:
@@ -112,6 +175,25 @@ async def checkpoints(
         query = query.where(AuditCheckpoint.seq <= to_seq)
     rows = (await session.execute(query.order_by(AuditCheckpoint.seq))).scalars()
     return [to_checkpoint(row) for row in rows]
+
+
+async def latest_checkpoint(session: AsyncSession) -> Checkpoint | None:
+    row = (
+        await session.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.seq.desc()).limit(1))
+    ).scalar_one_or_none()
+    return None if row is None else to_checkpoint(row)
+
+
+async def latest_tree_checkpoint(session: AsyncSession) -> Checkpoint | None:
+    row = (
+        await session.execute(
+            select(AuditCheckpoint)
+            .where(AuditCheckpoint.note.is_not(None))
+            .order_by(AuditCheckpoint.seq.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    return None if row is None else to_checkpoint(row)
 
 
 async def seq_range(
@@ -140,7 +222,8 @@ async def seq_range(
             )
         ).scalar_one_or_none()
         high = min(high, last if last is not None else 0)
-    return low, high
+    # An empty range is stated within the log (what an audit event's data may hold).
+    return min(low, head_seq + 1), max(high, 0)
 
 
 async def stream_records(
@@ -150,36 +233,90 @@ async def stream_records(
     *,
     batch: int = BATCH,
     release_between_batches: bool = False,
-) -> AsyncIterator[EventRecord]:
+) -> AsyncGenerator[EventRecord, None]:
     """Events ``from_seq..to_seq`` in order, a batch at a time (keyset, bounded memory).
 
-    ``release_between_batches`` ends the read transaction after each batch, for sessions
-    of their own: on SQLite every transaction holds the write lock (``BEGIN IMMEDIATE``),
-    and a long export must not block writers. Rows never change, so nothing is lost.
+    ``release_between_batches`` ends the read transaction as soon as each batch is read,
+    for sessions of their own: on SQLite every transaction holds the write lock (``BEGIN
+    IMMEDIATE``), and a long export or walk must not block writers. Rows never change, so
+    nothing is lost.
     """
-    cursor = from_seq - 1
-    while cursor < to_seq:
-        rows = (
-            (
-                await session.execute(
-                    select(AuditEvent)
-                    .where(AuditEvent.seq > cursor, AuditEvent.seq <= to_seq)
-                    .order_by(AuditEvent.seq)
-                    .limit(batch)
-                    .execution_options(populate_existing=True)
-                )
-            )
-            .scalars()
-            .all()
+    query = select(*EVENT_COLUMNS).order_by(AuditEvent.seq).limit(batch)
+
+    async def fetch(after: int) -> list[Row[Any]]:
+        rows = list(
+            await session.execute(query.where(AuditEvent.seq > after, AuditEvent.seq <= to_seq))
         )
-        if not rows:
-            return
-        for row in rows:
-            yield to_record(row)
-        cursor = rows[-1].seq
-        session.expunge_all()
         if release_between_batches:
+            # Before the rows are used: the consumer may open a transaction of its own (on
+            # SQLite it would wait for this one's write lock).
             await session.rollback()
+        return rows
+
+    # The next batch is read while this one is used (the database and its driver work
+    # meanwhile); the last read is always awaited, so the session is free when we return.
+    pending: asyncio.Task[list[Row[Any]]] | None = None
+    if from_seq <= to_seq:
+        pending = asyncio.ensure_future(fetch(from_seq - 1))
+    try:
+        while pending is not None:
+            rows = await pending
+            pending = None
+            if not rows:
+                return
+            last = rows[-1].seq
+            if last < to_seq:
+                pending = asyncio.ensure_future(fetch(last))
+            for row in rows:
+                yield record_of(row)
+    finally:
+        if pending is not None:
+            # Let the read finish rather than cancel it mid-statement: the caller uses the
+            # session next. Callers close the stream (contextlib.aclosing) when they stop early.
+            with contextlib.suppress(Exception):
+                await pending
+
+
+async def check_against_checkpoints(session: AsyncSession) -> VerifyReport | None:
+    """What can be said without walking the chain: every stored checkpoint's event still
+    exists with the hash that was signed. A report when not (the chain was truncated or
+    rewritten under a checkpoint), ``None`` when they all hold.
+
+    One indexed join, whatever the log's size: the service runs it before it signs
+    anything an auditor takes away (an export)."""
+    head_seq, _ = await head(session)
+    broken = (
+        await session.execute(
+            select(AuditCheckpoint.seq, AuditEvent.seq.label("event_seq"))
+            .outerjoin(AuditEvent, AuditEvent.seq == AuditCheckpoint.seq)
+            .where(or_(AuditEvent.seq.is_(None), and_(AuditEvent.hash != AuditCheckpoint.hash)))
+            .order_by(AuditCheckpoint.seq)
+            .limit(1)
+        )
+    ).first()
+    if broken is None:
+        return None
+    report = VerifyReport(
+        ok=False,
+        events_checked=0,
+        first_seq=None,
+        last_seq=head_seq or None,
+        head_hash=None,
+        checkpoints_checked=0,
+        checkpoint_seq=int(broken.seq),
+        checkpoint_source="database",
+    )
+    if broken.event_seq is None and broken.seq > head_seq:
+        report.reason = "truncated"
+        report.first_bad_seq = head_seq + 1
+        report.detail = (
+            f"a stored checkpoint covers seq {broken.seq} but the chain ends at seq {head_seq}"
+        )
+    else:
+        report.reason = "checkpoint_mismatch"
+        report.first_bad_seq = int(broken.seq)
+        report.detail = f"event {broken.seq} is not the one its stored checkpoint signed"
+    return report
 
 
 async def verify_database(
@@ -192,11 +329,18 @@ async def verify_database(
     """Walk the whole chain in the database against every stored checkpoint, and any
     ``held`` ones an auditor kept."""
     public_key = AuditConfig.from_settings(settings).signer.public_key
-    verifier = ChainVerifier(public_key, [*await checkpoints(session), *held])
     head_seq, _ = await head(session)
+    verifier = ChainVerifier(
+        public_key,
+        await checkpoints(session),
+        held=list(held),
+        log_size=head_seq,
+        own_source="database",
+    )
     # Keyset on the seq column; a gap or a tampered seq shows as a mismatch in the walk.
     records = stream_records(session, 1, head_seq, release_between_batches=release_between_batches)
-    async for record in records:
-        if not verifier.feed(record):
-            break
+    async with contextlib.aclosing(records):
+        async for record in records:
+            if not verifier.feed(record):
+                break
     return verifier.finish()

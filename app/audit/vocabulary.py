@@ -157,6 +157,7 @@ KEYS: dict[str, Shape] = {
     "to_seq": Shape.int,
     "ok": Shape.bool,
     "first_bad_seq": Shape.int,
+    "scope": Shape.code,
     # the console and coordinators
     "via": Shape.code,
     "overrides": Shape.codes,
@@ -174,6 +175,8 @@ ENUMS: dict[str, frozenset[str]] = {
     "role": frozenset({"clinic", "partner", "auditor", "admin"}),
     "method": frozenset({"get", "head", "post", "put", "patch", "delete", "options"}),
     "format": frozenset({"ndjson", "csv"}),
+    # A verification of what was appended since the last one, or of the whole chain.
+    "scope": frozenset({"incremental", "full"}),
     "via": frozenset({"key", "jwt"}),
     "overrides": frozenset({"out_of_area", "no_capacity", "closed_now", "excluded"}),
 }
@@ -226,7 +229,9 @@ ALLOWED: dict[Action, frozenset[str]] = {
     Action.request_denied: frozenset({"method", "route", "status_code", "reason", "key_id"}),
     Action.previous_key_used: frozenset({"key_id", "method", "route"}),
     Action.audit_exported: frozenset({"format", "from_seq", "to_seq"}),
-    Action.audit_verified: frozenset({"ok", "first_bad_seq", "to_seq"}),
+    Action.audit_verified: frozenset(
+        {"ok", "first_bad_seq", "from_seq", "to_seq", "scope", "reason", "count"}
+    ),
     Action.console_signed_in: frozenset({"role", "key_id", "via"}),
     Action.console_sign_in_failed: frozenset({"reason", "key_id", "via"}),
     Action.console_signed_out: frozenset({"reason"}),

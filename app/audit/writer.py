@@ -18,22 +18,28 @@ sequence numbers before commit.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+import structlog
 from sqlalchemy import Table, event, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
 
+from app.audit import merkle
 from app.audit.chain import GENESIS_HASH, REF_KEYS, Checkpoint, EventRecord, Signer, format_time
+from app.audit.tree import TreeError, TreeStore
 from app.audit.vocabulary import CODE_RE, Action, AuditDataRejected, is_code, validate_data
 from app.auth import Principal
 from app.db import insert_rows_sync, within
 from app.models.audit import AuditCheckpoint, AuditEvent
 from app.models.base import utcnow
 from app.settings import Settings
+
+log = structlog.get_logger("ruta.audit")
 
 CONFIG_KEY = "ruta.audit.config"
 PENDING_KEY = "ruta.audit.pending"
@@ -54,9 +60,11 @@ class AuditConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> AuditConfig:
         return cls(
-            signer=Signer(settings.audit_signing_seed()),
+            signer=Signer(settings.audit_signing_seed(), settings.audit_log_origin),
             checkpoint_every=settings.audit_checkpoint_every,
-            checkpoint_interval=timedelta(minutes=settings.audit_checkpoint_minutes),
+            # Looked at every half of audit_checkpoint_seconds (app.background): a head that
+            # moved is signed within audit_checkpoint_seconds.
+            checkpoint_interval=timedelta(seconds=settings.audit_checkpoint_seconds / 2),
         )
 
 
@@ -220,6 +228,11 @@ def _append_pending(session: Session) -> int:
     if not pending:
         return -1
     config = _config(session)
+    # The chain's lock is the last lock a transaction takes. before_commit fires before the
+    # commit's own flush: without this, the row updates would be flushed while holding the
+    # chain, and a transaction holding one of those rows and waiting for the chain (a
+    # partner's report racing the worker's record of the same referral) would deadlock.
+    session.flush()
     head_seq, head_hash, head_time = _lock_and_read_head(session)
     now = utcnow()
     # Times never go backwards along the chain, whatever the replicas' clocks say, so a time
@@ -247,7 +260,7 @@ def _append_pending(session: Session) -> int:
     insert_rows_sync(session, _EVENTS, rows)
     every = config.checkpoint_every
     if seq // every > head_seq // every:
-        _store_checkpoint(session, config.signer.sign(seq, prev, now), now)
+        sign_checkpoint(session, config, seq, prev, now)
     return seq
 
 
@@ -275,16 +288,49 @@ def _row(
     }
 
 
-def _store_checkpoint(session: Session, checkpoint: Checkpoint, moment: datetime) -> None:
+def sign_checkpoint(
+    session: Session, config: AuditConfig, size: int, head_hash: str, now: datetime
+) -> Checkpoint | None:
+    """Sign and store a tree checkpoint over the first ``size`` events (the caller holds the
+    chain lock), extending the stored tree to it.
+
+    Nothing is signed if the events do not form a gapless sequence, or if the new root is
+    not consistent with the last tree checkpoint signed (RFC 9162 consistency proof, built
+    from the same stored nodes): a log never signs a head inconsistent with an earlier one.
+    The refusal is logged; the caller's transaction goes on, and ``ruta audit verify`` and
+    ``GET /v1/audit/verify`` report the broken chain.
+    """
+    tree = TreeStore(session)
+    try:
+        root = tree.root(size)
+        previous = session.execute(
+            select(AuditCheckpoint.seq, AuditCheckpoint.root)
+            .where(AuditCheckpoint.note.is_not(None))
+            .order_by(AuditCheckpoint.seq.desc())
+            .limit(1)
+        ).first()
+        if previous is not None and previous.seq <= size:
+            proof = tree.consistency_proof(previous.seq, size)
+            old_root = base64.b64decode(previous.root)
+            if not merkle.verify_consistency(previous.seq, size, old_root, root, proof):
+                raise TreeError(f"the tree is not consistent with checkpoint {previous.seq}")
+        tree.extend(size)
+    except TreeError as exc:
+        log.error("audit_checkpoint_refused", size=size, reason=str(exc))
+        return None
+    checkpoint = config.signer.sign_tree(size, root, head_hash, now)
     session.execute(
         insert(AuditCheckpoint).values(
             seq=checkpoint.seq,
             hash=checkpoint.hash,
-            signed_at=moment,
+            signed_at=now,
             key_id=checkpoint.key_id,
             signature=checkpoint.signature,
+            root=checkpoint.root,
+            note=checkpoint.note,
         )
     )
+    return checkpoint
 
 
 def _checkpoint_if_due(session: Session, now: datetime, force: bool) -> Checkpoint | None:
@@ -302,16 +348,14 @@ def _checkpoint_if_due(session: Session, now: datetime, force: bool) -> Checkpoi
             return None
         if not force and now - last.signed_at < config.checkpoint_interval:
             return None
-    checkpoint = config.signer.sign(head_seq, head_hash, now)
-    _store_checkpoint(session, checkpoint, now)
-    return checkpoint
+    return sign_checkpoint(session, config, head_seq, head_hash, now)
 
 
 async def checkpoint_if_due(
     session: AsyncSession, settings: Settings, *, force: bool = False
 ) -> Checkpoint | None:
-    """Sign the head if it moved and the last checkpoint is older than
-    ``audit_checkpoint_minutes`` (or ``force``). Flushes only; the caller commits.
+    """Sign the head if it moved and the last checkpoint is older than half of
+    ``audit_checkpoint_seconds`` (or ``force``). Flushes only; the caller commits.
 
     For a background task::
 

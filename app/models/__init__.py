@@ -1,6 +1,12 @@
 """All models, imported here so Alembic's autogenerate and ``alembic check`` see them."""
 
-from app.models.audit import AuditCheckpoint, AuditEvent
+from app.models.audit import (
+    AuditCheckpoint,
+    AuditEvent,
+    AuditTreeNode,
+    AuditVerificationState,
+    AuditWitnessCursor,
+)
 from app.models.base import Base
 from app.models.client import ApiClient, Role
 from app.models.console import ConsoleSession
@@ -13,6 +19,9 @@ __all__ = [
     "ApiClient",
     "AuditCheckpoint",
     "AuditEvent",
+    "AuditTreeNode",
+    "AuditVerificationState",
+    "AuditWitnessCursor",
     "Base",
     "ConsoleSession",
     "Decision",

@@ -11,7 +11,18 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, String, Uuid
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, JSONType, UTCDateTime
@@ -50,10 +61,13 @@ class AuditEvent(Base):
 
 
 class AuditCheckpoint(Base):
-    """A signed statement "event ``seq`` of the chain has hash ``hash``", made at ``signed_at``.
+    """A signed statement about the first ``seq`` events, made at ``signed_at``.
 
+    A tree checkpoint (``note`` set) is the C2SP signed note stating that the Merkle tree of
+    the first ``seq`` events has ``root`` (base64); ``hash`` is the chain head then, kept
+    unsigned. One without a note (signed before the tree existed) signed ``hash``.
     The private key is never in the database; ``key_id`` names the public key that verifies
-    ``signature`` (base64 Ed25519 over the canonical statement, see docs/audit.md).
+    ``signature`` (see docs/audit.md).
     """
 
     __tablename__ = "audit_checkpoints"
@@ -64,3 +78,68 @@ class AuditCheckpoint(Base):
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     key_id: Mapped[str] = mapped_column(String(32))
     signature: Mapped[str] = mapped_column(String(128))
+    root: Mapped[str | None] = mapped_column(String(44))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditTreeNode(Base):
+    """A perfect subtree of the Merkle tree over the events' hashes (RFC 9162): node
+    ``(level, idx)`` covers events ``idx * 2**level + 1`` to ``(idx + 1) * 2**level``. Only
+    levels 8 and up are stored (app.audit.tree); append-only like the events."""
+
+    __tablename__ = "audit_tree_nodes"
+    __table_args__ = (CheckConstraint("level >= 8 AND idx >= 0", name="in_range"),)
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditVerificationState(Base):
+    """The one row (``id`` 1) that says how far the chain is verified and how the background
+    full verification goes (app.audit.verification). Not part of the evidence: a cache of
+    verification work, which the full walk re-does from seq 1.
+
+    ``frontier_*``: every event up to ``frontier_seq`` was verified (chain, hashes, every
+    checkpoint up to it); ``frontier_hash`` is event ``frontier_seq``'s hash and
+    ``frontier_tree`` the tree's compact range there (base64), so the next verification
+    starts from there. ``walk_*``: the full walk in progress (leased by one process);
+    ``last_walk_*``: the last one that finished.
+    """
+
+    __tablename__ = "audit_verification_state"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    frontier_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    frontier_hash: Mapped[str | None] = mapped_column(String(64))
+    frontier_tree: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    walk_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    walk_owner: Mapped[str | None] = mapped_column(String(64))
+    walk_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    walk_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    walk_progress_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    walk_target_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_walk_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_walk_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_walk_ok: Mapped[bool | None] = mapped_column(Boolean)
+    last_walk_to_seq: Mapped[int | None] = mapped_column(BigInteger)
+    last_walk_first_bad_seq: Mapped[int | None] = mapped_column(BigInteger)
+    last_walk_reason: Mapped[str | None] = mapped_column(String(64))
+    last_walk_checkpoint_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AuditWitnessCursor(Base):
+    """How far one witness has been sent the log's checkpoints (app.audit.witness): the
+    checkpoints table is the outbox, and each witness reads it in order from here.
+    ``witness`` names it without its URL (``https:<hash>`` or ``file:<hash>``)."""
+
+    __tablename__ = "audit_witness_cursors"
+
+    witness: Mapped[str] = mapped_column(String(40), primary_key=True)
+    delivered_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,4 +1,4 @@
-"""``ruta partners import FILE`` and ``ruta partners export``.
+"""``ruta partners import FILE`` (YAML, JSON or CSV) and ``ruta partners export``.
 
 Export never includes secrets; import validates the whole file before it changes anything
 and then syncs it with the same precedence as at start (see app/partners/service.py).
@@ -29,9 +29,17 @@ def _settings() -> Settings:
 
 @partners_cli.command("import")
 def import_directory(
-    file: Annotated[Path, typer.Argument(help="A directory file (YAML or JSON).", exists=True)],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A directory file: YAML, JSON, or CSV (one partner a row; a spreadsheet "
+            "saved as CSV).",
+            exists=True,
+        ),
+    ],
 ) -> None:
-    """Validate FILE and sync its partners into the database."""
+    """Validate FILE and sync its partners into the database. Every error names the
+    partner (the row and column, for CSV) and never quotes a value."""
     settings = _settings()
     try:
         directory = load_directory(

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import csv
+import io
 import ipaddress
 import json
 import os
@@ -55,15 +57,22 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 - the format prefix, not a secret
 #: A partner id appears in URLs and audit events: a short lowercase slug.
 #: Lowercase letters, digits and hyphens, with at least one letter: partner ids travel in the
 #: audit trail, which refuses a bare run of digits (it could be a phone or document number).
-PartnerId = Annotated[
-    str,
-    Field(min_length=1, max_length=64, pattern=r"^(?:[a-z]|[0-9][0-9-]*[a-z])[a-z0-9-]*$"),
-]
+_PARTNER_ID_PATTERN = r"^(?:[a-z]|[0-9][0-9-]*[a-z])[a-z0-9-]*$"
+PartnerId = Annotated[str, Field(min_length=1, max_length=64, pattern=_PARTNER_ID_PATTERN)]
+_PARTNER_ID = re.compile(_PARTNER_ID_PATTERN)
 
 
-class PartnerStatus(StrEnum):
+class DirectoryStatus(StrEnum):
+    """Whether matching considers a directory entry: ``active``, or ``paused`` by an admin.
+    Not the status a partner reports on a referral (``app.referrals.state.PartnerStatus``)."""
+
     active = "active"
     paused = "paused"
+
+
+#: The name other modules import (kept while branches that use it are merged); the OpenAPI
+#: document knows only DirectoryStatus, so clients do not confuse the two enums.
+PartnerStatus = DirectoryStatus
 
 
 class PayloadFormat(StrEnum):
@@ -294,7 +303,7 @@ class Partner(SortedSets):
     hours: Hours = Hours(always_open=True)
     #: Omitted, or without a url: a console-only partner.
     endpoint: Endpoint = Endpoint()
-    status: PartnerStatus = PartnerStatus.active
+    status: DirectoryStatus = DirectoryStatus.active
     #: Lower is tried first among otherwise equal partners.
     priority: int = Field(default=100, ge=0, le=10_000)
 
@@ -442,26 +451,79 @@ class DirectoryError(ValueError):
         super().__init__(f"{source}: " + "; ".join(errors))
 
 
-def _expand(value: Any, env: Mapping[str, str], where: str, missing: list[str]) -> Any:
+Location = tuple[int | str, ...]
+
+
+def _expand(value: Any, env: Mapping[str, str], where: Location, missing: list[EntryErr]) -> Any:
+    """``value`` with ``${VAR}`` placeholders replaced from ``env``; each placeholder that
+    ``env`` lacks is added to ``missing`` with its path (its name is the file's own text,
+    an identifier by the pattern, never a value)."""
     if isinstance(value, str):
 
         def sub(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in env:
-                missing.append(f"{where}: ${{{name}}} is not set")
+                missing.append((where, f"${{{name}}} is not set"))
                 return ""
             return env[name]
 
         return _PLACEHOLDER.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _expand(v, env, f"{where}.{k}", missing) for k, v in value.items()}
+        return {k: _expand(v, env, (*where, k), missing) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, env, f"{where}[{i}]", missing) for i, v in enumerate(value)]
+        return [_expand(v, env, (*where, i), missing) for i, v in enumerate(value)]
     return value
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
+def _loc(loc: Location) -> str:
     return ".".join(str(p) for p in loc) or "(root)"
+
+
+#: One entry's problem: (entry index, the entry's id when it is a valid id, field path,
+#: message). Never a value: a directory may carry secrets.
+EntryError = tuple[int, str | None, Location, str]
+#: A problem within one entry: (field path, message).
+EntryErr = tuple[Location, str]
+
+
+def _safe_id(raw: Any) -> str | None:
+    pid = raw.get("id") if isinstance(raw, dict) else None
+    return pid if isinstance(pid, str) and len(pid) <= 64 and _PARTNER_ID.match(pid) else None
+
+
+def _validate_entries(
+    entries: list[Any], *, relaxed: bool, env: Mapping[str, str]
+) -> tuple[list[Partner], list[EntryError]]:
+    """Validate each entry as a :class:`Partner` (placeholders expanded, URL policy
+    applied); the valid partners, and every problem found."""
+    errors: list[EntryError] = []
+    partners: list[Partner] = []
+    for index, raw in enumerate(entries):
+        pid = _safe_id(raw)
+        missing: list[EntryErr] = []
+        expanded = _expand(raw, env, (), missing)
+        errors.extend((index, pid, loc, message) for loc, message in missing)
+        try:
+            partner = Partner.model_validate(expanded)
+        except ValidationError as exc:
+            errors.extend((index, pid, tuple(e["loc"]), e["msg"]) for e in exc.errors())
+            continue
+        try:
+            if partner.endpoint.url is not None:
+                check_partner_url(partner.endpoint.url, relaxed=relaxed)
+        except UnsafePartnerURL as exc:
+            errors.append((index, pid, ("endpoint", "url"), str(exc)))
+            continue
+        partners.append(partner)
+    return partners, errors
+
+
+def _directory(partners: list[Partner], version: Any, source: str) -> Directory:
+    try:
+        return Directory(version=version, partners=tuple(partners))
+    except ValidationError as exc:
+        errors = [f"{_loc(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise DirectoryError(source, errors) from None
 
 
 def parse_directory(
@@ -471,45 +533,200 @@ def parse_directory(
     if not isinstance(document, dict) or not isinstance(document.get("partners"), list):
         raise DirectoryError(source, ["the file needs a top-level `partners` list"])
     environment = dict(os.environ if env is None else env)
-    errors: list[str] = []
-    partners: list[Partner] = []
-    for index, raw in enumerate(document["partners"]):
-        pid = raw.get("id") if isinstance(raw, dict) else None
-        label = f"partners[{index}]" + (f" (id={pid})" if isinstance(pid, str) else "")
-        missing: list[str] = []
-        expanded = _expand(raw, environment, label, missing)
-        errors.extend(missing)
-        try:
-            partner = Partner.model_validate(expanded)
-        except ValidationError as exc:
-            for err in exc.errors():
-                errors.append(f"{label}: {_loc(tuple(err['loc']))}: {err['msg']}")
-            continue
-        try:
-            if partner.endpoint.url is not None:
-                check_partner_url(partner.endpoint.url, relaxed=relaxed)
-        except UnsafePartnerURL as exc:
-            errors.append(f"{label}: endpoint.url: {exc}")
-            continue
-        partners.append(partner)
+    partners, problems = _validate_entries(document["partners"], relaxed=relaxed, env=environment)
+    errors = [
+        f"partners[{index}]" + (f" (id={pid})" if pid else "") + f": {_loc(loc)}: {message}"
+        for index, pid, loc, message in problems
+    ]
     extra = set(document) - {"version", "partners"}
     if extra:
         errors.append(f"unknown top-level keys: {', '.join(sorted(extra))}")
     if errors:
         raise DirectoryError(source, errors)
+    return _directory(partners, document.get("version", 1), source)
+
+
+# --- CSV: a directory kept in a spreadsheet ------------------------------------------------
+
+#: The columns of a CSV directory, and where each goes in a directory entry. Lists (services,
+#: regions, ubigeo_prefixes, sexes, languages) are separated by ``;`` or ``,``; ``schedule``
+#: is ``DAYS HH:MM-HH:MM`` slots separated by ``;`` (DAYS: ``mon-fri``, ``sat``,
+#: ``mon,wed``); an empty cell takes the default. docs/partners.md describes them.
+CSV_COLUMNS: dict[str, Location] = {
+    "id": ("id",),
+    "organisation_id": ("organisation", "id"),
+    "organisation_name": ("organisation", "name"),
+    "name": ("name",),
+    "role": ("role",),
+    "description": ("description",),
+    "services": ("services",),
+    "national": ("service_area", "national"),
+    "regions": ("service_area", "regions"),
+    "ubigeo_prefixes": ("service_area", "ubigeo_prefixes"),
+    "min_age": ("eligibility", "min_age"),
+    "max_age": ("eligibility", "max_age"),
+    "sexes": ("eligibility", "sexes"),
+    "languages": ("languages",),
+    "capacity_available": ("capacity", "available"),
+    "capacity_maximum": ("capacity", "maximum"),
+    "timezone": ("hours", "timezone"),
+    "always_open": ("hours", "always_open"),
+    "schedule": ("hours", "schedule"),
+    "endpoint_url": ("endpoint", "url"),
+    "endpoint_format": ("endpoint", "format"),
+    "endpoint_thin": ("endpoint", "thin"),
+    "endpoint_secret": ("endpoint", "secrets"),
+    "status": ("status",),
+    "priority": ("priority",),
+}
+#: Where csv puts the cells of a row beyond the header's columns.
+_EXTRA_CELLS = "\x00extra"
+_CSV_LISTS = frozenset({"services", "regions", "ubigeo_prefixes", "sexes", "languages"})
+_CSV_BOOLEANS = frozenset({"national", "always_open", "endpoint_thin"})
+_TRUE = frozenset({"true", "yes", "y", "1", "si", "sí", "x"})
+_FALSE = frozenset({"false", "no", "n", "0"})
+#: Model-level errors, named by the columns that make them up.
+_CSV_GROUPS: dict[Location, str] = {
+    ("service_area",): "national/regions/ubigeo_prefixes",
+    ("eligibility",): "min_age/max_age",
+    ("capacity",): "capacity_available/capacity_maximum",
+    ("hours",): "always_open/schedule",
+    ("organisation",): "organisation_id/organisation_name",
+    ("endpoint",): "endpoint_url",
+    (): "role/services",
+}
+_SLOT = re.compile(
+    r"^\s*(?P<days>[a-z, +-]+?)\s+(?P<opens>\d{1,2}:\d{2})\s*-\s*(?P<closes>\d{1,2}:\d{2})\s*$"
+)
+
+
+def _csv_days(text: str) -> list[str]:
+    days: list[str] = []
+    for part in re.split(r"[,+]", text):
+        first, _, last = part.strip().partition("-")
+        if first not in WEEKDAYS or (last and last not in WEEKDAYS):
+            raise ValueError
+        start = WEEKDAYS.index(Weekday(first))
+        end = WEEKDAYS.index(Weekday(last)) if last else start
+        if end < start:
+            raise ValueError
+        days += [d.value for d in WEEKDAYS[start : end + 1]]
+    return days
+
+
+def _csv_cell(column: str, text: str) -> Any:
+    """A cell as the directory entry holds it; ValueError with a message that quotes
+    nothing when the cell is not what its column needs."""
+    if column in _CSV_LISTS:
+        return [item.strip() for item in re.split(r"[;,]", text) if item.strip()]
+    if column in _CSV_BOOLEANS:
+        word = text.strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise ValueError("expected true or false (yes/no, sí/no, 1/0)")
+        return word in _TRUE
+    if column == "endpoint_secret":
+        return [text.strip()]
+    if column == "schedule":
+        slots = []
+        for slot in filter(str.strip, text.split(";")):
+            found = _SLOT.match(slot.lower())
+            try:
+                if found is None:
+                    raise ValueError
+                days = _csv_days(found["days"])
+            except ValueError:
+                raise ValueError(
+                    "expected slots like `mon-fri 08:00-17:00; sat 09:00-12:00`"
+                ) from None
+            slots.append({"days": days, "opens": found["opens"], "closes": found["closes"]})
+        return slots
+    return text.strip()
+
+
+def _csv_entry(row: dict[str, str]) -> tuple[dict[str, Any], list[EntryErr]]:
+    """One row as a directory entry (cells left empty are left out)."""
+    entry: dict[str, Any] = {}
+    problems: list[EntryErr] = []
+    for column, where in CSV_COLUMNS.items():
+        text = row.get(column) or ""
+        if not text.strip():
+            continue
+        try:
+            value = _csv_cell(column, text)
+        except ValueError as exc:
+            problems.append((where, str(exc)))
+            continue
+        node = entry
+        for key in where[:-1]:
+            node = node.setdefault(str(key), {})
+        node[str(where[-1])] = value
+    return entry, problems
+
+
+def _csv_column(loc: Location) -> str:
+    """The column a field path came from (the longest mapped prefix)."""
+    for column, where in CSV_COLUMNS.items():
+        if loc[: len(where)] == where:
+            return column
+    for prefix in sorted(_CSV_GROUPS, key=len, reverse=True):
+        if loc[: len(prefix)] == prefix and (prefix or not loc):
+            return _CSV_GROUPS[prefix]
+    return "(row)"
+
+
+def parse_directory_csv(
+    text: str, *, relaxed: bool, env: Mapping[str, str] | None = None, source: str = "directory"
+) -> Directory:
+    """Validate a CSV directory: one partner a row, a header row naming the columns of
+    :data:`CSV_COLUMNS`. Validated as the YAML directory is; every error names the
+    spreadsheet row and the column, never a value."""
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")), restkey=_EXTRA_CELLS)
+    header = reader.fieldnames or []
+    errors: list[str] = []
+    unknown = [i + 1 for i, name in enumerate(header) if name.strip() not in CSV_COLUMNS]
+    if unknown:
+        errors.append(
+            "header: column(s) " + ", ".join(map(str, unknown)) + " are not directory columns"
+            " (see docs/partners.md)"
+        )
+    if "id" not in header or "role" not in header:
+        errors.append("header: the columns id and role are required")
+    if errors:
+        raise DirectoryError(source, errors)
+    rows: list[dict[str, Any]] = []
+    cell_errors: list[EntryError] = []
     try:
-        return Directory(version=document.get("version", 1), partners=tuple(partners))
-    except ValidationError as exc:
-        errors = [f"{_loc(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise DirectoryError(source, errors) from None
+        for index, row in enumerate(reader):
+            if _EXTRA_CELLS in row:
+                cell_errors.append((index, None, ("",), "more cells than the header has columns"))
+            entry, problems = _csv_entry(
+                {k.strip(): v for k, v in row.items() if k != _EXTRA_CELLS}
+            )
+            cell_errors += [(index, _safe_id(entry), loc, msg) for loc, msg in problems]
+            rows.append(entry)
+    except csv.Error:
+        raise DirectoryError(source, [f"row {reader.line_num}: not valid CSV"]) from None
+    environment = dict(os.environ if env is None else env)
+    partners, invalid = _validate_entries(rows, relaxed=relaxed, env=environment)
+    # A cell that could not be read is reported once, not again as a missing field.
+    unreadable = {(index, _csv_column(loc)) for index, _, loc, _ in cell_errors}
+    found = cell_errors + [p for p in invalid if (p[0], _csv_column(p[2])) not in unreadable]
+    for index, pid, loc, message in sorted(found, key=lambda p: p[0]):
+        label = f"row {index + 2}" + (f" (id={pid})" if pid else "")
+        errors.append(f"{label}, column {_csv_column(loc)}: {message}")
+    if errors:
+        raise DirectoryError(source, errors)
+    return _directory(partners, 1, source)
 
 
 def load_directory(path: Path, *, relaxed: bool, env: Mapping[str, str] | None = None) -> Directory:
-    """Load a YAML or JSON directory file; ``${VAR}`` placeholders come from ``env``.
+    """Load a YAML, JSON or CSV directory file; ``${VAR}`` placeholders come from ``env``.
 
     Secrets belong in the environment, referenced as ``${PARTNER_X_SECRET}``, not in the file.
     """
     text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".csv":
+        return parse_directory_csv(text, relaxed=relaxed, env=env, source=str(path))
     try:
         document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

@@ -13,7 +13,7 @@ bodies). The layout is documented for partners in docs/partners.md ("The fhir-r4
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -175,6 +175,14 @@ def _patient(screening: Mapping[str, Any]) -> dict[str, Any]:
     return patient
 
 
+def _reason_concept(rule_system: str, reason: Mapping[str, Any]) -> dict[str, Any]:
+    """One fired rule as one CodeableConcept: its code, and its reason as text."""
+    return {
+        "coding": [{"system": rule_system, "code": reason["rule_id"]}],
+        **_text_element(reason["text"], "text"),
+    }
+
+
 def referral_bundle(
     body: Mapping[str, Any], *, organisation: Mapping[str, str], public_base_url: str
 ) -> dict[str, Any]:
@@ -222,17 +230,19 @@ def referral_bundle(
     }
     if "referring_organisation" in referral:
         task["requester"] = {"type": "Organization", "display": referral["referring_organisation"]}
-    if reasons:
-        task["reasonCode"] = {
-            "coding": [{"system": sys["rule"], "code": r["rule_id"]} for r in reasons],
-            **_text_element(
-                {
-                    locale: "; ".join(r["text"][locale] for r in reasons if locale in r["text"])
-                    for locale in sorted({loc for r in reasons for loc in r["text"]})
-                },
-                "text",
-            ),
-        }
+    if len(reasons) == 1:
+        task["reasonCode"] = _reason_concept(sys["rule"], reasons[0])
+    elif reasons:
+        # Task.reasonCode holds one concept (0..1 in R4), and the codings of a concept are
+        # alternative codes for that one concept, not a list: several rules are coded one
+        # concept each on ServiceRequest.reasonCode (0..*), and the Task says them in text.
+        task["reasonCode"] = _text_element(
+            {
+                locale: "; ".join(r["text"][locale] for r in reasons if locale in r["text"])
+                for locale in sorted({loc for r in reasons for loc in r["text"]})
+            },
+            "text",
+        )
     if inputs:
         task["input"] = inputs
 
@@ -262,13 +272,7 @@ def referral_bundle(
     if "referring_organisation" in referral:
         service_request["requester"] = task["requester"]
     if reasons:
-        service_request["reasonCode"] = [
-            {
-                "coding": [{"system": sys["rule"], "code": r["rule_id"]}],
-                **_text_element(r["text"], "text"),
-            }
-            for r in reasons
-        ]
+        service_request["reasonCode"] = [_reason_concept(sys["rule"], r) for r in reasons]
 
     return {
         "resourceType": "Bundle",
@@ -328,6 +332,99 @@ def notice_bundle(
         "meta": _meta(sys["event"], str(document["type"])),
         "type": "collection",
         "entry": [{"fullUrl": _urn(referral_id, "Task"), "resource": task}],
+    }
+
+
+# --- Ruta's code systems, served at the URLs the bodies cite ------------------------------
+
+#: ``Bundle.meta.tag`` codes: which event a Bundle is.
+EVENTS = {
+    "referral.created": "A referral for the partner (delivered)",
+    "referral.details": "A thin-mode referral's details (fetched by the partner)",
+    "referral.revoked": "The person withdrew consent and the referral, which rested on it, "
+    "is revoked",
+    "referral.consent_withdrawn": "The person withdrew consent; the referral stands on "
+    "child-protection duty or vital interest",
+}
+#: ``Task.businessStatus`` codes.
+BUSINESS_STATUSES = {
+    "awaiting-response": "Delivered; waiting for the partner to answer",
+    "revoked": "Revoked: the person withdrew consent",
+    "consent-withdrawn": "The person withdrew consent; the referral stands on its basis",
+}
+#: ``Task.statusReason`` codes.
+STATUS_REASONS = {"consent_withdrawn": "The person withdrew consent"}
+
+#: The served code systems: URL id -> (key in :func:`systems`, computable name, title).
+CODE_SYSTEMS = {
+    "service-category": ("service", "RutaServiceCategory", "Ruta service categories"),
+    "rule": ("rule", "RutaRule", "Ruta decision rules (the active rule set)"),
+    "field": ("field", "RutaField", "Fields of the ruta-json body, as Task.input types"),
+    "event": ("event", "RutaEvent", "Events a Bundle carries (Bundle.meta.tag)"),
+    "business-status": ("business_status", "RutaBusinessStatus", "Task business statuses"),
+    "status-reason": ("status_reason", "RutaStatusReason", "Task status reasons"),
+}
+
+
+def _concepts(items: Mapping[str, str]) -> list[dict[str, Any]]:
+    return [{"code": code, "display": display} for code, display in items.items()]
+
+
+def code_system(
+    name: str,
+    *,
+    public_base_url: str,
+    rules: Iterable[tuple[str, str, str, Mapping[str, str]]],
+    rules_version: str,
+    fields: Iterable[tuple[str, str | None]],
+) -> dict[str, Any] | None:
+    """The FHIR R4 ``CodeSystem`` a body cites as ``<public base URL>/fhir/CodeSystem/<name>``,
+    or None for a name Ruta does not define. ``rules`` are the active rule set's
+    (id, description, guideline, reason by locale); ``fields`` the ruta-json field paths
+    with their data category (screening fields) or None."""
+    if name not in CODE_SYSTEMS:
+        return None
+    key, computable, title = CODE_SYSTEMS[name]
+    version = "1"
+    if name == "service-category":
+        concepts = _concepts(SERVICE_DISPLAY)
+    elif name == "rule":
+        version = rules_version
+        concepts = [
+            {
+                "code": rule_id,
+                "display": description,
+                "definition": guideline,
+                "designation": [
+                    {"language": locale, "value": text} for locale, text in sorted(reason.items())
+                ],
+            }
+            for rule_id, description, guideline, reason in rules
+        ]
+    elif name == "field":
+        concepts = [
+            {"code": path, **({"definition": f"Data category: {c}"} if c else {})}
+            for path, c in fields
+        ]
+    else:
+        concepts = _concepts(
+            {"event": EVENTS, "business-status": BUSINESS_STATUSES}.get(name, STATUS_REASONS)
+        )
+    return {
+        "resourceType": "CodeSystem",
+        "id": name,
+        "url": systems(public_base_url)[key],
+        "version": version,
+        "name": computable,
+        "title": title,
+        "status": "active",
+        "experimental": False,
+        "publisher": "Ruta",
+        "description": f"{title}. See docs/partners.md, the fhir-r4 payload.",
+        "caseSensitive": True,
+        "content": "complete",
+        "count": len(concepts),
+        "concept": concepts,
     }
 
 

@@ -266,6 +266,23 @@ def default_policy() -> Policy:
     return parse_policy(yaml.safe_load(POLICY_PATH.read_text(encoding="utf-8")))
 
 
+def body_fields(policy: Policy | None = None) -> list[tuple[str, str | None]]:
+    """Every field path a ``ruta-json`` referral body can hold, with the data category of
+    each screening field: the ``field`` code system that fhir-r4 ``Task.input`` types cite."""
+    policy = policy or default_policy()
+    paths: list[tuple[str, str | None]] = [
+        (f"referral.{key}", None) for key in sorted(REFERRAL_KEYS | {"consent_withdrawn"})
+    ]
+    paths += [(f"contact_instructions.{key}", None) for key in sorted(CONTACT_INSTRUCTION_KEYS)]
+    paths += sorted(
+        (f"screening.{path}", category)
+        for category, category_paths in policy.categories.items()
+        for path in category_paths
+        if not path.startswith(_SAFE_CONTACT)
+    )
+    return [*paths, ("data_categories", None)]
+
+
 @dataclass(frozen=True, slots=True)
 class OutboundReferral:
     """A minimised body and what it shares, for the outbox row and the audit event."""

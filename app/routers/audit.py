@@ -4,29 +4,33 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import audit
-from app.audit import Action, store
+from app.audit import Action, note, proofs, store, verification
 from app.audit.chain import public_key_b64, public_key_pem
-from app.audit.export import Format, chunks, plan_export
+from app.audit.export import Format, chunks, prepare_export
 from app.audit.schemas import (
+    CONSISTENCY_EXAMPLE,
+    INCLUSION_EXAMPLE,
     CheckpointOut,
     CheckpointPage,
+    ConsistencyProofOut,
     EventOut,
     EventPage,
+    InclusionProofOut,
     PublicKeyOut,
     VerifyOut,
 )
 from app.deps import AuditorDep, SessionDep, SettingsDep
-from app.errors import BadRequest
+from app.errors import BadRequest, field_error
 from app.openapi import IsoDatetime, ok, problem, responses
 from app.schemas import examples
 
@@ -51,11 +55,38 @@ def decode_cursor(cursor: str | None) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, seq = raw.partition(":")
-        if prefix != "audit" or not seq.isdigit():
+        # A cursor holds a stored seq: at most 19 digits, never beyond BIGINT.
+        if prefix != "audit" or not seq.isdigit() or len(seq) > 19 or int(seq) > store.MAX_SEQ:
             raise ValueError
         return int(seq)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadRequest("The cursor is not valid; use `next_cursor` as returned.") from None
+        raise BadRequest(
+            "The cursor is not valid; use `next_cursor` as returned.",
+            errors=[field_error(("query", "cursor"), "not a cursor this service issued", "cursor")],
+        ) from None
+
+
+def utc_times(**times: datetime | None) -> dict[str, datetime | None]:
+    """Query times in UTC; a time without an offset, or one whose UTC form is out of range
+    (``9999-12-31T23:59:59-14:00``), is a 400 naming the parameter."""
+    out: dict[str, datetime | None] = {}
+    for name, moment in times.items():
+        if moment is None:
+            out[name] = None
+            continue
+        if moment.tzinfo is None:
+            raise BadRequest(
+                "Give times with a UTC offset, e.g. 2026-11-23T00:00:00Z.",
+                errors=[field_error(("query", name), "a time needs a UTC offset", "timezone")],
+            )
+        try:
+            out[name] = moment.astimezone(UTC)
+        except OverflowError:
+            raise BadRequest(
+                "A time is out of range.",
+                errors=[field_error(("query", name), "out of range once in UTC", "datetime_range")],
+            ) from None
+    return out
 
 
 @router.get(
@@ -69,7 +100,7 @@ def decode_cursor(cursor: str | None) -> int:
     "back as `cursor` until it is null. Times need a UTC offset.",
     responses={
         **ok(examples.EVENT_PAGE, "A page of events"),
-        400: problem("Invalid cursor, or a time without a UTC offset"),
+        400: problem("Invalid cursor, or a time without a UTC offset or out of range"),
     },
 )
 async def list_events(
@@ -86,12 +117,10 @@ async def list_events(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
 ) -> EventPage:
-    for moment in (since, until):
-        if moment is not None and moment.tzinfo is None:
-            raise BadRequest("Give times with a UTC offset, e.g. 2026-11-23T00:00:00Z.")
+    times = utc_times(since=since, until=until)
     filters = store.EventFilter(
-        since=since,
-        until=until,
+        since=times["since"],
+        until=times["until"],
         action=action.value if action else None,
         actor_id=actor,
         referral_id=referral_id,
@@ -113,26 +142,25 @@ async def list_events(
 @router.get(
     "/verify",
     response_model=VerifyOut,
-    summary="Verify the whole chain and every stored checkpoint",
-    description="Walks every event from seq 1. `first_bad_seq` is the first sequence number "
-    "that is not part of a valid chain (see docs/audit.md). A clean result here proves only "
-    "that the database agrees with itself and with its own checkpoints; verify an export "
-    "offline against checkpoints you keep to rule out a rewrite by the database's owner. "
-    "The verification itself is recorded (`audit.verified`).",
+    summary="Verify what was appended since the last verification, in bounded time",
+    description="Checks, in well under a second at any log size: the events appended since "
+    "the last verification (chain, hashes, every checkpoint stored since), that the log "
+    "still reaches every verified event and stored checkpoint (nothing cut off its end), "
+    "and that the stored Merkle tree still gives the latest checkpoint's signed root. "
+    "`verified_through` is how far every event is now verified; `complete` is false when "
+    "the work was cut short (a first verification of a large log) and the rest is left to "
+    "the background full walk, whose progress and last result are in `full_walk`. "
+    "`first_bad_seq` is the first sequence number that is not part of a valid chain (see "
+    "docs/audit.md). A clean result proves only that the database agrees with itself and "
+    "its own checkpoints; verify an export or a proof offline against checkpoints you keep "
+    "to rule out a rewrite by the database's owner. The verification is recorded "
+    "(`audit.verified`).",
     responses=ok(examples.VERIFY_OUT, "The verification report"),
 )
-async def verify(auditor: AuditorDep, session: SessionDep, settings: SettingsDep) -> VerifyOut:
+async def verify(auditor: AuditorDep, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     # The request's own session: on SQLite a second one would wait on the write lock that
     # this request's transaction already holds.
-    report = await store.verify_database(session, settings)
-    audit.attach(session, settings)
-    await audit.record(
-        session,
-        action=Action.audit_verified,
-        actor=auditor,
-        data={"ok": report.ok, "first_bad_seq": report.first_bad_seq, "to_seq": report.last_seq},
-    )
-    return VerifyOut(**report.to_json())
+    return await verification.verify_online(session, settings, auditor)
 
 
 @router.get(
@@ -182,7 +210,84 @@ async def public_key(_auditor: AuditorDep, settings: SettingsDep) -> PublicKeyOu
         key_id=signer.key_id,
         public_key=public_key_b64(signer.public_key),
         pem=public_key_pem(signer.public_key),
+        origin=signer.origin,
+        verifier_key=note.verifier_key(signer.origin, signer.public_key),
     )
+
+
+INCLUSION_NOTE = (
+    "each with its RFC 9162 inclusion proof in the Merkle tree of a signed checkpoint: `size` "
+    "names a stored checkpoint; without it a checkpoint of the current head is signed now. "
+    "Save the answer and check it offline with `ruta audit verify --proof FILE --public-key "
+    "KEY`, without the rest of the log. Inclusion shows the events are in the log; it does "
+    "not show that no other event concerns the case."
+)
+
+
+@router.get(
+    "/proofs/referrals/{referral_id}",
+    response_model=InclusionProofOut,
+    summary="Inclusion proofs for one referral's events",
+    description="For auditors. Every event of the referral, " + INCLUSION_NOTE,
+    responses={
+        **ok(INCLUSION_EXAMPLE, "The events and their proofs"),
+        404: problem("No event of this referral, or no tree checkpoint of this size"),
+    },
+)
+async def referral_inclusion_proof(
+    referral_id: uuid.UUID,
+    _auditor: AuditorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    size: Annotated[int | None, Query(ge=1, le=store.MAX_SEQ)] = None,
+) -> dict[str, Any]:
+    return await proofs.inclusion_bundle(session, settings, referral_id=referral_id, size=size)
+
+
+@router.get(
+    "/proofs/screenings/{screening_id}/disclosures",
+    response_model=InclusionProofOut,
+    summary="Inclusion proofs for one screening's disclosures",
+    description="For auditors. Every disclosure of the screening's data "
+    "(`referral.forwarded` and `personal_data.read`, as in its disclosures list), "
+    + INCLUSION_NOTE,
+    responses={
+        **ok(INCLUSION_EXAMPLE, "The disclosures and their proofs"),
+        404: problem("No event of this screening, or no tree checkpoint of this size"),
+    },
+)
+async def disclosure_inclusion_proof(
+    screening_id: uuid.UUID,
+    _auditor: AuditorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    size: Annotated[int | None, Query(ge=1, le=store.MAX_SEQ)] = None,
+) -> dict[str, Any]:
+    return await proofs.inclusion_bundle(session, settings, screening_id=screening_id, size=size)
+
+
+@router.get(
+    "/proofs/consistency",
+    response_model=ConsistencyProofOut,
+    summary="Consistency proof: the log signed now extends the one you kept",
+    description="For auditors who kept a checkpoint (`from_size` is its `seq`): the RFC 9162 "
+    "proof that the log of `to_size` events (a stored checkpoint; by default one of the "
+    "current head, signed now) extends it, so nothing up to `from_size` was rewritten or "
+    "removed since. Check it offline with `ruta audit verify --proof FILE --public-key KEY "
+    "--checkpoints KEPT`: logarithmic in the log's size.",
+    responses={
+        **ok(CONSISTENCY_EXAMPLE, "The two checkpoints and the proof"),
+        404: problem("No tree checkpoint of this size, or from_size beyond it"),
+    },
+)
+async def consistency_proof(
+    _auditor: AuditorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    from_size: Annotated[int, Query(ge=1, le=store.MAX_SEQ)],
+    to_size: Annotated[int | None, Query(ge=1, le=store.MAX_SEQ)] = None,
+) -> dict[str, Any]:
+    return await proofs.consistency_bundle(session, settings, from_size=from_size, to_size=to_size)
 
 
 MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
@@ -191,13 +296,14 @@ MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8
 @router.get(
     "/export",
     summary="Export a contiguous range of the chain, streamed, with a signed checkpoint",
-    description="NDJSON: a signed header, the events, the stored checkpoints in range, and "
-    "a checkpoint signed now over the last event. CSV: the same records, one per row. "
-    "Time filters select the contiguous seq range whose events fall in the window; there "
-    "are no action or actor filters here, because a filtered export could not be verified "
-    "as complete. The export's checkpoint is also in the `Ruta-Audit-Checkpoint` header, and "
-    "the range in `Ruta-Audit-From-Seq` / `Ruta-Audit-To-Seq`. For auditors; the export is "
-    "recorded (`audit.exported`).",
+    description="NDJSON: a signed header, the events, the stored checkpoints in range (and "
+    "the latest stored checkpoint, even beyond it), and last a checkpoint signed over the "
+    "last event once the events were checked on their way out. CSV: the same records, one "
+    "per row. Time filters select the contiguous seq range whose events fall in the window; "
+    "there are no action or actor filters here, because a filtered export could not be "
+    "verified as complete. The range is in `Ruta-Audit-From-Seq` / `Ruta-Audit-To-Seq`. "
+    "The service refuses (409) to export a chain that fails against its own stored "
+    "checkpoints. For auditors; the export is recorded (`audit.exported`).",
     response_class=StreamingResponse,
     responses={
         200: {
@@ -207,7 +313,8 @@ MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8
                 "text/csv": {},
             },
         },
-        400: problem("A time without a UTC offset"),
+        400: problem("A time without a UTC offset, or out of range"),
+        409: problem("The chain fails against the service's own checkpoints"),
     },
 )
 async def export(
@@ -216,25 +323,23 @@ async def export(
     session: SessionDep,
     settings: SettingsDep,
     format: Literal["ndjson", "csv"] = "ndjson",
-    from_seq: Annotated[int | None, Query(ge=1)] = None,
-    to_seq: Annotated[int | None, Query(ge=1)] = None,
+    from_seq: Annotated[int | None, Query(ge=1, le=store.MAX_SEQ)] = None,
+    to_seq: Annotated[int | None, Query(ge=1, le=store.MAX_SEQ)] = None,
     since: IsoDatetime | None = None,
     until: IsoDatetime | None = None,
 ) -> StreamingResponse:
-    for moment in (since, until):
-        if moment is not None and moment.tzinfo is None:
-            raise BadRequest("Give times with a UTC offset, e.g. 2026-11-23T00:00:00Z.")
-    low, high = await store.seq_range(
-        session, from_seq=from_seq, to_seq=to_seq, since=since, until=until
-    )
-    plan = await plan_export(session, settings, from_seq=low, to_seq=high)
-    audit.attach(session, settings)
-    await audit.record(
+    times = utc_times(since=since, until=until)
+    plan = await prepare_export(
         session,
-        action=Action.audit_exported,
+        settings,
         actor=auditor,
-        data={"format": format, "from_seq": low, "to_seq": high},
+        fmt=format,
+        from_seq=from_seq,
+        to_seq=to_seq,
+        since=times["since"],
+        until=times["until"],
     )
+    low, high = plan.from_seq, plan.to_seq
     # The request's session is committed and closed when this function returns; the body
     # streams from a read-only session of its own.
     maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
@@ -250,8 +355,4 @@ async def export(
         "Ruta-Audit-From-Seq": str(low),
         "Ruta-Audit-To-Seq": str(high),
     }
-    if plan.final is not None:
-        headers["Ruta-Audit-Checkpoint"] = json.dumps(
-            plan.final.to_json(), separators=(",", ":"), sort_keys=True
-        )
     return StreamingResponse(body(), media_type=MEDIA_TYPES[format], headers=headers)

@@ -8,12 +8,24 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import AuditorDep, ClinicDep, PartnerDep, SessionDep, SettingsDep
 from app.models.base import utcnow
-from app.openapi import IsoDatetime, Timestamp, ok, problem, responses
+from app.openapi import (
+    FHIR_JSON,
+    IsoDatetime,
+    Timestamp,
+    example,
+    fhir_bundle_media,
+    ok,
+    partner_document,
+    problem,
+    responses,
+)
 from app.referrals import log, service, withdrawal
 from app.referrals.state import PartnerStatus, RejectReason
 from app.schemas import examples
-from app.schemas.decision import LegalBasis, Recipient, Urgency
+from app.schemas.decision import LegalBasis, Trace
+from app.schemas.outcome import ReferralView, RuleSetRef
 from app.schemas.screening import ServiceCategory
+from app.schemas.webhooks import ReferralDetails
 from app.services.intake import get_screening_for
 
 router = APIRouter(tags=["referrals"], responses=responses(404, 409))
@@ -37,39 +49,7 @@ class StatusIn(BaseModel):
     )
 
 
-class PartnerRef(BaseModel):
-    id: str
-    name: str
-
-
-class ReferralOut(BaseModel):
-    """A referral as auditors and clinics see it (no personal data)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    id: uuid.UUID
-    service: ServiceCategory
-    recipient: Recipient = Field(
-        description="Which kind of partner may take it: `provider` (an ordinary provider), "
-        "`child_protection_authority`, `shelter` (a child's additional protection referral) or "
-        "`law_enforcement` (only with the person's law_enforcement consent)."
-    )
-    urgency: Urgency
-    legal_basis: LegalBasis
-    identifying: bool = Field(description="May identifying fields leave for this referral?")
-    flags: list[str] = Field(description="Instructions that travel with it to the partner.")
-    status: str = Field(description="queued, delivered, received, accepted, rejected, …")
-    partner: PartnerRef | None = Field(description="The partner holding it now, if any.")
-    respond_by: Timestamp | None = Field(description="The partner's response deadline.")
-    needs_human: bool = Field(description="No partner is left or delivery failed: escalated.")
-    human_reason: str | None
-    data_categories: list[str] = Field(description="What the partner receives (need to know).")
-    reasons: list[dict[str, Any]] = Field(
-        description="Each rule's reason, in Spanish and English, with the guideline it cites."
-    )
-
-
-class ReferralListItem(ReferralOut):
+class ReferralListItem(ReferralView):
     screening_id: uuid.UUID
     created_at: Timestamp
     region: str
@@ -129,11 +109,11 @@ class DeliveryTrail(BaseModel):
 
 class DecisionRef(BaseModel):
     id: uuid.UUID
-    rule_set: dict[str, str] = Field(description="`version` and `sha256` of the rule set.")
-    trace: dict[str, Any] = Field(description="Every rule that fired and the values it read.")
+    rule_set: RuleSetRef
+    trace: Trace = Field(description="Every rule that fired and the values it read.")
 
 
-class ReferralExplanation(ReferralOut):
+class ReferralExplanation(ReferralView):
     screening_id: uuid.UUID
     created_at: Timestamp
     tried_partners: list[str] = Field(description="Partners that rejected or timed out.")
@@ -220,7 +200,15 @@ async def report_status(
     "`referral.consent_withdrawn: true` and the header `Ruta-Consent: withdrawn; "
     "stands-on=<basis>`.",
     responses={
-        **ok(examples.REFERRAL_DETAILS, "The referral's need-to-know body"),
+        200: {
+            "description": "The referral's need-to-know body: `ruta-json`, or the FHIR R4 "
+            "Bundle (`application/fhir+json`) for a `fhir-r4` partner",
+            "model": ReferralDetails,
+            "content": {
+                "application/json": {"example": example(examples.REFERRAL_DETAILS)},
+                FHIR_JSON: fhir_bundle_media(examples.FHIR_REFERRAL_DETAILS),
+            },
+        },
         404: problem("No such referral among this partner's referrals"),
         410: problem("The referral was revoked: the person withdrew consent"),
     },
@@ -231,14 +219,12 @@ async def details(
     session: SessionDep,
     settings: SettingsDep,
     request: Request,
-    response: Response,
-) -> dict[str, Any]:
+) -> Response:
     found = await service.referral_details(
         session, settings, principal, referral_id, request_id=request.state.request_id
     )
-    if found.consent_withdrawn:
-        response.headers["Ruta-Consent"] = f"withdrawn; stands-on={found.legal_basis}"
-    return found.document
+    headers = {"Ruta-Consent": f"withdrawn; stands-on={found.legal_basis}"}
+    return partner_document(found.document, headers if found.consent_withdrawn else None)
 
 
 @router.post(

@@ -13,7 +13,7 @@ from app.errors import PayloadTooLarge, RutaError, ValidationFailed
 from app.i18n import negotiate
 from app.models import Screening
 from app.models.base import utcnow
-from app.openapi import ok, problem, responses
+from app.openapi import example, ok, problem, responses
 from app.partners.cache import cached_directory
 from app.partners.service import directory_partners
 from app.problems import validation_errors
@@ -24,6 +24,7 @@ from app.schemas.outcome import (
     BatchIn,
     BatchItemResult,
     BatchResult,
+    DecisionView,
     ScreeningDetail,
     ScreeningReceipt,
     receipt_json,
@@ -56,7 +57,7 @@ async def receipt(
         screened_at=screening.screened_at,
         received_at=screening.received_at,
         replayed=replayed,
-        decision=decision,
+        decision=DecisionView.model_validate(decision) if decision is not None else None,
     )
 
 
@@ -82,7 +83,9 @@ async def receipt(
         200: {
             "description": "A replay of an earlier identical POST",
             "model": ScreeningReceipt,
-            "content": {"application/json": {"example": {**examples.RECEIPT, "replayed": True}}},
+            "content": {
+                "application/json": {"example": example({**examples.RECEIPT, "replayed": True})}
+            },
         },
         403: problem("Not a clinic key (only clinics submit screenings)"),
         409: problem("Same id, different body"),

@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi.openapi.models import Example
 
+from app.partners import fhir
+
 EXAMPLE_SCREENING: dict[str, Any] = {
     "id": "5b0f7a2e-8c1d-4e0a-9b3f-2d6c1a7e9f10",
     "schema_version": "1",
@@ -267,18 +269,38 @@ EVENT: dict[str, Any] = {
 EVENT_PAGE: dict[str, Any] = {"events": [EVENT], "next_cursor": "YXVkaXQ6MTQ"}
 VERIFY_OUT: dict[str, Any] = {
     "ok": True,
+    "scope": "incremental",
+    "from_seq": 12001,
+    "verified_through": 12018,
+    "complete": True,
     "events_checked": 18,
-    "first_seq": 1,
-    "last_seq": 18,
+    "first_seq": 12001,
+    "last_seq": 12018,
     "head_hash": "c2881c2849b63e1535e1cf06c1aa4d64e2675ac8ab32390290ccf2b6832cba7c",
     "checkpoints_checked": 1,
     "first_bad_seq": None,
     "reason": None,
     "detail": None,
-    "checkpoint_seq": 10,
+    "checkpoint_seq": None,
+    "checkpoint_source": None,
+    "unchecked_checkpoints": [],
+    "advice": [],
+    "full_walk": {
+        "status": "ok",
+        "started_at": "2026-11-20T03:00:00Z",
+        "progress_seq": 11873,
+        "to_seq": 11873,
+        "last_finished_at": "2026-11-20T03:00:02Z",
+        "last_ok": True,
+        "last_to_seq": 11873,
+        "last_first_bad_seq": None,
+        "last_reason": None,
+        "last_checkpoint_seq": None,
+    },
 }
-AUDIT_KEY_ID = "da283439f9e214ff"
-AUDIT_PUBLIC_KEY = "/6hgswiqRvRBnHfAV8MsxXwd1W+X8HLqlAAV0PEh4uc="
+AUDIT_KEY_ID = "fff7b47d68d6151d"
+AUDIT_PUBLIC_KEY = "RCmTBlAEqh5MSPTdAVgZTAI0m8xmTNluQA6iaZGKjVE="
+AUDIT_ORIGIN = f"ruta-audit/{AUDIT_KEY_ID}"
 CHECKPOINT_PAGE: dict[str, Any] = {
     "key_id": AUDIT_KEY_ID,
     "public_key": AUDIT_PUBLIC_KEY,
@@ -287,10 +309,14 @@ CHECKPOINT_PAGE: dict[str, Any] = {
             "type": "checkpoint",
             "seq": 10,
             "hash": "9a1f2e3d4c5b6a79881726354433221100ffeeddccbbaa998877665544332211",
-            "time": "2026-11-20T15:00:00Z",
+            "time": "2026-11-20T15:00:00.000000Z",
             "key_id": AUDIT_KEY_ID,
-            "signature": "kq1x4bT0p8m2Vb3b4Qy7bq0yY0oQm3vV8c3h1sQ0b2r6m7Y9p1t2u3v4w5x6y7z8"
-            "A9B0C1D2E3F4G5H6I7J8K9L0MA==",
+            "signature": "2yH0KuXz/SH75L151IP9Dyr3gLn1Ie66X7aD8BH/5x+wRegpei7a4f8mvnm3df/xmKZht2"
+            "zDw0+o3PwVz62sbVqnNAI=",
+            "root": "SBNJTRN+FjG7owHVrKtue7eqdM4RhdRWVl71HXN2d7I=",
+            "note": f"{AUDIT_ORIGIN}\n10\nSBNJTRN+FjG7owHVrKtue7eqdM4RhdRWVl71HXN2d7I=\n\n"
+            f"\u2014 {AUDIT_ORIGIN} 2yH0KuXz/SH75L151IP9Dyr3gLn1Ie66X7aD8BH/5x+wRegpei7a4f8mvnm3"
+            "df/xmKZht2zDw0+o3PwVz62sbVqnNAI=\n",
         }
     ],
     "next_cursor": None,
@@ -302,6 +328,8 @@ PUBLIC_KEY_OUT: dict[str, Any] = {
     "pem": "-----BEGIN PUBLIC KEY-----\n"
     f"MCowBQYDK2VwAyEA{AUDIT_PUBLIC_KEY}\n"
     "-----END PUBLIC KEY-----\n",
+    "origin": AUDIT_ORIGIN,
+    "verifier_key": f"{AUDIT_ORIGIN}+db21f42a+AUQpkwZQBKoeTEj03QFYGUwCNJvMZkzZbkAOommRio1R",
 }
 
 # --- Rules --------------------------------------------------------------------------------
@@ -542,6 +570,199 @@ REFERRAL_DETAILS: dict[str, Any] = {
         "health": {"hours_since_sexual_violence": 30.0, "sti_symptoms": True},
     },
     "data_categories": ["clinical", "demographics", "location", "needs", "safe_contact"],
+}
+
+# --- What partners receive (the webhooks) ---------------------------------------------------
+
+REFERRAL_CREATED: dict[str, Any] = {**REFERRAL_DETAILS, "type": "referral.created"}
+REFERRAL_CREATED_THIN: dict[str, Any] = {
+    "type": "referral.created",
+    "format": "ruta-json/1",
+    "thin": True,
+    "referral": {
+        **{k: REFERRAL_DETAILS["referral"][k] for k in ("id", "partner_id", "service")},
+        **{k: REFERRAL_DETAILS["referral"][k] for k in ("urgency", "respond_by", "status_url")},
+        "details_url": f"https://ruta.example.org/v1/referrals/{REFERRAL_ID}/details",
+    },
+}
+REFERRAL_REVOKED: dict[str, Any] = {
+    "type": "referral.revoked",
+    "format": "ruta-json/1",
+    "referral": {
+        "id": REFERRAL_ID,
+        "partner_id": HOSPITAL["id"],
+        "reason": "consent_withdrawn",
+        "stands": False,
+        "instruction": {
+            "es": "La persona retiró su consentimiento: suspenda la derivación y elimine los "
+            "datos recibidos según su política de protección de datos. Ya no puede consultar "
+            "sus datos en Ruta.",
+            "en": "The person withdrew consent: stop the referral and delete the data you "
+            "received under your data-protection policy. You can no longer read the person's "
+            "data in Ruta.",
+        },
+    },
+}
+REFERRAL_CONSENT_WITHDRAWN: dict[str, Any] = {
+    "type": "referral.consent_withdrawn",
+    "format": "ruta-json/1",
+    "referral": {
+        "id": REFERRAL_ID,
+        "partner_id": "upe-mimp-nacional",
+        "reason": "consent_withdrawn",
+        "stands": True,
+        "legal_basis": "child_protection_duty",
+        "instruction": {
+            "es": "La persona retiró su consentimiento, pero esta derivación no se basa en él: "
+            "se mantiene por el deber de proteger a la niñez. Continúe la atención y use los "
+            "datos solo para ese fin.",
+            "en": "The person withdrew consent, but this referral does not rest on it: it "
+            "stands on child-protection duty. Continue the care, and use the data for that "
+            "purpose only.",
+        },
+    },
+}
+NOTIFICATION_CREATED: dict[str, Any] = {
+    "type": "notification.created",
+    "format": "ruta-json/1",
+    "notification": {
+        "id": "6c3f2f4e-7d0b-4a8e-9b1c-2d3e4f5a6b7c",
+        "reason": "adult_declined_consent",
+        "month": "2026-11",
+        "referring_organisation": "Caravana de la Vida",
+    },
+    "case": {
+        "region": "madre_de_dios",
+        "age_band": "25-34",
+        "sex": "male",
+        "exploitation_types": ["labour"],
+        "control_methods": ["debt_bondage"],
+        "recruitment": ["job_offer"],
+        "sectors": ["mining"],
+    },
+}
+#: The fhir-r4 forms, rendered from the ruta-json examples by the real renderer.
+_HOSPITAL_ORG = {"id": "hospital-santa-rosa", "name": HOSPITAL["name"]}
+FHIR_REFERRAL_CREATED: dict[str, Any] = fhir.referral_bundle(
+    REFERRAL_CREATED, organisation=_HOSPITAL_ORG, public_base_url="https://ruta.example.org"
+)
+FHIR_REFERRAL_REVOKED: dict[str, Any] = fhir.notice_bundle(
+    REFERRAL_REVOKED, organisation=_HOSPITAL_ORG, public_base_url="https://ruta.example.org"
+)
+FHIR_REFERRAL_CONSENT_WITHDRAWN: dict[str, Any] = fhir.notice_bundle(
+    REFERRAL_CONSENT_WITHDRAWN,
+    organisation={"id": "upe-mimp", "name": "UPE - MIMP"},
+    public_base_url="https://ruta.example.org",
+)
+FHIR_REFERRAL_DETAILS: dict[str, Any] = fhir.referral_bundle(
+    REFERRAL_DETAILS, organisation=_HOSPITAL_ORG, public_base_url="https://ruta.example.org"
+)
+FHIR_CODE_SYSTEM: dict[str, Any] = fhir.code_system(  # type: ignore[assignment]
+    "service-category",
+    public_base_url="https://ruta.example.org",
+    rules=(),
+    rules_version="",
+    fields=(),
+)
+_SERVICE_ID = "8c5e1f5a-2f7e-5a7b-9a55-0a1b2c3d4e5f"
+_HOSPITAL_ORG_ID = "1e0d3c8b-6b8a-5f0e-8d3c-2a1b0c9d8e7f"
+
+
+def _term(taxonomy: str, code: str, name: str, n: int) -> dict[str, Any]:
+    return {
+        "id": f"0000000{n}-1b2c-5d3e-8f4a-5b6c7d8e9f00",
+        "link_id": _SERVICE_ID,
+        "link_type": taxonomy,
+        "link_entity": "service",
+        "value": code,
+        "label": name,
+        "taxonomy_term": {
+            "id": f"1000000{n}-1b2c-5d3e-8f4a-5b6c7d8e9f00",
+            "code": code,
+            "name": name,
+            "description": f"{taxonomy}: {name}",
+            "taxonomy": taxonomy,
+        },
+    }
+
+
+SERVICE_PAGE: dict[str, Any] = {
+    "total_items": 1,
+    "total_pages": 1,
+    "page_number": 1,
+    "size": 1,
+    "first_page": True,
+    "last_page": True,
+    "empty": False,
+    "contents": [
+        {
+            "id": _SERVICE_ID,
+            "organization_id": _HOSPITAL_ORG_ID,
+            "name": HOSPITAL["name"],
+            "description": "Emergency and general medicine; mercury and malaria screening.",
+            "status": "active",
+            "eligibility_description": "Any age; any sex.",
+            "minimum_age": None,
+            "maximum_age": None,
+            "languages": [
+                {
+                    "id": "2b3c4d5e-6f70-5182-9384-a5b6c7d8e9f0",
+                    "service_id": _SERVICE_ID,
+                    "code": "es",
+                }
+            ],
+            "service_areas": [
+                {
+                    "id": "3c4d5e6f-7081-5293-a4b5-c6d7e8f90a1b",
+                    "service_id": _SERVICE_ID,
+                    "name": "madre_de_dios",
+                    "description": "Department (region) of Peru",
+                    "extent_type": None,
+                    "extent": None,
+                }
+            ],
+            "schedules": [
+                {
+                    "id": "4d5e6f70-8192-53a4-b5c6-d7e8f90a1b2c",
+                    "service_id": _SERVICE_ID,
+                    "freq": "WEEKLY",
+                    "byday": "MO,TU,WE,TH,FR,SA,SU",
+                    "opens_at": None,
+                    "closes_at": None,
+                    "timezone": None,
+                    "description": "Always open (24 hours, every day).",
+                }
+            ],
+            "capacities": [
+                {
+                    "id": "5e6f7081-92a3-54b5-86d7-e8f90a1b2c3d",
+                    "unit": {"id": "6f708192-a3b4-55c6-97e8-f90a1b2c3d4e", "name": "new referrals"},
+                    "available": 3,
+                    "maximum": 10,
+                    "description": "New referrals the partner can take now (it reports them).",
+                    "updated": "2026-11-20T08:00:00+00:00",
+                }
+            ],
+            "attributes": [
+                _term("ruta_partner_id", HOSPITAL["id"], HOSPITAL["id"], 1),
+                _term("ruta_partner_role", "health_facility", "Health facility", 2),
+                _term("ruta_service_category", "medical", "Medical", 3),
+            ],
+            "organization": {
+                "id": _HOSPITAL_ORG_ID,
+                "name": HOSPITAL["name"],
+                "description": HOSPITAL["name"],
+                "identifiers": [
+                    {
+                        "id": "708192a3-b4c5-56d7-a8f9-0a1b2c3d4e5f",
+                        "identifier_scheme": "ruta",
+                        "identifier_type": "ruta_organisation_id",
+                        "identifier": "hospital-santa-rosa",
+                    }
+                ],
+            },
+        }
+    ],
 }
 
 # --- Deliveries ---------------------------------------------------------------------------

@@ -3,13 +3,78 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.referrals.state import ReferralStatus
+from app.schemas.decision import LegalBasis, Reason, Recipient, ReferralFlag, Trace, Urgency
 from app.schemas.examples import BATCH_IN
+from app.schemas.screening import ServiceCategory
+
+#: A timestamp the API has already rendered as RFC 3339 text (kept as stored).
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class PartnerRef(BaseModel):
+    id: str
+    name: str
+
+
+class RuleSetRef(BaseModel):
+    """The rule set a decision was made with."""
+
+    version: str
+    sha256: str = Field(description="sha256 of the rule file's bytes, hex.")
+
+
+class ReferralView(BaseModel):
+    """A referral as clinics and auditors see it (no personal data): what
+    ``app.referrals.views.referral_view`` writes, field for field."""
+
+    id: UUID
+    service: ServiceCategory
+    recipient: Recipient = Field(
+        description="Which kind of partner may take it: `provider` (an ordinary provider), "
+        "`child_protection_authority`, `shelter` (a child's additional protection referral) or "
+        "`law_enforcement` (only with the person's law_enforcement consent)."
+    )
+    urgency: Urgency
+    legal_basis: LegalBasis
+    identifying: bool = Field(description="May identifying fields leave for this referral?")
+    flags: list[ReferralFlag] = Field(description="Instructions that travel with it.")
+    status: ReferralStatus = Field(
+        description="Ruta's states (queued, held, delivered, escalated, revoked, "
+        "undeliverable) and the FHIR Task statuses partners report."
+    )
+    partner: PartnerRef | None = Field(description="The partner holding it now, if any.")
+    respond_by: Timestamp | None = Field(description="The partner's response deadline.")
+    needs_human: bool = Field(description="No partner is left or delivery failed: escalated.")
+    human_reason: str | None
+    data_categories: list[str] = Field(description="What the partner receives (need to know).")
+    reasons: list[Reason] = Field(
+        description="Each rule's reason, in Spanish and English, with the guideline it cites."
+    )
+
+
+class DecisionView(BaseModel):
+    """The decision on a screening as the API shows it: what
+    ``app.referrals.views.decision_dict`` writes, field for field."""
+
+    id: UUID
+    rule_set: RuleSetRef
+    non_identifying_notification: bool = Field(
+        description="An adult declined consent: only a non-identifying notification is sent."
+    )
+    notification_recipient: str | None = Field(
+        description="The partner id the non-identifying notification goes to, if any."
+    )
+    referrals: list[ReferralView] = Field(
+        description="At most one per (service, recipient), protection first."
+    )
+    trace: Trace = Field(description="Every rule that fired and the values it read.")
 
 
 class ScreeningReceipt(BaseModel):
@@ -22,7 +87,7 @@ class ScreeningReceipt(BaseModel):
     replayed: bool = Field(
         default=False, description="True when this answer is a replay of an earlier POST."
     )
-    decision: dict[str, Any] | None = Field(
+    decision: DecisionView | None = Field(
         default=None, description="The referral decision, once the rules engine has run."
     )
 

@@ -1,7 +1,7 @@
 """console: server-side sessions, and partners served only through the console
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-10 09:00:00.000000
 
 - ``console_sessions``: one row per signed-in console session; the cookie's token is kept
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0006"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

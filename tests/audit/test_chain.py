@@ -9,7 +9,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.audit.chain import canonical
+from app.audit.chain import REF_KEYS, EventRecord, canonical
 
 scalars = st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False)
 documents = st.recursive(
@@ -56,3 +56,35 @@ def test_canonical_matches_rfc8785(document: Any) -> None:
 )
 def test_canonical_edge_cases(document: Any) -> None:
     assert_same(document)
+
+
+refs_values = st.none() | st.text(max_size=40) | st.integers() | st.floats(allow_nan=False)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    seq=st.integers(min_value=-3, max_value=2**60) | st.text(max_size=3),
+    data=documents,
+    actor=st.dictionaries(st.sampled_from(["type", "id", "role", "x"]), refs_values),
+    refs=st.fixed_dictionaries({k: refs_values for k in REF_KEYS}) | st.just({}),
+)
+def test_an_events_canonical_body_matches_rfc8785(
+    seq: Any, data: Any, actor: Any, refs: Any
+) -> None:
+    """The verifier's fast path for an event's body writes what RFC 8785 writes, or
+    refuses what it refuses, whatever a tampered export puts in the fields."""
+    event = EventRecord(
+        seq=seq,
+        prev_hash="0" * 64,
+        occurred_at="2026-12-01T00:00:00.000000Z",
+        action="screening.received",
+        actor=actor,
+        refs=refs,
+        data=data,
+    )
+    expected = jcs(event.body())
+    if isinstance(expected, bytes):
+        assert event.canonical_body() == expected
+    else:
+        with pytest.raises(expected):
+            event.canonical_body()

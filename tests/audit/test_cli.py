@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,36 +9,19 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from app import audit
 from app.audit.cli import audit_cli
-from app.db import create_engine, create_sessionmaker
 from app.settings import Settings, get_settings
-from tests.audit.conftest import add_events
-from tests.conftest import TEST_SECRET
+from tests.audit.conftest import seed, use_cli
 
 
 @pytest.fixture
 def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    monkeypatch.setenv("RUTA_ENV", "test")
-    monkeypatch.setenv("RUTA_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("RUTA_SECRET_KEY", TEST_SECRET)
-    monkeypatch.setenv("RUTA_AUDIT_CHECKPOINT_EVERY", "10")
-    get_settings.cache_clear()
-    yield get_settings()
+    yield use_cli(settings, monkeypatch, checkpoint_every=10)
     get_settings.cache_clear()
 
 
 def _seed(settings: Settings, count: int) -> None:
-    async def run() -> None:
-        engine = create_engine(settings.database_url)
-        try:
-            maker = create_sessionmaker(engine)
-            audit.configure_sessionmaker(maker, settings)
-            await add_events(maker, count, per_transaction=7)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
+    seed(settings, count, per_transaction=7)
 
 
 def test_export_keep_checkpoints_and_verify_offline(cli_env: Settings, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -17,12 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import audit
 from app.audit import Action
 from app.audit.chain import load_public_key
-from app.audit.export import chunks, plan_export, read_checkpoints, read_export, verify_export
+from app.audit.export import chunks, plan_export
+from app.audit.reader import read_checkpoints, read_export, verify_export
 from app.audit.store import checkpoints, head, seq_range, verify_database
 from app.db import create_engine, create_sessionmaker
 from app.models import AuditCheckpoint, AuditEvent
 from app.settings import Environment, Settings
 from tests.audit.conftest import CLINIC, add_events
+from tests.audit.conftest import tamper as _tamper
 from tests.conftest import TEST_SECRET, _admin_execute, _db_url
 
 
@@ -36,7 +39,7 @@ async def _export(
     return b"".join(parts).decode()
 
 
-def _public_key(settings: Settings) -> object:
+def _public_key(settings: Settings) -> Ed25519PublicKey:
     return audit.AuditConfig.from_settings(settings).signer.public_key
 
 
@@ -86,8 +89,13 @@ async def test_ten_thousand_events_through_the_writer_verify_online_and_offline(
     async with sessionmaker() as session:
         report = await verify_database(session, settings)
     assert (report.ok, report.first_bad_seq, report.reason) == (False, 5000, "hash_mismatch")
+    # The service checks what it exports: it stops there, and signs nothing.
     tampered = read_export(io.StringIO(await _export(sessionmaker, settings)))
-    assert verify_export(tampered, _public_key(settings)).first_bad_seq == 5000
+    assert tampered.final is None
+    assert tampered.error is not None
+    assert [e.seq for e in tampered.events][-1] == 4999
+    report = verify_export(tampered, _public_key(settings))
+    assert (report.ok, report.first_bad_seq, report.reason) == (False, 5000, "hash_mismatch")
 
     # Deleting the tail is caught by the checkpoints the auditor kept from the first export.
     kept = read_checkpoints(io.StringIO(ndjson))
@@ -97,19 +105,6 @@ async def test_ten_thousand_events_through_the_writer_verify_online_and_offline(
     report = verify_export(truncated, _public_key(settings), kept)
     assert not report.ok
     assert report.first_bad_seq == 5000  # the edit comes first
-
-
-async def _tamper(maker: async_sessionmaker[AsyncSession], settings: Settings, sql: str) -> None:
-    async with maker() as session:
-        if settings.is_sqlite:
-            await session.execute(text("DROP TRIGGER IF EXISTS audit_events_no_update"))
-            await session.execute(text("DROP TRIGGER IF EXISTS audit_events_no_delete"))
-        else:
-            await session.execute(
-                text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
-            )
-        await session.execute(text(sql))
-        await session.commit()
 
 
 async def test_tail_truncation_is_caught_online_by_stored_checkpoints(
@@ -147,8 +142,11 @@ async def test_export_range_by_time_is_one_contiguous_segment(
     from_csv = read_export(io.StringIO(csv_body), "csv")
     assert [e.seq for e in from_csv.events] == [2, 3, 4]
     assert verify_export(from_csv, _public_key(settings)).ok
-    # A partial export carries a checkpoint over the event before it, anchoring its start.
-    assert [c.seq for c in export.checkpoints] == [1, 4]
+    # A partial export carries the tree before it, where its first link is proven.
+    assert export.prefix is not None
+    assert export.prefix.size == 1
+    assert export.final is not None
+    assert export.final.seq == 4
     forged_start = read_export(io.StringIO(body))
     forged_start.events[0].prev_hash = "f" * 64
     forged_start.events[0].hash = forged_start.events[0].compute_hash()

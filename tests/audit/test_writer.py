@@ -155,3 +155,32 @@ async def test_count(audited: async_sessionmaker[AsyncSession]) -> None:
         assert (
             await session.execute(select(func.count()).select_from(AuditEvent))
         ).scalar() == 1200
+
+
+async def test_a_moved_head_is_signed_within_a_minute_by_default(
+    audited: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    """The background task looks every 30 s (half of RUTA_AUDIT_CHECKPOINT_SECONDS) and
+    signs once the last checkpoint is 30 s old: no event waits more than 60 s."""
+    from datetime import timedelta
+
+    from app.audit.writer import _checkpoint_if_due
+    from app.models.base import utcnow
+    from tests.audit.conftest import add_events
+
+    assert Settings.model_fields["audit_checkpoint_seconds"].default == 60
+    await add_events(audited, 3)
+    start = utcnow()
+
+    async def due(after: float) -> int | None:
+        async with audited() as session:
+            made = await session.run_sync(
+                lambda s: _checkpoint_if_due(s, start + timedelta(seconds=after), False)
+            )
+            await session.commit()
+        return None if made is None else made.seq
+
+    assert await due(0) == 3
+    await add_events(audited, 2)
+    assert await due(29) is None
+    assert await due(31) == 5

@@ -56,6 +56,8 @@ TESTED: dict[str, str] = {
     "audit export": "tests.audit.test_cli:test_export_keep_checkpoints_and_verify_offline",
     "audit checkpoints": "tests.audit.test_cli:test_export_keep_checkpoints_and_verify_offline",
     "audit public-key": "tests.audit.test_cli:test_export_keep_checkpoints_and_verify_offline",
+    "audit prove inclusion": "tests.audit.test_proofs:test_inclusion_proofs_of_a_case",
+    "audit prove consistency": "tests.audit.test_proofs:test_consistency_from_a_kept_checkpoint",
     "rules validate": "tests.rules.test_cli:test_validate_reports_every_problem",
     "rules test": "tests.rules.test_cli:test_test_fails_on_a_changed_rule",
     "rules table": "tests.rules.test_cli:test_table_csv_and_html",

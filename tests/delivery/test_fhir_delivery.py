@@ -131,6 +131,7 @@ async def test_a_thin_fhir_partner_gets_a_link_then_fetches_a_fhir_bundle(
     own = bearer(await api_key("partner", "thin-fhir"))  # the organisation's id
     fetched = await http.get(f"/v1/referrals/{legal['id']}/details", headers=own)
     assert fetched.status_code == 200, fetched.text
+    assert fetched.headers["content-type"] == "application/fhir+json; fhirVersion=4.0"
     details = validate(fetched.content)
     assert details["meta"]["tag"][0]["code"] == "referral.details"
     assert one(details, "Patient")["name"] == [{"text": NAME}]

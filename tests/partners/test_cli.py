@@ -61,3 +61,28 @@ def test_import_reports_partner_and_path(env: None, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "partners[0] (id=bad): services.0" in result.output
     get_settings.cache_clear()
+
+
+def test_import_a_spreadsheet(env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ruta partners import partners.csv``: the rows become partners, the same way a YAML
+    file's entries do; a bad row names its row and column, and changes nothing."""
+    from tests.partners.test_directory_csv import ROWS, SECRET, write_csv
+
+    monkeypatch.setenv("CASA_SECRET", SECRET)
+    runner = CliRunner()
+    bad = write_csv(tmp_path / "bad.csv", [ROWS[0], {**ROWS[1], "role": "", "services": "x"}])
+    result = runner.invoke(partners_cli, ["import", str(bad)])
+    assert result.exit_code == 2
+    assert "row 3 (id=demuna-x), column role: Field required" in result.output
+    assert "row 3 (id=demuna-x), column services:" in result.output
+    good = write_csv(tmp_path / "partners.csv", ROWS)
+    result = runner.invoke(partners_cli, ["import", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "created 2" in result.output
+    out = tmp_path / "out.yaml"
+    assert runner.invoke(partners_cli, ["export", "--output", str(out)]).exit_code == 0
+    exported = {p["id"]: p for p in yaml.safe_load(out.read_text())["partners"]}
+    assert set(exported) == {"casa-esperanza", "demuna-x"}
+    assert exported["demuna-x"]["role"] == "child_protection_authority"
+    assert exported["casa-esperanza"]["hours"]["schedule"][1]["days"] == ["sat"]
+    get_settings.cache_clear()

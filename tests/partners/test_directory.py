@@ -186,9 +186,7 @@ partners:
     with pytest.raises(DirectoryError) as excinfo:
         load_directory(path, relaxed=False, env={})
     message = str(excinfo.value)
-    assert "partners[0] (id=ok-one): ${OK_SECRET} is not set" in message.replace(
-        "partners[0] (id=ok-one).endpoint.secrets[0]", "partners[0] (id=ok-one)"
-    )
+    assert "partners[0] (id=ok-one): endpoint.secrets.0: ${OK_SECRET} is not set" in message
     assert "partners[1] (id=broken): services.0" in message
     assert "partners[1] (id=broken): service_area" in message
     assert "partners[1] (id=broken): capacity" in message

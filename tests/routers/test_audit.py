@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import uuid
@@ -11,12 +12,13 @@ import pytest
 from fastapi import FastAPI
 
 from app import audit
-from app.audit import Action
+from app.audit import Action, store
 from app.audit.chain import load_public_key
-from app.audit.export import read_checkpoints, read_export, verify_export
+from app.audit.proofs import verify_bundle
+from app.audit.reader import read_checkpoints, read_export, verify_export
 from app.routers import audit as audit_router
 from app.settings import Settings
-from tests.audit.conftest import add_events
+from tests.audit.conftest import add_events, tamper
 from tests.conftest import KeyFactory, bearer
 
 
@@ -124,10 +126,10 @@ async def test_verify_checkpoints_public_key_and_export_round_trip(
     response = await http.get("/v1/audit/export", params={"format": "ndjson"}, headers=auditor)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/x-ndjson")
-    assert json.loads(response.headers["ruta-audit-checkpoint"])["type"] == "checkpoint"
     lines = response.text.splitlines()
     # The export ends with a checkpoint signed over its last event.
     assert json.loads(lines[-1])["type"] == "checkpoint"
+    assert json.loads(lines[-1])["export"] is True
     export = read_export(lines)
     # The verify call itself was recorded (seq 28) before the export was planned.
     assert [e.seq for e in export.events] == list(range(1, 29))
@@ -145,3 +147,90 @@ async def test_verify_checkpoints_public_key_and_export_round_trip(
     ).json()["events"]
     assert len(events) == 2
     assert events[0]["data"]["format"] == "ndjson"
+
+
+HUGE_CURSOR = base64.urlsafe_b64encode(b"audit:" + b"9" * 30).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "parameter"),
+    [
+        ("/v1/audit/events", {"cursor": HUGE_CURSOR}, "query.cursor"),
+        ("/v1/audit/checkpoints", {"cursor": HUGE_CURSOR}, "query.cursor"),
+        ("/v1/audit/export", {"from_seq": str(10**20)}, "query.from_seq"),
+        ("/v1/audit/export", {"to_seq": str(10**20)}, "query.to_seq"),
+        ("/v1/audit/events", {"until": "9999-12-31T23:59:59.999999-14:00"}, "query.until"),
+        ("/v1/audit/events", {"since": "0001-01-01T00:00:00+14:00"}, "query.since"),
+        ("/v1/audit/export", {"until": "9999-12-31T23:59:59.999999-14:00"}, "query.until"),
+    ],
+)
+async def test_bad_query_values_are_problems_naming_the_parameter(
+    audit_app: FastAPI,
+    http: httpx.AsyncClient,
+    auditor: dict[str, str],
+    path: str,
+    params: dict[str, str],
+    parameter: str,
+) -> None:
+    """Each of these was a 500 (an integer beyond BIGINT, a time beyond year 9999 in UTC)."""
+    response = await http.get(path, params=params, headers=auditor)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert parameter in [e["path"] for e in response.json()["errors"]]
+
+
+async def test_export_of_a_truncated_chain_is_refused_with_the_reason(
+    audit_app: FastAPI, http: httpx.AsyncClient, auditor: dict[str, str], settings: Settings
+) -> None:
+    await add_events(audit_app.state.sessionmaker, 20, per_transaction=5)
+    async with audit_app.state.sessionmaker() as session:
+        await audit.checkpoint_if_due(session, settings, force=True)
+        await session.commit()
+        head = await store.head(session)
+    await tamper(
+        audit_app.state.sessionmaker,
+        settings,
+        "DELETE FROM audit_events WHERE seq > :n",
+        params={"n": head[0] - 3},
+    )
+    response = await http.get("/v1/audit/export", headers=auditor)
+    assert response.status_code == 409
+    problem = response.json()
+    assert (problem["type"], problem["reason"]) == ("/problems/audit-chain-broken", "truncated")
+    assert problem["checkpoint_seq"] == head[0]
+
+
+async def test_proofs_over_http_check_offline(
+    audit_app: FastAPI, http: httpx.AsyncClient, auditor: dict[str, str], settings: Settings
+) -> None:
+    await add_events(audit_app.state.sessionmaker, 40, per_transaction=10)
+    key = audit.AuditConfig.from_settings(settings).signer.public_key
+    response = await http.get(
+        f"/v1/audit/proofs/screenings/{uuid.UUID(int=10)}/disclosures", headers=auditor
+    )
+    assert response.status_code == 200, response.text
+    bundle = response.json()
+    assert bundle["entries"] == []  # sample events disclose nothing for it
+    referral = str(uuid.UUID(int=3 + 7))
+    bundle = (await http.get(f"/v1/audit/proofs/referrals/{referral}", headers=auditor)).json()
+    assert [e["event"]["refs"]["referral_id"] for e in bundle["entries"]] == [referral]
+    assert verify_bundle(bundle, key).ok
+    size = bundle["checkpoint"]["seq"]
+    await add_events(audit_app.state.sessionmaker, 5)
+    consistency = await http.get(
+        "/v1/audit/proofs/consistency", params={"from_size": size}, headers=auditor
+    )
+    assert consistency.status_code == 200, consistency.text
+    assert consistency.json()["to_size"] > size
+    assert verify_bundle(consistency.json(), key).ok
+    beyond = await http.get(
+        "/v1/audit/proofs/consistency", params={"from_size": 10**6}, headers=auditor
+    )
+    assert (beyond.status_code, beyond.json()["errors"][0]["path"]) == (404, "query.from_size")
+    unknown = await http.get(
+        f"/v1/audit/proofs/referrals/{referral}", params={"size": 3}, headers=auditor
+    )
+    assert unknown.status_code == 404
+    assert unknown.json()["errors"][0]["path"] == "query.size"
+    nowhere = await http.get(f"/v1/audit/proofs/referrals/{uuid.uuid4()}", headers=auditor)
+    assert nowhere.status_code == 404
