@@ -204,7 +204,7 @@ def test_an_auditor_opens_an_explanation_and_the_charts(
     assert "Derivaciones por semana, por servicio y urgencia" in text(browser)
     assert_accessible(browser)
     browser.get(live.url + "/console/audit/verify")
-    assert "cadena íntegra" in text(browser)
+    assert "la cadena está íntegra" in text(browser)
     assert_accessible(browser)
 
 
