@@ -336,3 +336,22 @@ class JwtVerifier:
             role=role,
             organisation=organisation,
         )
+
+
+async def session_principal(
+    session: AsyncSession, client_id: uuid.UUID, key_id: str, *, now: datetime
+) -> Principal | None:
+    """The principal of a console session opened with the key ``key_id`` of client
+    ``client_id``, read again on every request: None once the client is revoked or that key
+    no longer authenticates (rotated out, its grace period over), so the session ends with
+    the key it was opened with."""
+    client = await session.get(ApiClient, client_id)
+    if client is None or client.revoked_at is not None:
+        return None
+    current = client.key_id == key_id
+    in_grace = (
+        client.previous_key_id == key_id
+        and client.previous_key_expires_at is not None
+        and now < client.previous_key_expires_at
+    )
+    return _principal_of(client) if current or in_grace else None

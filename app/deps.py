@@ -91,26 +91,41 @@ async def get_principal(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    limiter: RateLimiter = request.app.state.rate_limiter
-    window = settings.rate_limit_window_seconds
     try:
         principal = await _authenticate(request, session, settings, credentials)
     except Unauthorized:
-        enforce(
-            await limiter.hit(
-                _source_key(request, settings), settings.rate_limit_unauthenticated, window
-            )
-        )
+        await count_failed_authentication(request, settings)
         raise
+    await count_request(request, settings, principal)
+    request.state.principal = principal
+    return principal
+
+
+async def count_failed_authentication(request: Request, settings: Settings) -> None:
+    """Count a failed authentication against its source address (slows key guessing; 429
+    past the limit): API calls and console sign-ins alike."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    enforce(
+        await limiter.hit(
+            _source_key(request, settings),
+            settings.rate_limit_unauthenticated,
+            settings.rate_limit_window_seconds,
+        )
+    )
+
+
+async def count_request(request: Request, settings: Settings, principal: Principal) -> None:
+    """Count a request against its client's rate limit (429 past it): API calls and the
+    console's pages alike."""
+    limiter: RateLimiter = request.app.state.rate_limiter
     limit = {
         Role.clinic: settings.rate_limit_clinic,
         Role.partner: settings.rate_limit_partner,
         Role.auditor: settings.rate_limit_auditor,
         Role.admin: settings.rate_limit_admin,
     }[principal.role]
-    enforce(await limiter.hit(f"client:{principal.client_id}", limit, window))
-    request.state.principal = principal
-    return principal
+    key = f"client:{principal.client_id}"
+    enforce(await limiter.hit(key, limit, settings.rate_limit_window_seconds))
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

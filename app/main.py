@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from app import audit, openapi, problems
+from app import audit, console, openapi, problems
 from app.auth import JwtVerifier
 from app.background import BackgroundTasks
 from app.db import create_engine, create_sessionmaker
@@ -28,6 +28,7 @@ from app.routers import (
     metrics,
     partners,
     referrals,
+    reports,
     rules,
     screenings,
     services,
@@ -139,7 +140,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(referrals.router)
     app.include_router(deliveries.router)
     app.include_router(fhir.router)
+    app.include_router(reports.router)
     demo_partners.install(app, settings)
+    console.install(app)
     app.include_router(metrics.router)
     openapi.install(app)
     app.add_middleware(RejectNul)

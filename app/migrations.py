@@ -74,6 +74,7 @@ SERVICE_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
     "referral_events": _WRITE,
     "deliveries": _CHANGE,
     "delivery_attempts": _WRITE,
+    "console_sessions": (*_CHANGE, "DELETE"),  # sign-in, activity, sign-out, expiry
 }
 
 #: The tables whose protection the service's role must not be able to touch.

@@ -319,6 +319,10 @@ OPERATION_IDS: dict[str, str] = {
     "GET /v1/deliveries/dead-letters": "listDeadLetters",
     "GET /v1/deliveries/{delivery_id}": "getDelivery",
     "POST /v1/deliveries/{delivery_id}/replay": "replayDelivery",
+    "GET /v1/reports/referrals": "reportReferralsPerWeek",
+    "GET /v1/reports/acknowledgement": "reportTimeToAcknowledge",
+    "GET /v1/reports/outcomes": "reportOutcomesPerWeek",
+    "GET /v1/reports/rules": "reportRulesFired",
     "GET /fhir/CodeSystem/{code_system}": "getFhirCodeSystem",
     "POST /demo/partners/{partner_id}/inbox": "receiveDemoDelivery",
     "GET /demo/partners/{partner_id}/inbox": "listDemoInbox",
@@ -371,6 +375,12 @@ TAGS: list[dict[str, Any]] = [
     {
         "name": "rules",
         "description": "The active rule set, and a dry run of the rules on a screening.",
+    },
+    {
+        "name": "reports",
+        "description": "For auditors and admins: aggregate reports (referrals per week, time "
+        "to acknowledge, fallback and escalation rates, the rules that fire most) in JSON or "
+        "CSV, with every figure about fewer than k people suppressed (docs/console.md).",
     },
     {
         "name": "deliveries",

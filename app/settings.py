@@ -389,6 +389,37 @@ class Settings(BaseSettings):
             return raw
         return hashlib.sha256(b"ruta-audit|" + self.secret_key.get_secret_value().encode()).digest()
 
+    # --- Console (app/console/) and aggregate reports (app/reports/) ---
+    #: A console session ends after this long without a request (sign in again).
+    console_idle_minutes: float = Field(default=30, gt=0, le=24 * 60)
+    #: A console session ends this long after sign-in, however active (and a JWT sign-in no
+    #: later than the token's own expiry).
+    console_session_hours: float = Field(default=12, gt=0, le=7 * 24)
+    #: The time zone console pages show times in (IANA name).
+    console_timezone: str = "America/Lima"
+    #: k-anonymity for aggregate reports: a cell counting fewer than k people is suppressed,
+    #: and so are the cells that would let it be recovered from a total.
+    report_min_people: int = Field(default=11, ge=2, le=1000)
+
+    @field_validator("console_timezone")
+    @classmethod
+    def _console_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                "RUTA_CONSOLE_TIMEZONE takes an IANA name, e.g. America/Lima"
+            ) from None
+        return value
+
+    @property
+    def console_cookie_secure(self) -> bool:
+        """Console cookies carry ``Secure`` in production, which is served over HTTPS;
+        development and tests serve plain HTTP on loopback."""
+        return self.env is Environment.production
+
 
 def served_url(host: str, port: int) -> str:
     """``http://host:port`` as a client reaches it: a wildcard bind address (``0.0.0.0``,

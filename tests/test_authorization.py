@@ -151,6 +151,64 @@ CALLS: dict[str, Call] = {
 }
 
 
+# --- console routes: a signed-in session instead of a bearer key ------------------------
+
+
+@dataclass
+class ConsoleCall:
+    #: The form posted (the session's form token is added).
+    form: Callable[[], dict[str, str]] | None = None
+    make_form: BodyMaker | None = None
+    query: dict[str, str] | None = None
+    #: A page answers 200; a form 303 (back to a page).
+    ok: tuple[int, ...] = (200, 303)
+
+
+async def _capacity_form(http: httpx.AsyncClient, api_key: KeyFactory) -> Any:
+    return {"partner_id": await _make_partner(http, api_key, OWN_ORG), "available": "1"}
+
+
+CONSOLE_CALLS: dict[str, ConsoleCall] = {
+    "POST /console/referrals/{referral_id}/status": ConsoleCall(
+        form=lambda: {"status": "received"}
+    ),
+    "POST /console/capacity": ConsoleCall(make_form=_capacity_form),
+    # A referral's pending body is not a dead notice: 409 shows the call was allowed.
+    "POST /console/dead-letters/{delivery_id}/replay": ConsoleCall(ok=(303, 409)),
+    # Only a referral that needs a person can be acted on: 409 shows the call was allowed.
+    "POST /console/queue/{referral_id}/assign": ConsoleCall(
+        form=lambda: {"partner_id": "x", "reason": "partner_agreed"}, ok=(303, 409)
+    ),
+    "POST /console/queue/{referral_id}/retry": ConsoleCall(ok=(303, 409)),
+    "POST /console/queue/{referral_id}/close": ConsoleCall(
+        form=lambda: {"reason": "duplicate"}, ok=(303, 409)
+    ),
+}
+
+
+async def _console_request(
+    http: httpx.AsyncClient,
+    api_key: KeyFactory,
+    route_key: str,
+    key: str | None,
+    target: str,
+) -> httpx.Response:
+    """The route called from a browser: signed in with ``key`` (if any) in a cookie jar of
+    its own, forms carrying the session's token."""
+    from tests.console.helpers import fresh_client, sign_in
+
+    method = route_key.split(" ", 1)[0]
+    call = CONSOLE_CALLS.get(route_key, ConsoleCall())
+    async with fresh_client(http) as browser:
+        token = await sign_in(browser, key) if key else ""
+        if method == "GET":
+            return await browser.get(target, params=call.query)
+        form = call.form() if call.form else {}
+        if call.make_form is not None:
+            form = await call.make_form(http, api_key)
+        return await browser.request(method, target, data={"csrf_token": token, **form})
+
+
 def _org_for(role: str, own: bool) -> str | None:
     name = OWN_ORG if own else OTHER_ORG
     if role == "partner":
@@ -173,7 +231,13 @@ async def test_route_enforces_its_row(
     call = CALLS.get(route_key, Call())
     params = [p.strip("{}") for p in path.split("/") if p.startswith("{")]
 
+    console = path.startswith("/console")
+    if console:
+        call = Call(ok=CONSOLE_CALLS.get(route_key, ConsoleCall()).ok)
+
     async def request(key: str | None, target: str) -> httpx.Response:
+        if console:
+            return await _console_request(http, api_key, route_key, key, target)
         headers = bearer(key) if key else {}
         if call.make_body is not None:
             body = await call.make_body(http, api_key)
@@ -192,7 +256,12 @@ async def test_route_enforces_its_row(
     missing_ids = {p: str(uuid.uuid4()) for p in params}
 
     anonymous = await request(None, fill(own_ids))
-    assert anonymous.status_code == 401, f"{route_key} anonymous: {anonymous.status_code}"
+    if console:
+        # No session: the page asks to sign in.
+        assert anonymous.status_code == 303, f"{route_key} anonymous: {anonymous.status_code}"
+        assert anonymous.headers["location"].startswith("/console/sign-in")
+    else:
+        assert anonymous.status_code == 401, f"{route_key} anonymous: {anonymous.status_code}"
 
     for role, access in row.items():
         key = await api_key(role, _org_for(role, own=True))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -151,3 +152,40 @@ def test_the_readme_walkthrough(dev_server: tuple[str, dict[str, str]]) -> None:
         )
         verified = http.get("/v1/audit/verify", headers=auth("auditor")).json()
         assert verified["ok"] is True
+
+        # 3b. The console: the psychological referral waits in the CEM's inbox (it has no
+        # endpoint), and the demo partner accepts a new screening's medical referral there.
+        psychological = routed["psychological", "provider"]
+        assert psychological["partner"]["id"] == "cem-puerto-maldonado"
+        while time.monotonic() < deadline:
+            cem = http.get(f"/v1/referrals/{psychological['id']}", headers=auth("auditor"))
+            if cem.json()["status"] == "delivered":
+                break
+            time.sleep(0.1)
+        [inbox_attempt] = cem.json()["deliveries"][0]["attempts"]
+        assert inbox_attempt["outcome"] == "inbox"
+        again = dict(EXAMPLE, id="6c1f8b3e-9d2e-4f1b-8c4a-3e7d2b8f0a21")
+        second = http.post("/v1/screenings", json=again, headers=auth("clinic")).json()
+        fresh = next(r for r in second["decision"]["referrals"] if r["service"] == "medical")
+    with httpx.Client(base_url=base, timeout=10) as browser:
+        form = browser.get("/console/sign-in")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert token is not None
+        signed = browser.post(
+            "/console/sign-in",
+            data={"credential": keys["RUTA_PARTNER_KEY"], "csrf_token": token.group(1)},
+        )
+        assert signed.headers["location"] == "/console/inbox"
+        inbox_page = browser.get("/console/inbox")
+        assert f"/console/referrals/{fresh['id']}" in inbox_page.text
+        opened = browser.get(f"/console/referrals/{fresh['id']}")
+        assert "Aceptar" in opened.text
+        session_token = re.search(r'name="csrf_token" value="([^"]+)"', opened.text)
+        assert session_token is not None
+        browser.post(
+            f"/console/referrals/{fresh['id']}/status",
+            data={"csrf_token": session_token.group(1), "status": "accepted"},
+        )
+    with httpx.Client(base_url=base, timeout=10) as http:
+        state = http.get(f"/v1/referrals/{fresh['id']}", headers=auth("auditor")).json()
+        assert state["status"] == "accepted"

@@ -60,6 +60,12 @@ class Action(StrEnum):
     previous_key_used = "request.previous_key_used"
     audit_exported = "audit.exported"
     audit_verified = "audit.verified"
+    console_signed_in = "console.signed_in"
+    console_sign_in_failed = "console.sign_in_failed"
+    console_signed_out = "console.signed_out"
+    referral_assigned = "referral.assigned"
+    referral_retried = "referral.retried"
+    referral_closed = "referral.closed"
 
 
 class Shape(StrEnum):
@@ -152,6 +158,9 @@ KEYS: dict[str, Shape] = {
     "ok": Shape.bool,
     "first_bad_seq": Shape.int,
     "scope": Shape.code,
+    # the console and coordinators
+    "via": Shape.code,
+    "overrides": Shape.codes,
 }
 
 #: Keys whose values come from a closed list.
@@ -168,6 +177,8 @@ ENUMS: dict[str, frozenset[str]] = {
     "format": frozenset({"ndjson", "csv"}),
     # A verification of what was appended since the last one, or of the whole chain.
     "scope": frozenset({"incremental", "full"}),
+    "via": frozenset({"key", "jwt"}),
+    "overrides": frozenset({"out_of_area", "no_capacity", "closed_now", "excluded"}),
 }
 
 _REFERRAL = {"service", "recipient", "urgency", "flags", "legal_basis", "reason", "decision_id"}
@@ -221,6 +232,16 @@ ALLOWED: dict[Action, frozenset[str]] = {
     Action.audit_verified: frozenset(
         {"ok", "first_bad_seq", "from_seq", "to_seq", "scope", "reason", "count"}
     ),
+    Action.console_signed_in: frozenset({"role", "key_id", "via"}),
+    Action.console_sign_in_failed: frozenset({"reason", "key_id", "via"}),
+    Action.console_signed_out: frozenset({"reason"}),
+    Action.referral_assigned: frozenset(
+        {"reason", "next_partner_id", "attempt", "previous_status", "overrides"}
+    ),
+    Action.referral_retried: frozenset(
+        {"reason", "outcome", "next_partner_id", "attempt", "delivery_id"}
+    ),
+    Action.referral_closed: frozenset({"reason", "previous_status"}),
 }
 
 assert set(ALLOWED) == set(Action), "every action needs an allow-list"

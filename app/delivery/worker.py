@@ -17,6 +17,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 import structlog
@@ -45,6 +46,8 @@ ACTOR = audit.system("delivery-worker")
 FAILURES_TO_OPEN = 5
 PROBE_MIN_SECONDS = 30
 PROBE_MAX_SECONDS = 600
+#: The attempt outcome of a message for a console-only partner: in its inbox, not posted.
+INBOX = "inbox"
 #: A paused partner's deliveries wait, without using up attempts.
 PAUSED_RECHECK = timedelta(minutes=1)
 
@@ -218,6 +221,10 @@ class DeliveryWorker:
                 await session.commit()
                 return
             url = partner.endpoint_url
+            if url is None:
+                await self._into_inbox(session, delivery, now=now)
+                await session.commit()
+                return
             headers = signing.headers(
                 webhook_id=delivery.webhook_id,
                 body=body,
@@ -257,35 +264,17 @@ class DeliveryWorker:
         delay = policy.next_delay(attempt_no, result) if outcome is Outcome.retry else None
         if outcome is Outcome.retry and delay is None:
             outcome = Outcome.dead
-        session.add(
-            DeliveryAttempt(
-                delivery_id=delivery.id,
-                attempt_no=attempt_no,
-                worker=self.worker_id,
-                started_at=started,
-                latency_ms=sent.latency_ms,
-                status_code=result.status_code,
-                outcome=outcome.value,
-                error=(result.error or None) and str(result.error)[:200],
-                response_excerpt=sent.excerpt,
-            )
-        )
-        child(DELIVERY_ATTEMPTS, delivery.partner_id, outcome.value).inc()
         still_ours = delivery.status == outbox.PENDING
-        delivery.attempt_count = attempt_no
-        delivery.lease_owner = None
-        delivery.lease_expires_at = None
-        await audit.record(
+        await self._attempted(
             session,
-            action=Action.referral_attempted,
-            actor=ACTOR,
-            referral_id=delivery.referral_id,
-            partner_id=delivery.partner_id,
-            data={
-                "delivery_id": str(delivery.id),
-                "attempt": attempt_no,
-                "http_status": result.status_code,
-                "outcome": outcome.value,
+            delivery,
+            started=started,
+            outcome=outcome.value,
+            status_code=result.status_code,
+            latency_ms=sent.latency_ms,
+            error=(result.error or None) and str(result.error)[:200],
+            excerpt=sent.excerpt,
+            audit_data={
                 **({"reason": _code(result.error)} if result.error else {}),
                 **({"due_at": _stamp(now + timedelta(seconds=delay))} if delay is not None else {}),
             },
@@ -305,21 +294,7 @@ class DeliveryWorker:
         )
         match outcome:
             case Outcome.delivered:
-                delivery.status = "delivered"
-                delivery.finished_at = now
-                delivery.last_error = None
-                if current:
-                    assert referral is not None
-                    await referrals.mark_delivered(
-                        session,
-                        referral,
-                        delivery_id=delivery.id,
-                        body_sha256=delivery.body_sha256,
-                        attempt=attempt_no,
-                        now=now,
-                    )
-                elif delivery.event_type == "notification.created":
-                    await _notification_sent(session, delivery)
+                await self._delivered(session, delivery, referral if current else None, now=now)
             case Outcome.retry:
                 assert delay is not None
                 delivery.next_attempt_at = now + timedelta(seconds=delay)
@@ -350,6 +325,99 @@ class DeliveryWorker:
                     reason=_code(result.error) or "retries_exhausted",
                     now=now,
                 )
+
+    async def _attempted(
+        self,
+        session: AsyncSession,
+        delivery: Delivery,
+        *,
+        started: datetime,
+        outcome: str,
+        status_code: int | None = None,
+        latency_ms: int = 0,
+        error: str | None = None,
+        excerpt: str | None = None,
+        audit_data: dict[str, Any] | None = None,
+    ) -> None:
+        """Count one attempt on the delivery (releasing its lease): its row, its metric,
+        and its audit event."""
+        delivery.attempt_count += 1
+        delivery.lease_owner = None
+        delivery.lease_expires_at = None
+        session.add(
+            DeliveryAttempt(
+                delivery_id=delivery.id,
+                attempt_no=delivery.attempt_count,
+                worker=self.worker_id,
+                started_at=started,
+                latency_ms=latency_ms,
+                status_code=status_code,
+                outcome=outcome,
+                error=error,
+                response_excerpt=excerpt,
+            )
+        )
+        child(DELIVERY_ATTEMPTS, delivery.partner_id, outcome).inc()
+        await audit.record(
+            session,
+            action=Action.referral_attempted,
+            actor=ACTOR,
+            referral_id=delivery.referral_id,
+            partner_id=delivery.partner_id,
+            data={
+                "delivery_id": str(delivery.id),
+                "attempt": delivery.attempt_count,
+                "http_status": status_code,
+                "outcome": outcome,
+                **(audit_data or {}),
+            },
+        )
+
+    async def _delivered(
+        self,
+        session: AsyncSession,
+        delivery: Delivery,
+        referral: Referral | None,
+        *,
+        now: datetime,
+    ) -> None:
+        """The message reached its partner; ``referral`` is the referral it delivers to the
+        partner holding it now, if it is one."""
+        delivery.status = "delivered"
+        delivery.finished_at = now
+        delivery.last_error = None
+        if referral is not None:
+            await referrals.mark_delivered(
+                session,
+                referral,
+                delivery_id=delivery.id,
+                body_sha256=delivery.body_sha256,
+                attempt=delivery.attempt_count,
+                now=now,
+            )
+        elif delivery.event_type == "notification.created":
+            await _notification_sent(session, delivery)
+
+    async def _into_inbox(
+        self, session: AsyncSession, delivery: Delivery, *, now: datetime
+    ) -> None:
+        """A console-only partner (no endpoint): nothing is posted; the message is in the
+        partner's console inbox from now on, where reading a referral's details is recorded
+        as a disclosure of its own. The attempt is kept (outcome ``inbox``) like any other,
+        so the referral moves on to ``delivered`` and its deadline runs as for every
+        partner, and a withdrawal later tells this partner too."""
+        await self._attempted(session, delivery, started=now, outcome=INBOX)
+        referral = (
+            await session.get(Referral, delivery.referral_id)
+            if delivery.referral_id is not None
+            else None
+        )
+        current = (
+            referral is not None
+            and delivery.event_type == "referral.created"
+            and referral.partner_id == delivery.partner_id
+        )
+        await self._delivered(session, delivery, referral if current else None, now=now)
 
     async def _finish_dead(
         self, session: AsyncSession, delivery: Delivery, *, reason: str, now: datetime

@@ -23,18 +23,25 @@ def available_locales() -> tuple[str, ...]:
 
 @lru_cache(maxsize=16)
 def catalogue(locale: str) -> dict[str, Any]:
+    """``locales/<locale>.json``, with the messages of every ``locales/<locale>/*.json``
+    merged in (one file per part of Ruta, e.g. ``es/console.json`` for the console)."""
     path = LOCALES_DIR / f"{locale}.json"
     if not path.exists():
         return {"messages": {}, "codes": {}}
     loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    for part in sorted((LOCALES_DIR / locale).glob("*.json")):
+        extra: dict[str, Any] = json.loads(part.read_text(encoding="utf-8"))
+        loaded.setdefault("messages", {}).update(extra.get("messages", {}))
+        loaded.setdefault("codes", {}).update(extra.get("codes", {}))
     return loaded
 
 
 @lru_cache(maxsize=256)
-def negotiate(accept_language: str | None) -> str:
-    """Pick the best available locale from an Accept-Language header (RFC 9110 q-values)."""
+def negotiate(accept_language: str | None, default: str = DEFAULT_LOCALE) -> str:
+    """Pick the best available locale from an Accept-Language header (RFC 9110 q-values);
+    ``default`` when it names none (the API answers in English, the console in Spanish)."""
     if not accept_language:
-        return DEFAULT_LOCALE
+        return default
     available = available_locales()
     ranked: list[tuple[float, int, str]] = []
     for index, part in enumerate(accept_language.split(",")):
@@ -55,11 +62,11 @@ def negotiate(accept_language: str | None) -> str:
         if negative_quality >= 0:
             continue
         if tag == "*":
-            return DEFAULT_LOCALE
+            return default
         primary = tag.split("-")[0]
         if primary in available:
             return primary
-    return DEFAULT_LOCALE
+    return default
 
 
 def translate(locale: str, text: str, **params: Any) -> str:

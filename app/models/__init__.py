@@ -9,6 +9,7 @@ from app.models.audit import (
 )
 from app.models.base import Base
 from app.models.client import ApiClient, Role
+from app.models.console import ConsoleSession
 from app.models.delivery import Delivery, DeliveryAttempt, PartnerCircuit
 from app.models.partner import PartnerRow
 from app.models.referral import Decision, Referral, ReferralEvent
@@ -22,6 +23,7 @@ __all__ = [
     "AuditVerificationState",
     "AuditWitnessCursor",
     "Base",
+    "ConsoleSession",
     "Decision",
     "Delivery",
     "DeliveryAttempt",

@@ -52,7 +52,8 @@ class PartnerRow(Base):
     capacity_maximum: Mapped[int] = mapped_column(Integer)
     capacity_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     hours: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    endpoint_url: Mapped[str] = mapped_column(String(2000))
+    #: None for a console-only partner: its referrals wait in its console inbox.
+    endpoint_url: Mapped[str | None] = mapped_column(String(2000))
     payload_format: Mapped[str] = mapped_column(String(16))
     thin: Mapped[bool] = mapped_column(Boolean)
     #: Encrypted JSON list of {"secret", "created_at", "expires_at"}; never returned.

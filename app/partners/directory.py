@@ -248,7 +248,11 @@ SigningSecret = Annotated[
 
 
 class Endpoint(Strict):
-    url: str = Field(min_length=8, max_length=2000)
+    """Where referrals are delivered. Without a ``url`` the partner is served only through
+    the console: its referrals wait in its console inbox, with the same deadlines and
+    fallback as any other (docs/partners.md, "Console-only partners")."""
+
+    url: str | None = Field(default=None, min_length=8, max_length=2000)
     #: Several secrets overlap during rotation; every one signs (Standard Webhooks).
     secrets: tuple[SigningSecret, ...] = Field(default=(), max_length=4)
     format: PayloadFormat = PayloadFormat.ruta_json
@@ -259,9 +263,23 @@ class Endpoint(Strict):
 
     @field_validator("url")
     @classmethod
-    def _url_shape(cls, value: str) -> str:
-        check_partner_url(value, relaxed=True)  # the shape; the network policy comes later
+    def _url_shape(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_partner_url(value, relaxed=True)  # the shape; the network policy comes later
         return value
+
+    @model_validator(mode="after")
+    def _console_only_shape(self) -> Endpoint:
+        if self.url is None and (self.thin or self.format is not PayloadFormat.ruta_json):
+            raise ValueError(
+                "a partner without an endpoint url reads its referrals in the console: "
+                "thin and format apply only to an endpoint"
+            )
+        return self
+
+    @property
+    def console_only(self) -> bool:
+        return self.url is None
 
 
 class Partner(SortedSets):
@@ -283,7 +301,8 @@ class Partner(SortedSets):
     languages: frozenset[Language] = Field(min_length=1)
     capacity: Capacity
     hours: Hours = Hours(always_open=True)
-    endpoint: Endpoint
+    #: Omitted, or without a url: a console-only partner.
+    endpoint: Endpoint = Endpoint()
     status: DirectoryStatus = DirectoryStatus.active
     #: Lower is tried first among otherwise equal partners.
     priority: int = Field(default=100, ge=0, le=10_000)
@@ -297,6 +316,8 @@ class Partner(SortedSets):
             self.endpoint.thin or self.endpoint.format is not PayloadFormat.ruta_json
         ):
             raise ValueError("a notification_recipient receives ruta-json, not thin")
+        if notifications and self.endpoint.console_only:
+            raise ValueError("a notification_recipient needs an endpoint url")
         if not notifications and not self.services:
             raise ValueError("services: list at least one service category")
         return self
@@ -488,7 +509,8 @@ def _validate_entries(
             errors.extend((index, pid, tuple(e["loc"]), e["msg"]) for e in exc.errors())
             continue
         try:
-            check_partner_url(partner.endpoint.url, relaxed=relaxed)
+            if partner.endpoint.url is not None:
+                check_partner_url(partner.endpoint.url, relaxed=relaxed)
         except UnsafePartnerURL as exc:
             errors.append((index, pid, ("endpoint", "url"), str(exc)))
             continue

@@ -366,6 +366,13 @@ async def set_status(
     return row
 
 
+async def organisation_partners(session: AsyncSession, organisation_id: str) -> list[PartnerRow]:
+    """An organisation's partners, by the organisation's **id** (what a partner client's
+    organisation names)."""
+    query = select(PartnerRow).where(PartnerRow.organisation_id == organisation_id)
+    return list((await session.execute(query.order_by(PartnerRow.id))).scalars())
+
+
 async def report_capacity(
     session: AsyncSession,
     principal: Principal,
@@ -381,8 +388,7 @@ async def report_capacity(
     must never hand another organisation's partners to its clients.
     """
     assert principal.organisation is not None  # partner clients always have one
-    query = select(PartnerRow).where(PartnerRow.organisation_id == principal.organisation)
-    rows = list((await session.execute(query.order_by(PartnerRow.id))).scalars())
+    rows = await organisation_partners(session, principal.organisation)
     if partner_id is not None:
         rows = [r for r in rows if r.id == partner_id]
     if not rows:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import audit
 from app.audit import Action
+from app.audit.writer import Actor
+from app.auth import Principal
 from app.delivery import outbox
 from app.models import Referral, Screening
 from app.partners.directory import Partner
@@ -29,13 +32,15 @@ from app.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
-class _Rematched:
+class Rematched:
+    """A referral matched again: the outcome, and the screening it was matched on."""
+
     result: MatchResult
     row: Screening
     screening: ScreeningIn
 
 
-async def _rematch(
+async def rematch(
     session: AsyncSession,
     settings: Settings,
     referral: Referral,
@@ -43,25 +48,29 @@ async def _rematch(
     *,
     now: datetime,
     exclude: frozenset[str] = frozenset(),
-) -> _Rematched:
+) -> Rematched:
     row, screening = await load_screening(session, settings, referral.screening_id)
     facts = SubjectFacts.from_screening(screening, now.date())
     result = match(decided_of(referral), facts, partners, now, settings=settings, exclude=exclude)
-    return _Rematched(result, row, screening)
+    return Rematched(result, row, screening)
 
 
-async def _assign(
+async def assign(
     session: AsyncSession,
     settings: Settings,
     referral: Referral,
-    rematched: _Rematched,
+    rematched: Rematched,
     partners: list[Partner],
     *,
     reason: str,
     now: datetime,
+    actor: Principal | Actor = ROUTER,
+    action: Action = Action.referral_fallback,
+    data: dict[str, Any] | None = None,
 ) -> None:
     """Give the referral to the partner ``result`` chose: its deadline, explanation and
-    flags, a history step, the body in the outbox, and the audit events."""
+    flags, a history step, the body in the outbox, and the audit events (``action`` by
+    ``actor``: the router's fallback, or a coordinator's assignment with its ``data``)."""
     result = rematched.result
     previous_partner = referral.partner_id
     partner = next(p for p in partners if p.id == result.partner_id)
@@ -73,7 +82,8 @@ async def _assign(
     referral.flags = sorted(f.value for f in result.flags)
     referral.needs_human = result.needs_human
     referral.human_reason = result.human_reason
-    record_step(session, referral, ReferralStatus.queued, actor=ROUTER, reason=reason, now=now)
+    referral.closed_at = None  # a coordinator may reopen an escalated referral
+    record_step(session, referral, ReferralStatus.queued, actor=actor, reason=reason, now=now)
     decided = decided_of(referral)
     await dispatch(
         session,
@@ -88,12 +98,17 @@ async def _assign(
     )
     await audit.record(
         session,
-        action=Action.referral_fallback,
-        actor=ROUTER,
+        action=action,
+        actor=actor,
         referral_id=referral.id,
         screening_id=referral.screening_id,
         partner_id=previous_partner,
-        data={"reason": reason, "next_partner_id": partner.id, "attempt": referral.assignment},
+        data={
+            "reason": reason,
+            "next_partner_id": partner.id,
+            "attempt": referral.assignment,
+            **(data or {}),
+        },
     )
     if result.escalation is not None:
         await _escalated(session, referral, result.escalation.value, previous_partner)
@@ -129,9 +144,9 @@ async def fall_back(
         referral.tried_partner_ids = [*referral.tried_partner_ids, previous_partner]
     partners = await directory_partners(session)
     tried = frozenset(referral.tried_partner_ids)
-    rematched = await _rematch(session, settings, referral, partners, now=now, exclude=tried)
+    rematched = await rematch(session, settings, referral, partners, now=now, exclude=tried)
     if rematched.result.matched:
-        await _assign(session, settings, referral, rematched, partners, reason=reason, now=now)
+        await assign(session, settings, referral, rematched, partners, reason=reason, now=now)
         return
     referral.partner_id = None
     referral.needs_human = True
@@ -222,9 +237,9 @@ async def retry_held(session: AsyncSession, settings: Settings, *, now: datetime
     partners = await directory_partners(session)
     routed = 0
     for referral in held:
-        rematched = await _rematch(session, settings, referral, partners, now=now)
+        rematched = await rematch(session, settings, referral, partners, now=now)
         if rematched.result.matched:
-            await _assign(
+            await assign(
                 session, settings, referral, rematched, partners, reason="partner_found", now=now
             )
             routed += 1

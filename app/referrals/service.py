@@ -148,10 +148,13 @@ async def referral_details(
     referral_id: uuid.UUID,
     *,
     request_id: str | None,
+    purpose: str = "thin_referral_fetch",
+    payload_format: PayloadFormat | None = None,
 ) -> Details:
     """The body a thin-mode partner fetches, built by the same minimiser as a delivery,
-    and the read recorded as a disclosure. Another partner's referral answers 404; a
-    revoked referral 410, recorded as a refused read (its data may no longer be read)."""
+    and the read recorded as a disclosure for ``purpose``. Another partner's referral
+    answers 404; a revoked referral 410, recorded as a refused read (its data may no longer
+    be read). The console reads it as ``ruta-json`` (``payload_format``) to show it."""
     referral = await session.get(Referral, referral_id)
     if referral is None or not await owns(session, principal, referral):
         raise NotFound("No referral with this id.")
@@ -184,7 +187,8 @@ async def referral_details(
         thin=False,
         event="referral.details",
         # A fhir-r4 partner fetches its details as a FHIR Bundle too (same minimised body).
-        payload_format=partner.endpoint.format if partner else PayloadFormat.ruta_json,
+        payload_format=payload_format
+        or (partner.endpoint.format if partner else PayloadFormat.ruta_json),
         organisation=partner.organisation if partner else None,
         consent_withdrawn=withdrawn,
     )
@@ -199,7 +203,7 @@ async def referral_details(
         data={
             "fields": list(outbound.fields),
             "categories": list(outbound.data_categories),
-            "purpose": "thin_referral_fetch",
+            "purpose": purpose,
         },
     )
     return Details(outbound.document, withdrawn, referral.legal_basis)

@@ -55,7 +55,9 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class EndpointOut(BaseModel):
-    url: str
+    url: str | None = Field(
+        description="Null for a console-only partner: its referrals wait in its console inbox."
+    )
     format: PayloadFormat
     thin: bool
     has_signing_secret: bool
@@ -328,7 +330,8 @@ async def create_partner(
     settings: SettingsDep,
     response: Response,
 ) -> PartnerOut:
-    _url_policy(body.endpoint.url, settings.relaxed_network)
+    if body.endpoint.url is not None:
+        _url_policy(body.endpoint.url, settings.relaxed_network)
     row = await service.create_partner(session, settings, body, now=utcnow())
     await _audit(
         session,

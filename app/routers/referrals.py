@@ -1,26 +1,12 @@
 from __future__ import annotations
 
-import base64
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import and_, or_, select
 
-from app.audit import Action
 from app.deps import AuditorDep, ClinicDep, PartnerDep, SessionDep, SettingsDep
-from app.errors import BadRequest, NotFound
-from app.models import (
-    AuditEvent,
-    Decision,
-    Delivery,
-    DeliveryAttempt,
-    Referral,
-    ReferralEvent,
-    Screening,
-)
 from app.models.base import utcnow
 from app.openapi import (
     FHIR_JSON,
@@ -33,13 +19,12 @@ from app.openapi import (
     problem,
     responses,
 )
-from app.referrals import service, withdrawal
+from app.referrals import log, service, withdrawal
 from app.referrals.state import PartnerStatus, RejectReason
-from app.referrals.views import partner_names, referral_view
 from app.schemas import examples
 from app.schemas.decision import LegalBasis, Trace
 from app.schemas.outcome import ReferralView, RuleSetRef
-from app.schemas.screening import ServiceCategory, aware_utc
+from app.schemas.screening import ServiceCategory
 from app.schemas.webhooks import ReferralDetails
 from app.services.intake import get_screening_for
 
@@ -279,22 +264,6 @@ class ReferralPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
 
 
-def _encode(referral: Referral) -> str:
-    raw = f"{referral.created_at.isoformat()}|{referral.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """The cursor's position; 400 for anything :func:`_encode` did not write, including a
-    naive time or a bare date (which cannot be compared with the stored UTC times)."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        moment, ident = base64.urlsafe_b64decode(padded).decode().split("|")
-        return aware_utc(datetime.fromisoformat(moment)), uuid.UUID(ident)
-    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors too
-        raise BadRequest("The cursor is not valid.") from None
-
-
 @router.get(
     "/v1/referrals",
     response_model=ReferralPage,
@@ -322,50 +291,23 @@ async def list_referrals(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ReferralPage:
-    query = select(Referral)
-    for column, value in (
-        (Referral.status, status),
-        (Referral.service, service_.value if service_ else None),
-        (Referral.urgency, urgency),
-        (Referral.partner_id, partner_id),
-        (Referral.region, region),
-    ):
-        if value is not None:
-            query = query.where(column == value)
-    if created_from is not None:
-        query = query.where(Referral.created_at >= created_from)
-    if created_to is not None:
-        query = query.where(Referral.created_at < created_to)
-    if cursor:
-        moment, ident = _decode(cursor)
-        query = query.where(
-            or_(
-                Referral.created_at < moment,
-                and_(Referral.created_at == moment, Referral.id < ident),
-            )
-        )
-    rows = list(
-        (
-            await session.execute(
-                query.order_by(Referral.created_at.desc(), Referral.id.desc()).limit(limit + 1)
-            )
-        ).scalars()
+    items, next_cursor = await log.list_referrals(
+        session,
+        log.LogFilter(
+            status=status,
+            service=service_.value if service_ else None,
+            urgency=urgency,
+            partner_id=partner_id,
+            region=region,
+            created_from=created_from,
+            created_to=created_to,
+        ),
+        cursor=cursor,
+        limit=limit,
     )
-    page = rows[:limit]
-    names = await partner_names(session, {r.partner_id for r in page if r.partner_id})
     return ReferralPage(
-        items=[
-            ReferralListItem.model_validate(
-                {
-                    **referral_view(r, names),
-                    "screening_id": str(r.screening_id),
-                    "created_at": r.created_at.isoformat(),
-                    "region": r.region,
-                }
-            )
-            for r in page
-        ],
-        next_cursor=_encode(page[-1]) if len(rows) > limit else None,
+        items=[ReferralListItem.model_validate(item) for item in items],
+        next_cursor=next_cursor,
     )
 
 
@@ -384,88 +326,7 @@ async def list_referrals(
 async def explain(
     referral_id: uuid.UUID, principal: AuditorDep, session: SessionDep
 ) -> dict[str, Any]:
-    referral = await session.get(Referral, referral_id)
-    if referral is None:
-        raise NotFound("No referral with this id.")
-    decision = await session.get(Decision, referral.decision_id)
-    assert decision is not None
-    history = (
-        await session.execute(
-            select(ReferralEvent)
-            .where(ReferralEvent.referral_id == referral.id)
-            .order_by(ReferralEvent.id)
-        )
-    ).scalars()
-    deliveries = list(
-        (
-            await session.execute(
-                select(Delivery)
-                .where(Delivery.referral_id == referral.id)
-                .order_by(Delivery.created_at)
-            )
-        ).scalars()
-    )
-    attempts = list(
-        (
-            await session.execute(
-                select(DeliveryAttempt)
-                .where(DeliveryAttempt.delivery_id.in_([d.id for d in deliveries]))
-                .order_by(DeliveryAttempt.id)
-            )
-        ).scalars()
-    )
-    names = await partner_names(
-        session,
-        {p for p in [referral.partner_id, *referral.tried_partner_ids] if p}
-        | {d.partner_id for d in deliveries},
-    )
-    return {
-        **referral_view(referral, names),
-        "screening_id": str(referral.screening_id),
-        "created_at": referral.created_at.isoformat(),
-        "tried_partners": list(referral.tried_partner_ids),
-        "decision": {
-            "id": str(decision.id),
-            "rule_set": {"version": decision.rule_set_version, "sha256": decision.rule_set_hash},
-            "trace": decision.trace,
-        },
-        "match": referral.match,
-        "history": [
-            {
-                "at": e.at.isoformat(),
-                "from": e.from_status,
-                "to": e.to_status,
-                "reason": e.reason,
-                "partner_id": e.partner_id,
-                "actor_role": e.actor_role,
-            }
-            for e in history
-        ],
-        "deliveries": [
-            {
-                "id": str(d.id),
-                "webhook_id": d.webhook_id,
-                "partner_id": d.partner_id,
-                "event_type": d.event_type,
-                "status": d.status,
-                "body_sha256": d.body_sha256,
-                "replays": d.replays,
-                "attempts": [
-                    {
-                        "attempt": a.attempt_no,
-                        "started_at": a.started_at.isoformat(),
-                        "latency_ms": a.latency_ms,
-                        "status_code": a.status_code,
-                        "outcome": a.outcome,
-                        "error": a.error,
-                    }
-                    for a in attempts
-                    if a.delivery_id == d.id
-                ],
-            }
-            for d in deliveries
-        ],
-    }
+    return await log.explain(session, referral_id)
 
 
 @router.get(
@@ -484,41 +345,4 @@ async def explain(
 async def disclosures(
     screening_id: uuid.UUID, principal: AuditorDep, session: SessionDep
 ) -> dict[str, Any]:
-    if await session.get(Screening, screening_id) is None:
-        raise NotFound("No screening with this id.")
-    events = list(
-        (
-            await session.execute(
-                select(AuditEvent)
-                .where(
-                    AuditEvent.screening_id == screening_id,
-                    AuditEvent.action.in_(
-                        [Action.referral_forwarded.value, Action.personal_data_read.value]
-                    ),
-                )
-                .order_by(AuditEvent.seq)
-            )
-        ).scalars()
-    )
-    names = await partner_names(session, {e.partner_id for e in events if e.partner_id})
-    return {
-        "screening_id": str(screening_id),
-        "disclosures": [
-            {
-                "seq": e.seq,
-                "at": e.occurred_at.isoformat(),
-                "kind": "forwarded" if e.action == Action.referral_forwarded.value else "read",
-                "recipient": (
-                    {"partner_id": e.partner_id, "name": names.get(e.partner_id, "")}
-                    if e.partner_id
-                    else {"actor_role": e.actor_role, "actor_id": e.actor_id}
-                ),
-                "referral_id": str(e.referral_id) if e.referral_id else None,
-                "categories": e.data.get("fields_shared") or e.data.get("categories") or [],
-                "fields": e.data.get("fields", []),
-                "legal_basis": e.data.get("legal_basis"),
-                "purpose": e.data.get("purpose"),
-            }
-            for e in events
-        ],
-    }
+    return await log.disclosures(session, screening_id)

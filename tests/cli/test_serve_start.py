@@ -150,13 +150,17 @@ def demo_keys(tmp_path: Path, database_url: str, name: str) -> dict[str, str]:
 
 
 async def stored(database_url: str) -> tuple[dict[str, str], dict[str, str]]:
-    """The demo partners' endpoints, and each delivered delivery's partner by webhook-id."""
+    """The demo partners' endpoints (console-only partners have none), and each delivered
+    delivery's partner by webhook-id."""
     engine = create_engine(database_url)
     try:
         async with create_sessionmaker(engine)() as session:
-            endpoints = dict(
-                (await session.execute(select(PartnerRow.id, PartnerRow.endpoint_url))).all()
+            rows = await session.execute(
+                select(PartnerRow.id, PartnerRow.endpoint_url).where(
+                    PartnerRow.endpoint_url.is_not(None)
+                )
             )
+            endpoints = {pid: str(url) for pid, url in rows.all()}
             delivered = dict(
                 (
                     await session.execute(

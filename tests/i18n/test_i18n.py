@@ -77,3 +77,21 @@ async def test_413_is_localised(http: httpx.AsyncClient, api_key: KeyFactory) ->
     )
     assert response.status_code == 413
     assert response.json()["title"] == "Cuerpo de la solicitud demasiado grande"
+
+
+def test_a_default_other_than_english_for_callers_that_ask() -> None:
+    from app.i18n import negotiate
+
+    assert negotiate(None, "es") == "es"
+    assert negotiate("de-DE, fr;q=0.8", "es") == "es"
+    assert negotiate("en-GB, es;q=0.5", "es") == "en"
+    assert negotiate("de-DE") == "en"  # the API's default is unchanged
+
+
+def test_catalogues_merge_the_parts_of_a_locale() -> None:
+    from app.i18n import catalogue, translate
+
+    # es.json's own messages, and es/console.json's, in one catalogue.
+    assert translate("es", "Not found") == "No encontrado"
+    assert translate("es", "Sign out") == "Cerrar sesión"
+    assert "code:revoked" in catalogue("en")["messages"]

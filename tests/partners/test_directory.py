@@ -151,7 +151,10 @@ def test_demo_directory_covers_the_regions_of_domain_md() -> None:
     named |= {"pasco", "piura", "puno", "tacna", "tumbes"}
     assert {Region(r) for r in named} <= regions
     assert all("(demo)" in p.name for p in directory.partners)
-    assert all(p.endpoint.url.startswith("http://x:1/demo/partners/") for p in directory.partners)
+    urls = [p.endpoint.url for p in directory.partners if p.endpoint.url is not None]
+    assert all(url.startswith("http://x:1/demo/partners/") for url in urls)
+    # One partner works only in the console (docs/console.md).
+    assert [p.id for p in directory.partners if p.endpoint.console_only] == ["cem-puerto-maldonado"]
     assert all(not p.endpoint.secrets for p in directory.partners)
     assert any(p.service_area.national for p in directory.partners)
 
