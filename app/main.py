@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from app import audit, console, openapi, problems
 from app.auth import JwtVerifier
 from app.background import BackgroundTasks
+from app.compression import RequestDecoding, response_compression
 from app.db import create_engine, create_sessionmaker
 from app.delivery.worker import DeliveryWorker
 from app.middleware import BodySizeLimit, NoStore, RejectNul
@@ -146,8 +147,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     openapi.install(app)
     app.add_middleware(RejectNul)
+    # A gzip body is decoded before anything reads it, with the cap on its decoded size;
+    # the size cap outside it holds for the bytes on the wire (app/compression.py).
+    app.add_middleware(RequestDecoding, max_bytes=settings.max_body_bytes)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(NoStore)
+    app.add_middleware(response_compression)
     # Outermost: every response, including 413s from the size cap, gets a request id.
     app.add_middleware(RequestContext)
     return app

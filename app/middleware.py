@@ -151,7 +151,7 @@ class RejectNul:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                await self.app(scope, _replay([message]), send)
+                await self.app(scope, replay([message]), send)
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -169,12 +169,13 @@ class RejectNul:
                 return
         await self.app(
             scope,
-            _replay([{"type": "http.request", "body": body, "more_body": False}], receive),
+            replay([{"type": "http.request", "body": body, "more_body": False}], receive),
             send,
         )
 
 
-def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
+def replay(messages: list[Message], then: Receive | None = None) -> Receive:
+    """A ``receive`` that hands out ``messages`` first, then defers to ``then``."""
     pending = list(messages)
 
     async def receive() -> Message:
@@ -267,6 +268,7 @@ async def send_problem(scope: Scope, send: Send, error: RutaError) -> None:
                 (b"content-language", locale.encode()),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
+                *((k.lower().encode(), v.encode()) for k, v in error.headers.items()),
             ],
         }
     )

@@ -9,6 +9,14 @@ from pathlib import Path
 import yaml
 
 SERVICES = ("medical", "psychological", "legal", "protection")
+#: Each partner's role (docs/partners.md, "Partner roles"). The example screening is a
+#: presumed minor, whose protection referral only the child-protection authority may take.
+ROLES = {
+    "medical": "health_facility",
+    "psychological": "psychosocial",
+    "legal": "legal_aid",
+    "protection": "child_protection_authority",
+}
 
 
 def write_directory(path: Path, base_url: str, *, formats: dict[str, str] | None = None) -> Path:
@@ -22,6 +30,7 @@ def write_directory(path: Path, base_url: str, *, formats: dict[str, str] | None
                 "organisation": {"id": partner_id, "name": f"Bench {service} partner"},
                 "name": f"Bench {service} partner (fictional)",
                 "services": [service],
+                "role": ROLES[service],
                 "service_area": {"national": True},
                 "languages": ["es", "qu", "ay", "en"],
                 "capacity": {"available": 100_000, "maximum": 100_000},

@@ -25,12 +25,21 @@ from app.schemas.outcome import (
     BatchItemResult,
     BatchResult,
     DecisionView,
+    MinimalReceipt,
     ScreeningDetail,
     ScreeningReceipt,
     receipt_json,
 )
 from app.schemas.screening import ScreeningIn
 from app.services import intake
+from app.services.receipts import (
+    RETURN_MINIMAL,
+    batch_json,
+    minimal_json,
+    minimal_receipt,
+    prefers_minimal,
+    screening_href,
+)
 
 log = structlog.get_logger("ruta.intake")
 
@@ -61,10 +70,46 @@ async def receipt(
     )
 
 
+#: The POST answers differ by ``Prefer`` and, when minimal, by ``Accept-Language``.
+_VARY = "Prefer, Accept-Language"
+
+MINIMAL_RECEIPT_EXAMPLE = minimal_receipt(
+    uuid.UUID(examples.RECEIPT["id"]),
+    replayed=False,
+    decision=examples.RECEIPT["decision"],
+    locale="es",
+).model_dump(mode="json", exclude_defaults=True)
+
+
+def _receipts(description: str, full: dict[str, Any]) -> dict[str, Any]:
+    """A POST answer: the full receipt, or the minimal one on ``Prefer: return=minimal``."""
+    minimal = {**MINIMAL_RECEIPT_EXAMPLE, "replayed": full["replayed"]}
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/ScreeningReceipt"},
+                        {"$ref": "#/components/schemas/MinimalReceipt"},
+                    ]
+                },
+                "examples": {
+                    "full": {"summary": "The full receipt (default)", "value": example(full)},
+                    "minimal": {
+                        "summary": "Prefer: return=minimal, Accept-Language: es",
+                        "value": example(minimal),
+                    },
+                },
+            }
+        },
+    }
+
+
 @router.post(
     "",
     status_code=201,
-    response_model=ScreeningReceipt,
+    response_model=ScreeningReceipt | MinimalReceipt,
     summary="Submit a screening",
     description=(
         "For clinic apps. Validates the screening (unknown fields are rejected at any depth; "
@@ -76,17 +121,23 @@ async def receipt(
         "Idempotent on the screening's `id`: the same id with the same body returns the "
         "original result (200, `replayed: true`) and stores nothing new, so retry freely on a "
         "bad connection; the same id with a different body returns 409. A 422 lists each "
-        "invalid field's path and never echoes the value sent."
+        "invalid field's path and never echoes the value sent.\n\n"
+        "**On a slow link, ask for less.** Send `Prefer: return=minimal` (RFC 7240) and the "
+        "answer is a `MinimalReceipt` (about 1 KB instead of about 13 KB): the screening id, "
+        "`href` (the full receipt: `GET /v1/screenings/{id}`), and per referral its service, "
+        "recipient, urgency, legal basis, status, partner and response deadline, with the "
+        "reasons in one language (`Accept-Language`, default English; `language` and "
+        "`Content-Language` say which), without the rules trace; fields without a value are "
+        "left out. It answers with `Preference-Applied: return=minimal`; every answer says "
+        "`Vary: Prefer, Accept-Language`. Bodies may be sent gzipped (`Content-Encoding: "
+        "gzip`; the size limit applies to the decoded body) and answers come compressed when "
+        "`Accept-Encoding` allows it (zstd, br or gzip)."
     ),
     responses={
-        **ok(examples.RECEIPT, "Stored and decided: the decision and its referrals", 201),
-        200: {
-            "description": "A replay of an earlier identical POST",
-            "model": ScreeningReceipt,
-            "content": {
-                "application/json": {"example": example({**examples.RECEIPT, "replayed": True})}
-            },
-        },
+        201: _receipts("Stored and decided: the decision and its referrals", examples.RECEIPT),
+        200: _receipts(
+            "A replay of an earlier identical POST", {**examples.RECEIPT, "replayed": True}
+        ),
         403: problem("Not a clinic key (only clinics submit screenings)"),
         409: problem("Same id, different body"),
         413: problem("The body is larger than RUTA_MAX_BODY_BYTES"),
@@ -110,6 +161,22 @@ async def submit(
         committer=request.app.state.intake,
     )
     screening_row = result.screening
+    headers = {"Location": screening_href(screening_row.id), "Vary": _VARY}
+    if prefers_minimal(request.headers.get("prefer")):
+        locale = negotiate(request.headers.get("accept-language"))
+        decision = result.decision
+        if decision is None:
+            decision = await decision_view(session, screening_row.id)
+        minimal = minimal_receipt(
+            screening_row.id, replayed=not result.created, decision=decision, locale=locale
+        )
+        headers |= {"Preference-Applied": RETURN_MINIMAL, "Content-Language": locale}
+        return Response(
+            content=minimal_json(minimal),
+            status_code=201 if result.created else 200,
+            media_type="application/json",
+            headers=headers,
+        )
     if result.decision is not None:
         # Just decided: written straight from what intake holds (see receipt_json).
         content = receipt_json(
@@ -131,7 +198,7 @@ async def submit(
         content=content,
         status_code=201 if result.created else 200,
         media_type="application/json",
-        headers={"Location": f"/v1/screenings/{result.screening.id}"},
+        headers=headers,
     )
 
 
@@ -147,7 +214,11 @@ async def submit(
         "the good ones, and a replayed item answers `replayed`. The valid items are stored "
         "in one transaction; if the database refuses one of them, it is reported as `error` "
         "(500) and the others are still stored. The answer is 200 whenever the batch itself "
-        "is well-formed; check `failed` and each result."
+        "is well-formed; check `failed` and each result. With `Prefer: return=minimal` every "
+        "item's receipt is a `MinimalReceipt` (reasons in the `Accept-Language` language), "
+        "and the answer says `Preference-Applied: return=minimal`: a batch of 100 answers in "
+        "about 100 KB, about 15 KB gzipped, instead of about 1.4 MB. The body may be sent "
+        "gzipped (`Content-Encoding: gzip`)."
     ),
     responses={
         **ok(examples.BATCH_RESULT, "One result per item, in order"),
@@ -161,8 +232,9 @@ async def submit_batch(
     session: SessionDep,
     settings: SettingsDep,
     request: Request,
-) -> BatchResult:
+) -> Response:
     locale = negotiate(request.headers.get("accept-language"))
+    minimal = prefers_minimal(request.headers.get("prefer"))
     if len(batch.screenings) > settings.max_batch_items:
         raise PayloadTooLarge(
             "A batch holds at most {max_items} screenings.",
@@ -244,19 +316,34 @@ async def submit_batch(
             id=str(plan.id),
             status="created" if result.created else "replayed",
             http_status=201 if result.created else 200,
-            receipt=await receipt(
-                session, result.screening, replayed=not result.created, decision=result.decision
-            ),
+            receipt=await _item_receipt(session, result, minimal=minimal, locale=locale),
         )
     ordered = [results[index] for index in sorted(results)]
     created = sum(r.status == "created" for r in ordered)
     replayed = sum(r.status == "replayed" for r in ordered)
-    return BatchResult(
+    answer = BatchResult(
         created=created,
         replayed=replayed,
         failed=len(ordered) - created - replayed,
         results=ordered,
     )
+    headers = {"Vary": _VARY}
+    if minimal:
+        headers |= {"Preference-Applied": RETURN_MINIMAL, "Content-Language": locale}
+    return Response(content=batch_json(answer), media_type="application/json", headers=headers)
+
+
+async def _item_receipt(
+    session: AsyncSession, result: intake.IntakeResult, *, minimal: bool, locale: str
+) -> ScreeningReceipt | MinimalReceipt:
+    """A batch item's receipt: minimal when the batch asked for it, else full."""
+    replayed = not result.created
+    if not minimal:
+        return await receipt(session, result.screening, replayed=replayed, decision=result.decision)
+    decision = result.decision
+    if decision is None:
+        decision = await decision_view(session, result.screening.id)
+    return minimal_receipt(result.screening.id, replayed=replayed, decision=decision, locale=locale)
 
 
 def _shown_id(value: Any) -> str | None:

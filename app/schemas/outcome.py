@@ -135,6 +135,55 @@ class ScreeningDetail(ScreeningReceipt):
     )
 
 
+class MinimalReferral(BaseModel):
+    """A referral in a minimal receipt: what a clinic tells the person now."""
+
+    id: UUID
+    service: ServiceCategory
+    recipient: Recipient
+    urgency: Urgency
+    legal_basis: LegalBasis
+    status: ReferralStatus
+    partner: PartnerRef | None = Field(
+        default=None, description="The partner holding it now; absent while none has it."
+    )
+    respond_by: Timestamp | None = Field(
+        default=None,
+        description="The partner's response deadline, to the second; absent without a partner.",
+    )
+    needs_human: bool = Field(
+        default=False,
+        description="Present (true) only when no partner is left or delivery failed: a "
+        "coordinator takes it over.",
+    )
+    reasons: list[str] = Field(
+        description="Each rule's reason, in the receipt's `language` only (the full receipt "
+        "has every language and the guideline each reason cites)."
+    )
+
+
+class MinimalReceipt(BaseModel):
+    """The answer to ``Prefer: return=minimal`` (RFC 7240): the decision without its rules
+    trace, each reason in one language, and a field at its default (``null``, ``false``)
+    left out. ``href`` is the full receipt, one GET away."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: UUID = Field(description="The screening's id.")
+    href: str = Field(description="The full screening and decision: `GET` this path.")
+    status: Literal["received", "decided"]
+    replayed: bool = Field(description="True when this answer is a replay of an earlier POST.")
+    language: str = Field(description="The language of `reasons` (also `Content-Language`).")
+    non_identifying_notification: bool = Field(
+        default=False,
+        description="Present (true) only when an adult declined consent: only a "
+        "non-identifying notification is sent.",
+    )
+    referrals: list[MinimalReferral] = Field(
+        description="At most one per (service, recipient), protection first; empty until decided."
+    )
+
+
 class BatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [BATCH_IN]})
 
@@ -149,7 +198,11 @@ class BatchItemResult(BaseModel):
     #: ``error``: the database refused this item (500); the others are kept.
     status: Literal["created", "replayed", "conflict", "invalid", "forbidden", "error"]
     http_status: int
-    receipt: ScreeningReceipt | None = None
+    receipt: ScreeningReceipt | MinimalReceipt | None = Field(
+        default=None,
+        description="The item's receipt: minimal (`MinimalReceipt`) when the batch was "
+        "posted with `Prefer: return=minimal`, else full.",
+    )
     problem: dict[str, Any] | None = None
 
 
