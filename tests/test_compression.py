@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from app import compression
 from app.compression import GzipInflater, content_codings
+from app.errors import PayloadTooLarge
 from app.settings import Settings
 from tests.conftest import KeyFactory, bearer
 from tests.factories import screening
@@ -116,7 +117,7 @@ async def test_the_cap_holds_for_the_decoded_size_not_the_compressed_one() -> No
         for start in range(0, len(sent), 7):
             inflater.feed(sent[start : start + 7])
 
-    with pytest.raises(compression.PayloadTooLarge):
+    with pytest.raises(PayloadTooLarge):
         feed_in_pieces()
     assert inflater.inflated == 1001
     exact = GzipInflater(max_bytes=1000)

@@ -109,7 +109,8 @@ def _receipts(description: str, full: dict[str, Any]) -> dict[str, Any]:
 @router.post(
     "",
     status_code=201,
-    response_model=ScreeningReceipt | MinimalReceipt,
+    # Documented in `responses` (a oneOf of the two receipts); the route answers bytes.
+    response_model=None,
     summary="Submit a screening",
     description=(
         "For clinic apps. Validates the screening (unknown fields are rejected at any depth; "
