@@ -6,12 +6,14 @@ import sys
 
 
 def main() -> int:
-    from bench import audit, delivery, intake, rules
+    from bench import audit, delivery, intake, rules, wire
 
     print("== rules engine vs a hand-written if-chain ==", flush=True)
     status = rules.main() or 0
     print("\n== intake vs a bare FastAPI endpoint ==", flush=True)
     status |= intake.main() or 0
+    print("\n== on the wire: compression and minimal receipts ==", flush=True)
+    status |= wire.main([]) or 0
     print("\n== delivery: one worker, and POST-to-partner latency of emergencies ==", flush=True)
     status |= (
         delivery.main(["--saturating-clients", "32", "--saturating-api-processes", "1", "2"]) or 0
