@@ -167,20 +167,9 @@ async def submit(
     headers = {"Location": screening_href(screening_row.id), "Vary": _VARY}
     if prefers_minimal(request.headers.get("prefer")):
         locale = negotiate(request.headers.get("accept-language"))
-        decision = result.decision
-        if decision is None:
-            decision = await decision_view(session, screening_row.id)
-        minimal = minimal_receipt(
-            screening_row.id, replayed=not result.created, decision=decision, locale=locale
-        )
         headers |= {"Preference-Applied": RETURN_MINIMAL, "Content-Language": locale}
-        return Response(
-            content=minimal_json(minimal),
-            status_code=201 if result.created else 200,
-            media_type="application/json",
-            headers=headers,
-        )
-    if result.decision is not None:
+        content = minimal_json(await _minimal(session, result, locale))
+    elif result.decision is not None:
         # Just decided: written straight from what intake holds (see receipt_json).
         content = receipt_json(
             id=screening_row.id,
@@ -341,13 +330,23 @@ async def _item_receipt(
     session: AsyncSession, result: intake.IntakeResult, *, minimal: bool, locale: str
 ) -> ScreeningReceipt | MinimalReceipt:
     """A batch item's receipt: minimal when the batch asked for it, else full."""
-    replayed = not result.created
-    if not minimal:
-        return await receipt(session, result.screening, replayed=replayed, decision=result.decision)
+    if minimal:
+        return await _minimal(session, result, locale)
+    return await receipt(
+        session, result.screening, replayed=not result.created, decision=result.decision
+    )
+
+
+async def _minimal(
+    session: AsyncSession, result: intake.IntakeResult, locale: str
+) -> MinimalReceipt:
+    """The minimal receipt of what intake answered (the decision read back on a replay)."""
     decision = result.decision
     if decision is None:
         decision = await decision_view(session, result.screening.id)
-    return minimal_receipt(result.screening.id, replayed=replayed, decision=decision, locale=locale)
+    return minimal_receipt(
+        result.screening.id, replayed=not result.created, decision=decision, locale=locale
+    )
 
 
 def _shown_id(value: Any) -> str | None:
