@@ -143,7 +143,9 @@ def _receipts(description: str, full: dict[str, Any]) -> dict[str, Any]:
         ),
         403: problem("Not a clinic key (only clinics submit screenings)"),
         409: problem("Same id, different body"),
-        413: problem("The body is larger than RUTA_MAX_BODY_BYTES"),
+        400: problem("The body says Content-Encoding: gzip but is not valid gzip"),
+        413: problem("The body (decoded, if gzipped) is larger than RUTA_MAX_BODY_BYTES"),
+        415: problem("A Content-Encoding other than gzip, or JSON not in UTF-8"),
     },
 )
 async def submit(
@@ -215,7 +217,12 @@ async def submit(
     ),
     responses={
         **ok(examples.BATCH_RESULT, "One result per item, in order"),
-        413: problem("More than RUTA_MAX_BATCH_ITEMS screenings, or the body is too large"),
+        400: problem("The body says Content-Encoding: gzip but is not valid gzip"),
+        413: problem(
+            "More than RUTA_MAX_BATCH_ITEMS screenings, or the body (decoded, if gzipped) is "
+            "larger than RUTA_MAX_BODY_BYTES"
+        ),
+        415: problem("A Content-Encoding other than gzip, or JSON not in UTF-8"),
         422: problem("The batch is empty or not an object with `screenings`"),
     },
 )
