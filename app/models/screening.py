@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.compact import CompactJSON
 from app.models.base import Base, JSONType, UTCDateTime, utcnow
 
 
@@ -48,7 +49,8 @@ class Screening(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: HMAC of the canonical body: same id + same fingerprint is a replay, else a conflict.
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
-    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    #: Compressed (app.compact); no query looks inside it.
+    data: Mapped[dict[str, Any]] = mapped_column(CompactJSON)
     personal_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
     #: Dotted paths of the personal fields present (no values), e.g. ["subject.name"].
     personal_fields: Mapped[list[str]] = mapped_column(JSONType, default=list)
