@@ -55,10 +55,28 @@ def _configure(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+        if connection.dialect.name == "sqlite":
+            # Foreign keys are off while migrating (below); what they protect is checked
+            # once at the end instead, before the transaction commits.
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise RuntimeError(f"foreign keys broken by the migration: {broken[:5]}")
+
+
+def _sqlite_foreign_keys_off(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite rebuilds a table to change a column (batch mode): dropping the old table
+    would fail on the rows that reference it while foreign keys are enforced, and the pragma
+    is ignored inside a transaction, so it is set as the connection opens (after app.db's
+    own set-up turned it on)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=OFF")
+    cursor.close()
 
 
 async def _run_online() -> None:
     engine = create_engine(database_url())
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_foreign_keys_off)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_configure)
