@@ -55,7 +55,8 @@ def test_bodies_before_0010_are_read_as_they_are() -> None:
 
 def test_column_types_bind_and_read_back() -> None:
     kind = compact.CompactJSON()
-    for dialect in (postgresql.dialect(), sqlite.dialect()):
+    dialects = (postgresql.dialect(), sqlite.dialect())  # type: ignore[no-untyped-call]
+    for dialect in dialects:
         stored = kind.process_bind_param({"a": [1]}, dialect)
         assert isinstance(stored, bytes)
         assert kind.process_result_value(stored, dialect) == {"a": [1]}
