@@ -110,13 +110,14 @@ def body_bytes(plaintext: bytes) -> bytes:
 
 class CompactJSON(TypeDecorator[Any]):
     """A JSON column stored as :func:`pack_json` bytes (``bytea`` / ``BLOB``). Only whole
-    values are read and written; no query looks inside these columns."""
+    values are read and written; no query looks inside these columns. Python's None is
+    stored as JSON ``null``, as SQLAlchemy's JSON type stores it."""
 
     impl = LargeBinary
     cache_ok = True
 
-    def process_bind_param(self, value: Any, dialect: Dialect) -> bytes | None:
-        return None if value is None else pack_json(value)
+    def process_bind_param(self, value: Any, dialect: Dialect) -> bytes:
+        return pack_json(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         return None if value is None else unpack_json(bytes(value))
