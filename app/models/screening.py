@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint, Uuid
+from sqlalchemy import ForeignKey, LargeBinary, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.compact import CompactJSON
@@ -35,9 +35,7 @@ class Screening(Base):
     are in ``personal_ct``, encrypted under the subject's data key."""
 
     __tablename__ = "screenings"
-    __table_args__ = (
-        Index("ix_screenings_organisation_received_at", "organisation", "received_at"),
-    )
+    # No index on (organisation, received_at): no query filters on them (dropped in 0010).
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     organisation: Mapped[str] = mapped_column(String(200))

@@ -9,6 +9,8 @@ Create Date: 2026-12-04 10:00:00.000000
   (app/compact.py, app/dictionaries/1.zdict). Every row is converted; read back, each is the
   document it was (docs/performance.md, "Storage per screening").
 - ``deliveries.body_sha256`` becomes the digest's 32 bytes instead of 64 hex characters.
+- ``ix_screenings_organisation_received_at`` is dropped: no query filters screenings on
+  those columns.
 - Outbox bodies (``deliveries.body_ct``) are encrypted, and the migration holds no key: the
   rows written before stay as they are (the reader tells both forms apart, app.compact) and
   new rows are compressed before encryption. Nothing of the audit trail changes.
@@ -125,10 +127,16 @@ def upgrade() -> None:
     for table, key, column in _JSON_COLUMNS:
         _convert(table, key, column, JSON, sa.LargeBinary(), pack)
     _convert("deliveries", "id", "body_sha256", sa.String(64), sa.LargeBinary(32), bytes.fromhex)
+    with op.batch_alter_table("screenings") as batch:
+        batch.drop_index("ix_screenings_organisation_received_at")
 
 
 def downgrade() -> None:
     unpack = _unpacker()
+    with op.batch_alter_table("screenings") as batch:
+        batch.create_index(
+            "ix_screenings_organisation_received_at", ["organisation", "received_at"], unique=False
+        )
     _convert(
         "deliveries",
         "id",
