@@ -1,7 +1,7 @@
 """Storage per screening on PostgreSQL, through the real write path.
 
-    python -m bench.storage [--screenings 2000] [--database-url postgresql://…/db]
-                            [--processes 2] [--keep]
+    python -m bench.storage [--screenings 2000] [--database-url postgresql://…/postgres]
+                            [--processes 2] [--workers 1] [--seed N] [--keep]
 
 1. Creates a fresh database (``ruta_bench_storage_<random>``) on the server of
    ``--database-url`` (default: 127.0.0.1:5432 as postgres) and migrates it; with ``--keep``
@@ -12,11 +12,13 @@
    batches of 100, in ``--processes`` processes running the real app in-process. The
    directory is the demo directory (every role, console-only partner included) with each
    endpoint pointed at a loopback partner that answers 200 and ample capacity.
-3. Runs ``ruta worker`` until no delivery is pending, so the outbox rows are what they are
-   after delivery (status, attempts, finished_at).
+3. Runs ``--workers`` ``ruta worker`` processes (default 1) while posting, as production
+   does, and until no delivery is pending, so the outbox rows are what they are after
+   delivery (status, attempts, finished_at), updated in place as they would be.
 4. Reads ``pg_total_relation_size`` (heap + TOAST + indexes) of every table, after a plain
    ``VACUUM ANALYZE`` (what autovacuum would have done; the files are not rewritten) and
-   prints bytes per screening per table, the total, and PASS/FAIL against 12 KB.
+   again after ``VACUUM FULL`` (live rows only), and prints bytes per screening per table,
+   the totals, and PASS/FAIL against 12 KiB (as stored, the first figure).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -296,9 +298,11 @@ def _child(argv: list[str]) -> int:
     return 0
 
 
-def run(screenings: int, server_url: str, processes: int, keep: bool, seed: int) -> dict[str, Any]:
-    """Post while one ``ruta worker`` delivers (as in production: autovacuum reuses the
-    space updates free), wait for the outbox to drain, then measure."""
+def run(
+    screenings: int, server_url: str, processes: int, keep: bool, seed: int, workers: int = 1
+) -> dict[str, Any]:
+    """Post while ``workers`` ``ruta worker`` processes deliver (as in production:
+    autovacuum reuses the space updates free), wait for the outbox to drain, measure."""
     from app.migrations import upgrade
 
     name = f"ruta_bench_storage_{secrets.token_hex(3)}"
@@ -316,7 +320,9 @@ def run(screenings: int, server_url: str, processes: int, keep: bool, seed: int)
             os.environ.update(env)
             key = asyncio.run(_create_key())
             started = time.monotonic()
-            with _process([RUTA, "worker", "--concurrency", "20"], env):
+            with ExitStack() as stack:
+                for _ in range(workers):
+                    stack.enter_context(_process([RUTA, "worker", "--concurrency", "20"], env))
                 stored = _post(env, screenings, processes, key, seed)
                 posted_seconds = time.monotonic() - started
                 while _pending(url) and time.monotonic() - started < 7200:
@@ -398,12 +404,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a PostgreSQL server (its database is only used to create and drop the bench's)",
     )
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="ruta worker processes")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--seed", type=int, default=None, help="vary the screenings (random)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else secrets.randbelow(1_000_000)
     print(f"seed {seed}", flush=True)
-    result = run(args.screenings, args.database_url, args.processes, args.keep, seed)
+    result = run(args.screenings, args.database_url, args.processes, args.keep, seed, args.workers)
     if result["database"]:
         print(f"database kept: {result['database']}")
     return 0 if report(result) else 1
