@@ -44,7 +44,7 @@ depends_on: str | Sequence[str] | None = None
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 _CODEC = 0x01
 _CHUNK = 500
-#: (table, primary key, column, nullable)
+#: (table, primary key, column)
 _JSON_COLUMNS = (
     ("decisions", "id", "trace"),
     ("referrals", "id", "reasons"),
@@ -103,12 +103,16 @@ def _convert(
         sa.column(column, old_type),
         sa.column(temporary, new_type),
     )
+    last = None
     while True:
-        rows = bind.execute(
-            sa.select(t.c[key], t.c[column]).where(t.c[temporary].is_(None)).limit(_CHUNK)
-        ).all()
+        # In key order from where the last chunk ended: each chunk is an index range scan.
+        query = sa.select(t.c[key], t.c[column]).order_by(t.c[key]).limit(_CHUNK)
+        if last is not None:
+            query = query.where(t.c[key] > last)
+        rows = bind.execute(query).all()
         if not rows:
             break
+        last = rows[-1][0]
         bind.execute(
             sa.update(t)
             .where(t.c[key] == sa.bindparam("k"))
