@@ -13,7 +13,7 @@ from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, DateTime, Executable, Table, event, insert, text
+from sqlalchemy import JSON, DateTime, Executable, Table, TypeDecorator, event, insert, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session, SessionTransaction
+
+from app.compact import CompactJSON, Digest
 
 
 def _configure_sqlite(sync_engine: Engine) -> None:
@@ -160,6 +162,16 @@ def bulk_insert(
             value = row[name]
             if value is not None and value.tzinfo is None:
                 raise ValueError("naive datetime reached the database")
+    if populate.packed:
+        # Columns stored as bytes through a type of app.compact: converted here, as the
+        # generic statement's bind processing would.
+        rows = [
+            {
+                **row,
+                **{name: kind.process_bind_param(row[name], _PG) for name, kind in populate.packed},
+            }
+            for row in rows
+        ]
     try:
         payload = orjson.dumps(rows, default=_other)
     except TypeError:
@@ -185,6 +197,8 @@ class _Populate:
     #: The datetime columns among the keys: a naive value would be read in the server's
     #: time zone, so it is refused, as UTCDateTime refuses it on the generic path.
     aware: tuple[str, ...]
+    #: The columns whose type turns the value into bytes (app.compact), with that type.
+    packed: tuple[tuple[str, TypeDecorator[Any]], ...] = ()
 
 
 _PG = PGDialect()  # type: ignore[no-untyped-call]  # (untyped in SQLAlchemy)
@@ -220,7 +234,8 @@ def _populate(
             table.c.id
         )
     aware = tuple(c.name for c in columns if isinstance(getattr(c.type, "impl", c.type), DateTime))
-    return _Populate(statement, aware)
+    packed = tuple((c.name, c.type) for c in columns if isinstance(c.type, CompactJSON | Digest))
+    return _Populate(statement, aware, packed)
 
 
 @cache

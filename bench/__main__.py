@@ -6,7 +6,7 @@ import sys
 
 
 def main() -> int:
-    from bench import audit, delivery, intake, rules, wire
+    from bench import audit, delivery, intake, rules, storage, wire
 
     print("== rules engine vs a hand-written if-chain ==", flush=True)
     status = rules.main() or 0
@@ -20,6 +20,8 @@ def main() -> int:
     )
     print("\n== audit trail: online and offline verification, export, proofs ==", flush=True)
     status |= audit.main(["--events", "250000"]) or 0
+    print("\n== storage per screening on PostgreSQL ==", flush=True)
+    status |= storage.main(["--screenings", "2000"]) or 0
     return status
 
 

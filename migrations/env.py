@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from app.compact import CompactJSON, Digest
 from app.db import create_engine
 from app.models import Base
 from app.models.base import UTCDateTime
@@ -38,6 +39,8 @@ def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[Fa
     code that may change after they are written."""
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
+    if type_ == "type" and isinstance(obj, CompactJSON | Digest):
+        return "sa.LargeBinary()"
     if type_ == "type" and isinstance(obj, sa.JSON) and obj._variant_mapping:
         autogen_context.imports.add("from sqlalchemy.dialects import postgresql")
         return 'sa.JSON().with_variant(postgresql.JSONB(), "postgresql")'
@@ -55,10 +58,28 @@ def _configure(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+        if connection.dialect.name == "sqlite":
+            # Foreign keys are off while migrating (below); what they protect is checked
+            # once at the end instead, and a break fails the run.
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise RuntimeError(f"foreign keys broken by the migration: {broken[:5]}")
+
+
+def _sqlite_foreign_keys_off(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite rebuilds a table to change a column (batch mode): dropping the old table
+    would fail on the rows that reference it while foreign keys are enforced, and the pragma
+    is ignored inside a transaction, so it is set as the connection opens (after app.db's
+    own set-up turned it on)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=OFF")
+    cursor.close()
 
 
 async def _run_online() -> None:
     engine = create_engine(database_url())
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_foreign_keys_off)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_configure)

@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.compact import CompactJSON, Digest
 from app.db import bulk_insert, create_engine, insert_new_rows, json_dumps, on_commit
 from app.models import Base, Screening
 from app.models.base import UTCDateTime
@@ -158,6 +159,10 @@ def _values(column: Column[Any], keys: st.SearchStrategy[Any]) -> st.SearchStrat
         )
     elif isinstance(kind, JSON):
         values = json_values(keys).filter(_no_nul)
+    elif isinstance(kind, CompactJSON):
+        values = json_values(keys)
+    elif isinstance(kind, Digest):
+        values = st.binary(min_size=32, max_size=32).map(bytes.hex)
     elif isinstance(kind, Uuid):
         values = st.uuids()
     elif isinstance(kind, LargeBinary):

@@ -32,7 +32,7 @@ from sqlalchemy import and_, event, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from app import crypto
+from app import compact, crypto
 from app.errors import Conflict
 from app.models import Delivery, PartnerCircuit, Subject
 from app.observability import actor_fields, log_on_commit
@@ -164,8 +164,9 @@ def delivery_row(
         "subject_id": subject_id,
         "event_type": event_type,
         "urgency_rank": urgency.rank,
+        # Compressed before encryption (ciphertext does not compress); see app.compact.
         "body_ct": crypto.encrypt_field(
-            dek, body, table="deliveries", column="body_ct", row_id=delivery_id
+            dek, compact.pack(body), table="deliveries", column="body_ct", row_id=delivery_id
         ),
         "body_sha256": hashlib.sha256(body).hexdigest(),
         "status": PENDING,
@@ -190,8 +191,10 @@ async def body_of(session: AsyncSession, settings: Settings, delivery: Delivery)
     dek = crypto.unwrap_with_any(
         settings.keks_by_id(), subject.wrapped_dek, subject.id, subject.kek_id
     )
-    return crypto.decrypt_field(
-        dek, delivery.body_ct, table="deliveries", column="body_ct", row_id=delivery.id
+    return compact.body_bytes(
+        crypto.decrypt_field(
+            dek, delivery.body_ct, table="deliveries", column="body_ct", row_id=delivery.id
+        )
     )
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.compact import Digest
 from app.models.base import Base, UTCDateTime, utcnow
 
 
@@ -44,8 +45,11 @@ class Delivery(Base):
     subject_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("subjects.id"))
     event_type: Mapped[str] = mapped_column(String(32))
     urgency_rank: Mapped[int] = mapped_column(SmallInteger)
+    #: The body compressed (app.compact), then encrypted; bodies written before revision
+    #: 0010 are encrypted uncompressed. Either way the partner gets the same bytes.
     body_ct: Mapped[bytes] = mapped_column(LargeBinary)
-    body_sha256: Mapped[str] = mapped_column(String(64))
+    #: SHA-256 of the bytes sent (hex in Python, 32 bytes stored).
+    body_sha256: Mapped[str] = mapped_column(Digest)
     #: pending | delivered | rejected | dead | cancelled
     status: Mapped[str] = mapped_column(String(16))
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.compact import CompactJSON
 from app.models.base import Base, JSONType, UTCDateTime, utcnow
 
 
@@ -23,7 +24,8 @@ class Decision(Base):
     #: The directory's notification recipient the non-identifying notification went to
     #: (None when none was due, or none is in the directory).
     notification_partner_id: Mapped[str | None] = mapped_column(String(64))
-    trace: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    #: Stored compressed (app.compact): read back, it is the very document written.
+    trace: Mapped[dict[str, Any]] = mapped_column(CompactJSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -53,11 +55,12 @@ class Referral(Base):
     legal_basis: Mapped[str] = mapped_column(String(32))
     identifying: Mapped[bool] = mapped_column(Boolean)
     flags: Mapped[list[str]] = mapped_column(JSONType, default=list)
-    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    #: The decision's reasons, texts included (compressed, app.compact).
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(CompactJSON, default=list)
     status: Mapped[str] = mapped_column(String(16))
     partner_id: Mapped[str | None] = mapped_column(ForeignKey("partners.id"))
     #: Why this partner was chosen and why others were passed over (ids and codes only).
-    match: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    match: Mapped[dict[str, Any]] = mapped_column(CompactJSON, default=dict)
     #: Partners already tried (rejected, timed out or undeliverable), in order.
     tried_partner_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

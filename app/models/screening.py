@@ -4,9 +4,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint, Uuid
+from sqlalchemy import ForeignKey, LargeBinary, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.compact import CompactJSON
 from app.models.base import Base, JSONType, UTCDateTime, utcnow
 
 
@@ -34,9 +35,7 @@ class Screening(Base):
     are in ``personal_ct``, encrypted under the subject's data key."""
 
     __tablename__ = "screenings"
-    __table_args__ = (
-        Index("ix_screenings_organisation_received_at", "organisation", "received_at"),
-    )
+    # No index on (organisation, received_at): no query filters on them (dropped in 0010).
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     organisation: Mapped[str] = mapped_column(String(200))
@@ -48,7 +47,8 @@ class Screening(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: HMAC of the canonical body: same id + same fingerprint is a replay, else a conflict.
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
-    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    #: Compressed (app.compact); no query looks inside it.
+    data: Mapped[dict[str, Any]] = mapped_column(CompactJSON)
     personal_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
     #: Dotted paths of the personal fields present (no values), e.g. ["subject.name"].
     personal_fields: Mapped[list[str]] = mapped_column(JSONType, default=list)
