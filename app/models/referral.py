@@ -37,7 +37,15 @@ class Referral(Base):
     __table_args__ = (
         Index("ix_referrals_status_deadline", "status", "deadline_at"),
         Index("ix_referrals_partner_status", "partner_id", "status"),
-        Index("ix_referrals_created_at", "created_at"),
+        # The referral log's filters, each followed by its page order (newest first):
+        # migration 0011, docs/performance.md ("Auditors' queries at a million referrals").
+        Index("ix_referrals_created_id", "created_at", "id"),
+        Index("ix_referrals_status_created", "status", "created_at", "id"),
+        Index("ix_referrals_service_created", "service", "created_at", "id"),
+        Index("ix_referrals_urgency_created", "urgency", "created_at", "id"),
+        Index("ix_referrals_partner_created", "partner_id", "created_at", "id"),
+        Index("ix_referrals_region_created", "region", "created_at", "id"),
+        Index("ix_referrals_region_urgency_created", "region", "urgency", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
