@@ -3,8 +3,8 @@
 Each filter alone and the documented combinations, first page and a later one: the
 statements the endpoint sends (the time window's two probes included) are EXPLAINed on a
 database of some thirty thousand events with true statistics, and no plan may scan
-``audit_events`` sequentially, nor sort it (but for one case's few events). PostgreSQL only: the production engine, whose
-planner the indexes of migration 0011 are for.
+``audit_events`` sequentially, nor sort it (but for one case's few events). PostgreSQL
+only: the production engine, whose planner the indexes of migration 0011 are for.
 """
 
 from __future__ import annotations
