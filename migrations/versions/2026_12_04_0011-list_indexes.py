@@ -14,6 +14,9 @@ referrals"):
 - referrals: ``(created_at, id)`` (replaces ``(created_at)``), and ``(status | service |
   urgency | partner_id | region, created_at, id)``; ``(region, urgency, created_at, id)``
   for the combination the issue names (emergencies in a region).
+- referrals, a partner's inbox (the console): partial indexes on the open referrals
+  ``(partner_id, urgency, created_at, id)`` and on the closed ones ``(partner_id,
+  updated_at, id)``, read a partner and an urgency at a time.
 - audit_events: ``(occurred_at, seq)`` (replaces ``(occurred_at)``: a time window is
   turned into a seq range), and ``(screening_id | referral_id | partner_id | subject_id,
   seq)`` (replace the single-column ones). ``(action, seq)`` and ``(actor_id, seq)``
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
@@ -89,12 +93,34 @@ _ADDED: tuple[tuple[str, list[str]], ...] = (
 )
 
 
+#: The statuses a partner still works on, as written when this revision was made.
+_OPEN = "('queued', 'delivered', 'received', 'accepted', 'in-progress', 'on-hold')"
+#: A partner's inbox: (name, columns, predicate), partial indexes.
+_INBOX: tuple[tuple[str, list[str], str], ...] = (
+    (
+        "ix_referrals_inbox_open",
+        ["partner_id", "urgency", "created_at", "id"],
+        f"status IN {_OPEN}",
+    ),
+    ("ix_referrals_inbox_closed", ["partner_id", "updated_at", "id"], f"status NOT IN {_OPEN}"),
+)
+
+
 def upgrade() -> None:
     for table, old, _old_columns, new, new_columns in _REPLACED:
         op.create_index(new, table, new_columns, unique=False)
         op.drop_index(old, table_name=table)
     for name, columns in _ADDED:
         op.create_index(name, "referrals", columns, unique=False)
+    for name, columns, where in _INBOX:
+        op.create_index(
+            name,
+            "referrals",
+            columns,
+            unique=False,
+            postgresql_where=sa.text(where),
+            sqlite_where=sa.text(where),
+        )
     # Fresh statistics, so the planner picks the new indexes at once on a large table.
     if op.get_bind().dialect.name == "postgresql":
         op.execute("ANALYZE referrals")
@@ -102,6 +128,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    for name, _columns, _where in reversed(_INBOX):
+        op.drop_index(name, table_name="referrals")
     for name, _columns in reversed(_ADDED):
         op.drop_index(name, table_name="referrals")
     for table, old, old_columns, new, _new_columns in reversed(_REPLACED):
