@@ -619,7 +619,41 @@ async def measure(env: dict[str, str], url: str, key: str, runs: int) -> list[Ti
                     )
                     timings.append(timing)
                     print(_line(timing), flush=True)
+        for organisation in ("bench-medical", "bench-protection-madre-de-dios"):
+            timing = await time_inbox(app, organisation, runs, clock)
+            timings.append(timing)
+            print(_line(timing), flush=True)
     return timings
+
+
+async def time_inbox(app: Any, organisation: str, runs: int, clock: StatementClock) -> Timing:
+    """A partner's inbox as the console reads it (the service function its page calls):
+    only the organisation's own referrals, open ones by urgency and the last closed."""
+    from app.auth import Principal
+    from app.models import Role
+    from app.referrals.inbox import inbox
+
+    principal = Principal(uuid.uuid4(), "bench partner", Role.partner, organisation)
+    samples: list[float] = []
+    database: list[float] = []
+    shown = 0
+    for _ in range(runs + 2):
+        clock.total = 0.0
+        started = time.perf_counter()
+        async with app.state.sessionmaker() as session:
+            found = await inbox(session, principal)
+        samples.append((time.perf_counter() - started) * 1000)
+        database.append(clock.total * 1000)
+        shown = len(found.open) + len(found.closed)
+    samples, database = samples[2:], database[2:]
+    return Timing(
+        f"partner inbox ({organisation})",
+        "page",
+        statistics.median(samples),
+        percentile(samples, 0.99),
+        shown,
+        statistics.median(database),
+    )
 
 
 def _line(t: Timing) -> str:

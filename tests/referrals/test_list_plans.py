@@ -3,18 +3,26 @@
 Each filter alone and the documented combinations, first page and a later one: the
 statements the endpoint sends are EXPLAINed on a database of some twenty thousand referrals
 with true statistics, and no plan may scan ``referrals`` sequentially or sort it (which
-would read every matching row before returning a hundred). PostgreSQL only: the production
-engine, whose planner the indexes of migration 0011 are for.
+would read every matching row before returning a hundred). A partner's inbox too must read
+through its indexes. PostgreSQL only: the production engine, whose planner the indexes of
+migration 0011 are for.
 """
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import event
 
+from app.auth import Principal
 from app.main import create_app
+from app.models import Role
+from app.models.referral import OPEN_STATUSES_SQL
+from app.referrals import inbox
 from tests import plans
 from tests.conftest import bearer
 
@@ -73,7 +81,41 @@ async def test_every_filter_is_read_in_index_order(postgres_url: str, tmp_path: 
                             failures.append(f"{name}, {page}: {bad}\n{statement}\n{plan}")
                         if page == "later page" and not plans.index_range_on(plan, "created_at"):
                             failures.append(f"{name}, {page}: the cursor is not an index range")
+        for organisation in ("bench-medical", "bench-protection-madre-de-dios"):
+            failures += await inbox_failures(app, organisation)
     assert not failures, "\n\n".join(failures)
+
+
+async def inbox_failures(app: FastAPI, organisation: str) -> list[str]:
+    """A partner's inbox (the console's page): the open and the closed referrals of the
+    organisation's partners, each read through its partial index, a partner and an urgency
+    at a time; only the merged few hundred rows are sorted."""
+    captured = plans.Captured(("referrals",))
+    engine = app.state.engine
+    event.listen(engine.sync_engine, "before_cursor_execute", captured)
+    try:
+        async with app.state.sessionmaker() as session:
+            principal = Principal(uuid.uuid4(), "partner", Role.partner, organisation)
+            found = await inbox.inbox(session, principal)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", captured)
+    assert found.open, "the data should hold open referrals"
+    assert found.closed, "the data should hold closed referrals"
+    failures = []
+    wanted = iter(("ix_referrals_inbox_open", "ix_referrals_inbox_closed"))
+    for statement, parameters in captured.statements:
+        plan = await plans.explain(engine, statement, parameters)
+        used = {n.get("Index Name") for n in plans.nodes(plan)}
+        if seq := [b for b in plans.bad_nodes(plan) if b.startswith("Seq Scan")]:
+            failures.append(f"inbox of {organisation}: {seq}\n{statement}")
+        if (index := next(wanted)) not in used:
+            failures.append(f"inbox of {organisation}: {index} not used ({used})\n{plan}")
+    return failures
+
+
+def test_the_inbox_indexes_hold_the_open_statuses() -> None:
+    # The partial indexes' predicate (migration 0011, the model) is the inbox's list.
+    assert "(" + ", ".join(f"'{v}'" for v in inbox.OPEN_VALUES) + ")" == OPEN_STATUSES_SQL
 
 
 @pytest.mark.parametrize("bad", ["Seq Scan", "Sort"])
