@@ -412,36 +412,21 @@ def audit_case(name: str, **params: str) -> Case:
     return _case(name, "/v1/audit/events", "audit_events", params)
 
 
+async def _one(conn: AsyncConnection, sql: str) -> Any:
+    return (await conn.execute(text(sql))).scalar_one()
+
+
 async def cases(conn: AsyncConnection) -> list[Case]:
     """Every filter alone and the documented combinations, with values from the data."""
+    return await referral_cases(conn) + await audit_cases(conn)
 
-    async def one(sql: str) -> Any:
-        return (await conn.execute(text(sql))).scalar_one()
 
-    low = await one("SELECT min(created_at) FROM referrals")
-    high = await one("SELECT max(created_at) FROM referrals")
-    week_to = low + (high - low) * 0.6
+async def referral_cases(conn: AsyncConnection) -> list[Case]:
+    low = await _one(conn, "SELECT min(created_at) FROM referrals")
+    high = await _one(conn, "SELECT max(created_at) FROM referrals")
+    week_to = low + (high - low) * 0.6  # the data spans two years: a week is 1/104
     week_from = (week_to - (high - low) / 104).isoformat()
     week_to_s = week_to.isoformat()
-    first = await one("SELECT min(occurred_at) FROM audit_events")
-    last = await one("SELECT max(occurred_at) FROM audit_events")
-    since = (first + (last - first) * 0.5).isoformat()
-    until = (first + (last - first) * 0.52).isoformat()
-    referral = await one(
-        "SELECT referral_id FROM audit_events WHERE referral_id IS NOT NULL "
-        "ORDER BY seq DESC LIMIT 1"
-    )
-    screening_id = await one(
-        "SELECT screening_id FROM audit_events WHERE screening_id IS NOT NULL "
-        "ORDER BY seq DESC LIMIT 1"
-    )
-    subject = await one(
-        "SELECT subject_id FROM audit_events WHERE subject_id IS NOT NULL ORDER BY seq DESC LIMIT 1"
-    )
-    actor = await one(
-        "SELECT actor_id FROM audit_events WHERE actor_type = 'client' "
-        "GROUP BY actor_id ORDER BY count(*) DESC LIMIT 1"
-    )
     return [
         referral_case("referrals: no filter"),
         referral_case("referrals: status=completed", status="completed"),
@@ -481,6 +466,35 @@ async def cases(conn: AsyncConnection) -> list[Case]:
             created_from=week_from,
             created_to=week_to_s,
         ),
+    ]
+
+
+async def audit_cases(conn: AsyncConnection) -> list[Case]:
+    first = await _one(conn, "SELECT min(occurred_at) FROM audit_events")
+    last = await _one(conn, "SELECT max(occurred_at) FROM audit_events")
+    since = (first + (last - first) * 0.5).isoformat()
+    until = (first + (last - first) * 0.52).isoformat()
+    referral = await _one(
+        conn,
+        "SELECT referral_id FROM audit_events WHERE referral_id IS NOT NULL "
+        "ORDER BY seq DESC LIMIT 1",
+    )
+    screening_id = await _one(
+        conn,
+        "SELECT screening_id FROM audit_events WHERE screening_id IS NOT NULL "
+        "ORDER BY seq DESC LIMIT 1",
+    )
+    subject = await _one(
+        conn,
+        "SELECT subject_id FROM audit_events WHERE subject_id IS NOT NULL "
+        "ORDER BY seq DESC LIMIT 1",
+    )
+    actor = await _one(
+        conn,
+        "SELECT actor_id FROM audit_events WHERE actor_type = 'client' "
+        "GROUP BY actor_id ORDER BY count(*) DESC LIMIT 1",
+    )
+    return [
         audit_case("audit: no filter"),
         audit_case("audit: since", since=since),
         audit_case("audit: until", until=until),
