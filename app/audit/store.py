@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, Select, String, Text, and_, cast, func, or_, select, type_coerce
+from sqlalchemy import Row, Select, String, Text, and_, cast, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.chain import Checkpoint, EventRecord, format_time
@@ -143,13 +143,62 @@ class EventFilter:
         return query
 
 
+def events_query(
+    filters: EventFilter, *, after_seq: int, limit: int, seq_window: tuple[int, int] | None
+) -> Select[Any]:
+    """The statement of one page: every filter's index continues with ``seq`` (migration
+    0011), and a later page starts after the cursor's seq, so each page is one index range.
+    ``seq_window`` is the time window as a seq range (:func:`time_window_seqs`)."""
+    query = filters.apply(select(*EVENT_COLUMNS)).where(AuditEvent.seq > after_seq)
+    if seq_window is not None:
+        low, high = seq_window
+        query = query.where(AuditEvent.seq >= low, AuditEvent.seq <= high)
+    return query.order_by(AuditEvent.seq).limit(limit)
+
+
+async def time_window_seqs(
+    session: AsyncSession, since: datetime | None, until: datetime | None
+) -> tuple[int, int] | None:
+    """The seq range of the events in ``[since, until)``, each end read from the
+    ``(occurred_at, seq)`` index in one probe; None without a window. Times never decrease
+    along the chain (the writer guarantees it), so the window is exactly this range; the
+    time conditions stay in the query too, so an event out of order could only be left
+    out, never shown wrongly."""
+    if since is None and until is None:
+        return None
+    low, high = 1, MAX_SEQ
+    if since is not None:
+        first = (
+            await session.execute(
+                select(AuditEvent.seq)
+                .where(AuditEvent.occurred_at >= since)
+                .order_by(AuditEvent.occurred_at, AuditEvent.seq)
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        low = first if first is not None else MAX_SEQ
+    if until is not None:
+        last = (
+            await session.execute(
+                select(AuditEvent.seq)
+                .where(AuditEvent.occurred_at < until)
+                .order_by(AuditEvent.occurred_at.desc(), AuditEvent.seq.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        high = last if last is not None else 0
+    return low, high
+
+
 async def list_events(
     session: AsyncSession, filters: EventFilter, *, after_seq: int, limit: int
 ) -> list[EventRecord]:
     """One page in seq order, after ``after_seq`` (keyset pagination)."""
-    query = filters.apply(select(*EVENT_COLUMNS)).where(AuditEvent.seq > after_seq)
-    rows = await session.execute(query.order_by(AuditEvent.seq).limit(limit))
-    return [record_of(row) for row in rows]
+    window = await time_window_seqs(session, filters.since, filters.until)
+    if window is not None and window[0] > window[1]:
+        return []
+    query = events_query(filters, after_seq=after_seq, limit=limit, seq_window=window)
+    return [record_of(row) for row in await session.execute(query)]
 
 
 async def head(session: AsyncSession) -> tuple[int, str | None]:
@@ -208,20 +257,9 @@ async def seq_range(
     (the writer guarantees it), so a time window is exactly one seq range."""
     head_seq, _ = await head(session)
     low, high = max(from_seq or 1, 1), min(to_seq or head_seq, head_seq)
-    if since is not None:
-        first = (
-            await session.execute(
-                select(func.min(AuditEvent.seq)).where(AuditEvent.occurred_at >= since)
-            )
-        ).scalar_one_or_none()
-        low = max(low, first if first is not None else head_seq + 1)
-    if until is not None:
-        last = (
-            await session.execute(
-                select(func.max(AuditEvent.seq)).where(AuditEvent.occurred_at < until)
-            )
-        ).scalar_one_or_none()
-        high = min(high, last if last is not None else 0)
+    window = await time_window_seqs(session, since, until)
+    if window is not None:
+        low, high = max(low, window[0]), min(high, window[1])
     # An empty range is stated within the log (what an audit event's data may hold).
     return min(low, head_seq + 1), max(high, 0)
 

@@ -35,13 +35,15 @@ class AuditEvent(Base):
     __tablename__ = "audit_events"
     __table_args__ = (
         CheckConstraint("seq >= 1", name="seq_positive"),
-        Index("ix_audit_events_occurred_at", "occurred_at"),
+        # Each filter of GET /v1/audit/events, followed by the page order (seq): migration
+        # 0011. A time window becomes a seq range through (occurred_at, seq).
+        Index("ix_audit_events_occurred_seq", "occurred_at", "seq"),
         Index("ix_audit_events_action_seq", "action", "seq"),
         Index("ix_audit_events_actor_id_seq", "actor_id", "seq"),
-        Index("ix_audit_events_screening_id", "screening_id"),
-        Index("ix_audit_events_referral_id", "referral_id"),
-        Index("ix_audit_events_partner_id", "partner_id"),
-        Index("ix_audit_events_subject_id", "subject_id"),
+        Index("ix_audit_events_screening_seq", "screening_id", "seq"),
+        Index("ix_audit_events_referral_seq", "referral_id", "seq"),
+        Index("ix_audit_events_partner_seq", "partner_id", "seq"),
+        Index("ix_audit_events_subject_seq", "subject_id", "seq"),
     )
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

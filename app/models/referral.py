@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Uuid
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.compact import CompactJSON
@@ -29,6 +29,12 @@ class Decision(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+#: The statuses a partner still works on (app.referrals.state.PARTNER_TRANSITIONS), as the
+#: predicate of the inbox's partial indexes; tests/referrals/test_list_plans.py checks that
+#: it is that list.
+OPEN_STATUSES_SQL = "('queued', 'delivered', 'received', 'accepted', 'in-progress', 'on-hold')"
+
+
 class Referral(Base):
     """One service a decision asks for, and the partner it is with now.
 
@@ -39,7 +45,34 @@ class Referral(Base):
     __table_args__ = (
         Index("ix_referrals_status_deadline", "status", "deadline_at"),
         Index("ix_referrals_partner_status", "partner_id", "status"),
-        Index("ix_referrals_created_at", "created_at"),
+        # The referral log's filters, each followed by its page order (newest first):
+        # migration 0011, docs/performance.md ("Auditors' queries at a million referrals").
+        Index("ix_referrals_created_id", "created_at", "id"),
+        Index("ix_referrals_status_created", "status", "created_at", "id"),
+        Index("ix_referrals_service_created", "service", "created_at", "id"),
+        Index("ix_referrals_urgency_created", "urgency", "created_at", "id"),
+        Index("ix_referrals_partner_created", "partner_id", "created_at", "id"),
+        Index("ix_referrals_region_created", "region", "created_at", "id"),
+        Index("ix_referrals_region_urgency_created", "region", "urgency", "created_at", "id"),
+        # A partner's inbox (app.referrals.inbox): its open referrals by urgency, newest
+        # first; its closed ones by last change.
+        Index(
+            "ix_referrals_inbox_open",
+            "partner_id",
+            "urgency",
+            "created_at",
+            "id",
+            postgresql_where=text(f"status IN {OPEN_STATUSES_SQL}"),
+            sqlite_where=text(f"status IN {OPEN_STATUSES_SQL}"),
+        ),
+        Index(
+            "ix_referrals_inbox_closed",
+            "partner_id",
+            "updated_at",
+            "id",
+            postgresql_where=text(f"status NOT IN {OPEN_STATUSES_SQL}"),
+            sqlite_where=text(f"status NOT IN {OPEN_STATUSES_SQL}"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

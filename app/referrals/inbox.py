@@ -11,8 +11,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import case, select
+from sqlalchemy import BindParameter, Select, bindparam, case, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal
@@ -26,10 +27,19 @@ from app.settings import Settings
 
 #: Statuses in which the partner still has work to do on a referral: those it may report on.
 OPEN = tuple(PARTNER_TRANSITIONS)
+OPEN_VALUES = tuple(s.value for s in OPEN)
 NOTICES = ("referral.revoked", "referral.consent_withdrawn")
+URGENCIES = ("emergency", "urgent", "routine")
 _URGENCY_FIRST = case(
     (Referral.urgency == "emergency", 0), (Referral.urgency == "urgent", 1), else_=2
 )
+#: The statuses written into the SQL, not bound: PostgreSQL then uses the partial indexes
+#: whose predicate is this very list (migration 0011), in a generic plan too.
+_STATUSES: BindParameter[tuple[str, ...]] = bindparam(
+    "open_statuses", OPEN_VALUES, expanding=True, literal_execute=True
+)
+IS_OPEN = Referral.status.in_(_STATUSES)
+IS_CLOSED = Referral.status.not_in(_STATUSES)
 
 
 @dataclass
@@ -50,27 +60,8 @@ async def inbox(session: AsyncSession, principal: Principal, *, limit: int = 200
     ids = list(found.partner_names)
     if not ids:
         return found
-    mine = Referral.partner_id.in_(ids)
-    found.open = list(
-        (
-            await session.execute(
-                select(Referral)
-                .where(mine, Referral.status.in_([s.value for s in OPEN]))
-                .order_by(_URGENCY_FIRST, Referral.created_at.desc(), Referral.id)
-                .limit(limit)
-            )
-        ).scalars()
-    )
-    found.closed = list(
-        (
-            await session.execute(
-                select(Referral)
-                .where(mine, Referral.status.not_in([s.value for s in OPEN]))
-                .order_by(Referral.updated_at.desc(), Referral.id)
-                .limit(20)
-            )
-        ).scalars()
-    )
+    found.open = list((await session.execute(_open_query(ids, limit))).scalars())
+    found.closed = list((await session.execute(_closed_query(ids, 20))).scalars())
     found.notices = list(
         (
             await session.execute(
@@ -82,6 +73,47 @@ async def inbox(session: AsyncSession, principal: Principal, *, limit: int = 200
         ).scalars()
     )
     return found
+
+
+def _open_query(partner_ids: list[str], limit: int) -> Select[Any]:
+    """Open referrals, most urgent first, newest first within an urgency: the newest
+    ``limit`` of each partner and urgency, each read from the open referrals' index
+    (a range, in order), then merged; no partner's whole history is read or sorted."""
+    newest = [
+        select(Referral.id)
+        .where(Referral.partner_id == partner, Referral.urgency == urgency, IS_OPEN)
+        .order_by(Referral.created_at.desc(), Referral.id.desc())
+        .limit(limit)
+        .subquery()
+        for partner in partner_ids
+        for urgency in URGENCIES
+    ]
+    ids = union_all(*(select(branch.c.id) for branch in newest))
+    return (
+        select(Referral)
+        .where(Referral.id.in_(ids))
+        .order_by(_URGENCY_FIRST, Referral.created_at.desc(), Referral.id.desc())
+        .limit(limit)
+    )
+
+
+def _closed_query(partner_ids: list[str], limit: int) -> Select[Any]:
+    """The last ``limit`` closed, as :func:`_open_query` reads them (by last change)."""
+    newest = [
+        select(Referral.id)
+        .where(Referral.partner_id == partner, IS_CLOSED)
+        .order_by(Referral.updated_at.desc(), Referral.id.desc())
+        .limit(limit)
+        .subquery()
+        for partner in partner_ids
+    ]
+    ids = union_all(*(select(branch.c.id) for branch in newest))
+    return (
+        select(Referral)
+        .where(Referral.id.in_(ids))
+        .order_by(Referral.updated_at.desc(), Referral.id.desc())
+        .limit(limit)
+    )
 
 
 @dataclass(frozen=True, slots=True)

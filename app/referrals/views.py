@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Decision, PartnerRow, Referral
@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 
 
 def referral_view(
-    referral: Referral | NewReferral, partner_names: dict[str, str]
+    referral: Referral | NewReferral | Row[Any], partner_names: dict[str, str]
 ) -> dict[str, Any]:
+    """A referral as the API shows it; ``referral`` may be a row of those columns (the
+    referral log reads no more)."""
     return {
         "id": str(referral.id),
         "service": referral.service,
