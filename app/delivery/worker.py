@@ -283,15 +283,7 @@ class DeliveryWorker:
         await self._circuit(session, delivery.partner_id, outcome, now=now)
         if not still_ours:
             return  # cancelled meanwhile (fallback, revocation) or finished by another worker
-        referral = (
-            await session.get(Referral, delivery.referral_id)
-            if delivery.referral_id is not None
-            else None
-        )
-        is_referral = delivery.event_type == "referral.created"
-        current = (
-            referral is not None and is_referral and referral.partner_id == delivery.partner_id
-        )
+        referral, current = await _held_referral(session, delivery, postgres=postgres)
         match outcome:
             case Outcome.delivered:
                 await self._delivered(session, delivery, referral if current else None, now=now)
@@ -545,6 +537,26 @@ class DeliveryWorker:
             await referrals.sweep_deadlines(session, self.settings, now=now)
             await referrals.retry_held(session, self.settings, now=now)
             await session.commit()
+
+
+async def _held_referral(
+    session: AsyncSession, delivery: Delivery, *, postgres: bool
+) -> tuple[Referral | None, bool]:
+    """The delivery's referral, and whether the delivery carries it to the partner holding
+    it now. Locked (PostgreSQL) and read afresh: a partner's report can commit between the
+    send and this record, and the referral's step must follow from its status now, or the
+    worker's "delivered" would overwrite the partner's "accepted"."""
+    if delivery.referral_id is None:
+        return None, False
+    referral = await session.get(
+        Referral, delivery.referral_id, with_for_update=postgres, populate_existing=True
+    )
+    current = (
+        referral is not None
+        and delivery.event_type == "referral.created"
+        and referral.partner_id == delivery.partner_id
+    )
+    return referral, current
 
 
 async def _notification_sent(session: AsyncSession, delivery: Delivery) -> None:
