@@ -200,7 +200,26 @@ def ruta_env(
     )
     if directory is not None:
         env["RUTA_PARTNERS_PATH"] = str(directory)
+    if database_url.startswith("postgresql"):
+        # Production refuses to serve as the tables' owner or a superuser (docs/operations.md):
+        # migrate as the admin URL's role, serve as a plain role that `ruta migrate` grants.
+        env["RUTA_MIGRATION_DATABASE_URL"] = database_url
+        env["RUTA_DATABASE_URL"] = service_url(database_url)
     return env
+
+
+SERVICE_ROLE = "ruta_bench_service"
+
+
+def service_url(admin_url: str) -> str:
+    """``admin_url`` with the benchmark's unprivileged login role (made once, if missing)."""
+    make = (
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{SERVICE_ROLE}') "
+        f"THEN CREATE ROLE {SERVICE_ROLE} LOGIN; END IF; END $$"
+    )
+    subprocess.run(["psql", admin_url, "-qc", make], check=True, capture_output=True)
+    scheme, rest = admin_url.split("://", 1)
+    return f"{scheme}://{SERVICE_ROLE}@{rest.split('@', 1)[1]}"
 
 
 def measure(
