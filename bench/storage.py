@@ -48,6 +48,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.schemas.examples import EXAMPLE_SCREENING
+from bench.delivery import _process
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -217,22 +218,6 @@ async def _create_key() -> str:
     from bench.delivery import _create_key as create
 
     return await create(Settings())
-
-
-@contextmanager
-def _process(
-    cmd: list[str], env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def _scalar(url: str, query: str) -> Any:
