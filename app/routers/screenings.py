@@ -36,6 +36,7 @@ from app.services.receipts import (
     RETURN_MINIMAL,
     batch_json,
     minimal_json,
+    minimal_of,
     minimal_receipt,
     prefers_minimal,
     screening_href,
@@ -170,7 +171,7 @@ async def submit(
     if prefers_minimal(request.headers.get("prefer")):
         locale = negotiate(request.headers.get("accept-language"))
         headers |= {"Preference-Applied": RETURN_MINIMAL, "Content-Language": locale}
-        content = minimal_json(await _minimal(session, result, locale))
+        content = minimal_json(await minimal_of(session, result, locale))
     elif result.decision is not None:
         # Just decided: written straight from what intake holds (see receipt_json).
         content = receipt_json(
@@ -338,21 +339,9 @@ async def _item_receipt(
 ) -> ScreeningReceipt | MinimalReceipt:
     """A batch item's receipt: minimal when the batch asked for it, else full."""
     if minimal:
-        return await _minimal(session, result, locale)
+        return await minimal_of(session, result, locale)
     return await receipt(
         session, result.screening, replayed=not result.created, decision=result.decision
-    )
-
-
-async def _minimal(
-    session: AsyncSession, result: intake.IntakeResult, locale: str
-) -> MinimalReceipt:
-    """The minimal receipt of what intake answered (the decision read back on a replay)."""
-    decision = result.decision
-    if decision is None:
-        decision = await decision_view(session, result.screening.id)
-    return minimal_receipt(
-        result.screening.id, replayed=not result.created, decision=decision, locale=locale
     )
 
 

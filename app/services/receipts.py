@@ -17,9 +17,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.i18n import DEFAULT_LOCALE
+from app.referrals.views import decision_view
 from app.schemas.outcome import BatchResult, MinimalReceipt, MinimalReferral
+from app.services.intake import IntakeResult
 
 #: The ``Preference-Applied`` value (and the preference honoured).
 RETURN_MINIMAL = "return=minimal"
@@ -105,3 +108,13 @@ def batch_json(result: BatchResult) -> bytes:
         if isinstance(item.receipt, MinimalReceipt):
             dumped["receipt"] = item.receipt.model_dump(mode="json", exclude_defaults=True)
     return orjson.dumps(document)
+
+
+async def minimal_of(session: AsyncSession, result: IntakeResult, locale: str) -> MinimalReceipt:
+    """The minimal receipt of what intake answered (the decision read back on a replay)."""
+    decision = result.decision
+    if decision is None:
+        decision = await decision_view(session, result.screening.id)
+    return minimal_receipt(
+        result.screening.id, replayed=not result.created, decision=decision, locale=locale
+    )
