@@ -19,10 +19,20 @@ from typing import Any, Literal
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth import Principal
 from app.i18n import DEFAULT_LOCALE
+from app.models import Screening
 from app.referrals.views import decision_view
-from app.schemas.outcome import BatchResult, MinimalReceipt, MinimalReferral
-from app.services.intake import IntakeResult
+from app.schemas.outcome import (
+    BatchResult,
+    DecisionView,
+    MinimalReceipt,
+    MinimalReferral,
+    ScreeningDetail,
+    ScreeningReceipt,
+    receipt_json,
+)
+from app.services.intake import IntakeResult, get_screening_for
 
 #: The ``Preference-Applied`` value (and the preference honoured).
 RETURN_MINIMAL = "return=minimal"
@@ -117,4 +127,75 @@ async def minimal_of(session: AsyncSession, result: IntakeResult, locale: str) -
         decision = await decision_view(session, result.screening.id)
     return minimal_receipt(
         result.screening.id, replayed=not result.created, decision=decision, locale=locale
+    )
+
+
+async def receipt(
+    session: AsyncSession,
+    screening: Screening,
+    *,
+    replayed: bool,
+    decision: dict[str, Any] | None = None,
+) -> ScreeningReceipt:
+    """The full receipt; ``decision`` when the caller just built it, else read back."""
+    if decision is None:
+        decision = await decision_view(session, screening.id)
+    return ScreeningReceipt(
+        id=screening.id,
+        organisation=screening.organisation,
+        status="decided" if decision is not None else "received",
+        schema_version=screening.schema_version,
+        screened_at=screening.screened_at,
+        received_at=screening.received_at,
+        replayed=replayed,
+        decision=DecisionView.model_validate(decision) if decision is not None else None,
+    )
+
+
+async def item_receipt(
+    session: AsyncSession, result: IntakeResult, *, minimal: bool, locale: str
+) -> ScreeningReceipt | MinimalReceipt:
+    """A batch item's receipt: minimal when the batch asked for it, else full."""
+    if minimal:
+        return await minimal_of(session, result, locale)
+    return await receipt(
+        session, result.screening, replayed=not result.created, decision=result.decision
+    )
+
+
+async def answer_json(
+    session: AsyncSession, result: IntakeResult, *, minimal: bool, locale: str
+) -> bytes:
+    """The body of a single screening's POST answer: the minimal receipt, or the full one
+    (written straight from what intake holds when it has just decided, see
+    ``receipt_json``; serialised once, not dumped and validated again by FastAPI)."""
+    if minimal:
+        return minimal_json(await minimal_of(session, result, locale))
+    row = result.screening
+    if result.decision is not None:
+        return receipt_json(
+            id=row.id,
+            organisation=row.organisation,
+            status="decided",
+            schema_version=row.schema_version,
+            screened_at=row.screened_at,
+            received_at=row.received_at,
+            replayed=not result.created,
+            decision=result.decision,
+        )
+    answer = await receipt(session, row, replayed=not result.created)
+    return answer.model_dump_json().encode()
+
+
+async def screening_detail(
+    session: AsyncSession, principal: Principal, screening_id: uuid.UUID
+) -> ScreeningDetail:
+    """``GET /v1/screenings/{id}``: the clinic's own screening (without its personal
+    fields: their paths only) and its decision as it stands."""
+    screening = await get_screening_for(session, principal, screening_id)
+    base = await receipt(session, screening, replayed=False)
+    return ScreeningDetail(
+        **base.model_dump(),
+        screening=screening.data,
+        personal_fields=list(screening.personal_fields),
     )
