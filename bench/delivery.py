@@ -168,23 +168,33 @@ def ruta_env(database_url: str, partners_path: Path, **extra: str) -> dict[str, 
     return env
 
 
+#: One partner per service, each with the role that takes an adult's referral of it
+#: (docs/partners.md, "Partner roles"); every one of them is the one fast partner process.
+ROLES = {
+    "medical": "health_facility",
+    "psychological": "psychosocial",
+    "legal": "legal_aid",
+    "protection": "shelter",
+}
+
+
 def write_directory(path: Path, partner_url: str) -> None:
-    document = {
-        "version": 1,
-        "partners": [
-            {
-                "id": "bench-partner",
-                "organisation": {"id": "bench-org", "name": "Bench partner (invented)"},
-                "name": "Bench partner",
-                "services": ["medical", "psychological", "legal", "protection"],
-                "service_area": {"national": True},
-                "languages": ["es", "qu"],
-                "capacity": {"available": 100000, "maximum": 100000},
-                "endpoint": {"url": f"{partner_url}/inbox"},
-            }
-        ],
-    }
-    path.write_text(json.dumps(document))
+    partners = [
+        {
+            "id": f"bench-{service}",
+            "organisation": {"id": "bench-org", "name": "Bench partner (invented)"},
+            "name": f"Bench {service} partner",
+            "services": [service],
+            "role": role,
+            "service_area": {"national": True},
+            "languages": ["es", "qu"],
+            "capacity": {"available": 100000, "maximum": 100000},
+            "hours": {"always_open": True},
+            "endpoint": {"url": f"{partner_url}/inbox"},
+        }
+        for service, role in ROLES.items()
+    ]
+    path.write_text(json.dumps({"version": 1, "partners": partners}))
 
 
 def _screening(*, emergency: bool) -> dict[str, Any]:
