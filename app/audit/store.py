@@ -18,10 +18,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, Select, String, Text, and_, cast, or_, select, type_coerce
+from sqlalchemy import (
+    Row,
+    Select,
+    String,
+    Text,
+    TextClause,
+    and_,
+    cast,
+    or_,
+    select,
+    text,
+    type_coerce,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.chain import Checkpoint, EventRecord, format_time
+from app.audit.chain import Checkpoint, EventRecord, flat_data, format_time
 from app.audit.verify import ChainVerifier, VerifyReport
 from app.audit.writer import AuditConfig
 from app.models.audit import AuditCheckpoint, AuditEvent
@@ -264,27 +276,119 @@ async def seq_range(
     return min(low, head_seq + 1), max(high, 0)
 
 
-async def stream_records(
+#: SQLite's stored text forms turned into the hashed ones in SQL, exactly as
+#: :func:`_uuid_text` and :func:`_time_text` do (anything else is read as stored).
+_SQLITE_TIME_GLOB = (
+    "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+    ".[0-9][0-9][0-9][0-9][0-9][0-9]"
+)
+
+
+def _sqlite_uuid(column: str) -> str:
+    return (
+        f"CASE WHEN typeof({column}) = 'text' AND length({column}) = 32 "
+        f"AND {column} NOT GLOB '*[^0-9a-f]*' THEN substr({column}, 1, 8) || '-' || "
+        f"substr({column}, 9, 4) || '-' || substr({column}, 13, 4) || '-' || "
+        f"substr({column}, 17, 4) || '-' || substr({column}, 21) ELSE {column} END"
+    )
+
+
+_ROW_COLUMNS = {
+    "sqlite": (
+        "seq, prev_hash, hash, CASE WHEN typeof(occurred_at) = 'text' AND occurred_at GLOB "
+        f"'{_SQLITE_TIME_GLOB}' THEN substr(occurred_at, 1, 10) || 'T' || "
+        "substr(occurred_at, 12) || 'Z' ELSE occurred_at END, action, actor_type, actor_id, "
+        f"actor_role, {_sqlite_uuid('screening_id')}, {_sqlite_uuid('referral_id')}, "
+        f"partner_id, {_sqlite_uuid('subject_id')}, request_id, data"
+    ),
+    "postgresql": (
+        "seq, prev_hash, hash, to_char(occurred_at AT TIME ZONE 'UTC', "
+        """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), action, actor_type, actor_id, actor_role, """
+        "screening_id::text, referral_id::text, partner_id, subject_id::text, request_id, "
+        "data::text"
+    ),
+}
+
+
+def rows_query(dialect: str) -> TextClause:
+    """Events ``after < seq <= to_seq`` in seq order, at most ``limit``, as rows of
+    :func:`record_of`'s columns with UUIDs and times already in their hashed text forms
+    (computed by the database: the export's and the walk's read path)."""
+    return text(
+        f"SELECT {_ROW_COLUMNS[dialect]} FROM audit_events "  # noqa: S608 (constants)
+        "WHERE seq > :after AND seq <= :to_seq ORDER BY seq LIMIT :limit"
+    )
+
+
+#: Integers JCS writes exactly, and the options under which orjson writes what it does.
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+
+
+def canonical_row(row: Sequence[Any]) -> bytes:
+    """The canonical body (RFC 8785) of an event read by :func:`stream_rows`: the same bytes
+    as ``record_of(row).canonical_body()``, without building the record when every value
+    has the usual type (texts, an integer seq, ``data`` as :func:`chain.flat_data`)."""
+    seq, prev_hash, _, occurred_at, action, actor_type, actor_id, actor_role = row[:8]
+    screening_id, referral_id, partner_id, subject_id, request_id, data = row[8:]
+    if type(data) is str or type(data) is bytes:
+        data = orjson.loads(data)
+    if type(seq) is int and type(prev_hash) is str and _texts(row) and flat_data(data):
+        try:
+            return orjson.dumps(
+                {
+                    "action": action,
+                    "actor": {"id": actor_id, "role": actor_role, "type": actor_type},
+                    "data": data,
+                    "occurred_at": occurred_at,
+                    "prev_hash": prev_hash,
+                    "refs": {
+                        "partner_id": partner_id,
+                        "referral_id": referral_id,
+                        "request_id": request_id,
+                        "screening_id": screening_id,
+                        "subject_id": subject_id,
+                    },
+                    "seq": seq,
+                },
+                option=_CANONICAL,
+            )
+        except orjson.JSONEncodeError:
+            pass  # a lone surrogate: the general path decides, as it always has
+    return record_of(row).canonical_body()
+
+
+def _texts(row: Sequence[Any]) -> bool:
+    """occurred_at is a text (:func:`record_of` writes a null one as ``"None"``), action ..
+    request_id are texts or nulls."""
+    if type(row[3]) is not str:
+        return False
+    for value in row[4:13]:  # noqa: SIM110 (a loop: no generator per event)
+        if value is not None and type(value) is not str:
+            return False
+    return True
+
+
+async def stream_rows(
     session: AsyncSession,
     from_seq: int,
     to_seq: int,
     *,
     batch: int = BATCH,
     release_between_batches: bool = False,
-) -> AsyncGenerator[EventRecord, None]:
-    """Events ``from_seq..to_seq`` in order, a batch at a time (keyset, bounded memory).
+) -> AsyncGenerator[Sequence[Sequence[Any]], None]:
+    """Events ``from_seq..to_seq`` in order as rows of :func:`rows_query`, a batch at a time
+    (keyset, bounded memory).
 
     ``release_between_batches`` ends the read transaction as soon as each batch is read,
     for sessions of their own: on SQLite every transaction holds the write lock (``BEGIN
     IMMEDIATE``), and a long export or walk must not block writers. Rows never change, so
     nothing is lost.
     """
-    query = select(*EVENT_COLUMNS).order_by(AuditEvent.seq).limit(batch)
+    query = rows_query(session.get_bind().dialect.name)
 
-    async def fetch(after: int) -> list[Row[Any]]:
-        rows = list(
-            await session.execute(query.where(AuditEvent.seq > after, AuditEvent.seq <= to_seq))
-        )
+    async def fetch(after: int) -> Sequence[Row[Any]]:
+        result = await session.execute(query, {"after": after, "to_seq": to_seq, "limit": batch})
+        rows = result.all()
         if release_between_batches:
             # Before the rows are used: the consumer may open a transaction of its own (on
             # SQLite it would wait for this one's write lock).
@@ -293,7 +397,7 @@ async def stream_records(
 
     # The next batch is read while this one is used (the database and its driver work
     # meanwhile); the last read is always awaited, so the session is free when we return.
-    pending: asyncio.Task[list[Row[Any]]] | None = None
+    pending: asyncio.Task[Sequence[Row[Any]]] | None = None
     if from_seq <= to_seq:
         pending = asyncio.ensure_future(fetch(from_seq - 1))
     try:
@@ -302,17 +406,34 @@ async def stream_records(
             pending = None
             if not rows:
                 return
-            last = rows[-1].seq
+            last = rows[-1][0]
             if last < to_seq:
                 pending = asyncio.ensure_future(fetch(last))
-            for row in rows:
-                yield record_of(row)
+            yield rows
     finally:
         if pending is not None:
             # Let the read finish rather than cancel it mid-statement: the caller uses the
             # session next. Callers close the stream (contextlib.aclosing) when they stop early.
             with contextlib.suppress(Exception):
                 await pending
+
+
+async def stream_records(
+    session: AsyncSession,
+    from_seq: int,
+    to_seq: int,
+    *,
+    batch: int = BATCH,
+    release_between_batches: bool = False,
+) -> AsyncGenerator[EventRecord, None]:
+    """Events ``from_seq..to_seq`` in order, as records (see :func:`stream_rows`)."""
+    batches = stream_rows(
+        session, from_seq, to_seq, batch=batch, release_between_batches=release_between_batches
+    )
+    async with contextlib.aclosing(batches):
+        async for rows in batches:
+            for row in rows:
+                yield record_of(row)
 
 
 async def check_against_checkpoints(session: AsyncSession) -> VerifyReport | None:
