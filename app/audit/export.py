@@ -245,9 +245,9 @@ def _check_batch(
     for row in rows:
         body = canonical_row(row)
         digest = sha256(body).digest()
-        seq, prev_hash, stored = row[0], row[1], row[2]
+        seq, prev_hash, stored = row[0], row[1], row[2]  # the hash as its stored 32 bytes
         hash_hex = digest.hex()
-        if hash_hex == stored and type(seq) is int and type(prev_hash) is str:
+        if digest == stored and type(seq) is int and type(prev_hash) is str:
             if not feed_hashed(seq, prev_hash, hash_hex, digest):
                 break
         elif not verifier.feed(store.record_of(row), body):

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    LargeBinary,
     Row,
     Select,
     String,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     TextClause,
     and_,
     cast,
+    func,
     or_,
     select,
     text,
@@ -108,7 +110,7 @@ def record_of(row: Sequence[Any]) -> EventRecord:
             "request_id": request_id,
         },
         data=orjson.loads(data) if isinstance(data, str | bytes) else data,
-        hash=hash_,
+        hash=hash_.hex() if isinstance(hash_, bytes) else hash_,
     )
 
 
@@ -295,14 +297,14 @@ def _sqlite_uuid(column: str) -> str:
 
 _ROW_COLUMNS = {
     "sqlite": (
-        "seq, prev_hash, hash, CASE WHEN typeof(occurred_at) = 'text' AND occurred_at GLOB "
-        f"'{_SQLITE_TIME_GLOB}' THEN substr(occurred_at, 1, 10) || 'T' || "
+        "seq, lower(hex(prev_hash)), hash, CASE WHEN typeof(occurred_at) = 'text' "
+        f"AND occurred_at GLOB '{_SQLITE_TIME_GLOB}' THEN substr(occurred_at, 1, 10) || 'T' || "
         "substr(occurred_at, 12) || 'Z' ELSE occurred_at END, action, actor_type, actor_id, "
         f"actor_role, {_sqlite_uuid('screening_id')}, {_sqlite_uuid('referral_id')}, "
         f"partner_id, {_sqlite_uuid('subject_id')}, request_id, data"
     ),
     "postgresql": (
-        "seq, prev_hash, hash, to_char(occurred_at AT TIME ZONE 'UTC', "
+        "seq, encode(prev_hash, 'hex'), hash, to_char(occurred_at AT TIME ZONE 'UTC', "
         """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), action, actor_type, actor_id, actor_role, """
         "screening_id::text, referral_id::text, partner_id, subject_id::text, request_id, "
         "data::text"
@@ -312,8 +314,9 @@ _ROW_COLUMNS = {
 
 def rows_query(dialect: str) -> TextClause:
     """Events ``after < seq <= to_seq`` in seq order, at most ``limit``, as rows of
-    :func:`record_of`'s columns with UUIDs and times already in their hashed text forms
-    (computed by the database: the export's and the walk's read path)."""
+    :func:`record_of`'s columns with ``prev_hash``, UUIDs and times already in their hashed
+    text forms (computed by the database: the export's and the walk's read path), and
+    ``hash`` as its stored 32 bytes."""
     return text(
         f"SELECT {_ROW_COLUMNS[dialect]} FROM audit_events "  # noqa: S608 (constants)
         "WHERE seq > :after AND seq <= :to_seq ORDER BY seq LIMIT :limit"
@@ -444,11 +447,17 @@ async def check_against_checkpoints(session: AsyncSession) -> VerifyReport | Non
     One indexed join, whatever the log's size: the service runs it before it signs
     anything an auditor takes away (an export)."""
     head_seq, _ = await head(session)
+    # The event's 32 bytes as the checkpoint's lowercase hex.
+    stored = type_coerce(AuditEvent.hash, LargeBinary)
+    if session.get_bind().dialect.name == "postgresql":
+        event_hex: Any = func.encode(stored, "hex")
+    else:
+        event_hex = func.lower(func.hex(stored))
     broken = (
         await session.execute(
             select(AuditCheckpoint.seq, AuditEvent.seq.label("event_seq"))
             .outerjoin(AuditEvent, AuditEvent.seq == AuditCheckpoint.seq)
-            .where(or_(AuditEvent.seq.is_(None), and_(AuditEvent.hash != AuditCheckpoint.hash)))
+            .where(or_(AuditEvent.seq.is_(None), and_(event_hex != AuditCheckpoint.hash)))
             .order_by(AuditCheckpoint.seq)
             .limit(1)
         )
