@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     LargeBinary,
-    Row,
     Select,
     String,
     Text,
@@ -75,8 +74,8 @@ def _uuid_text(value: Any) -> str | None:
     returned as stored, and cannot match the hash."""
     if value is None:
         return None
-    if isinstance(value, str):
-        if _SQLITE_UUID.fullmatch(value):
+    if type(value) is str:
+        if len(value) == 32 and _SQLITE_UUID.fullmatch(value):
             v = value
             return f"{v[:8]}-{v[8:12]}-{v[12:16]}-{v[16:20]}-{v[20:]}"
         return value
@@ -278,30 +277,12 @@ async def seq_range(
     return min(low, head_seq + 1), max(high, 0)
 
 
-#: SQLite's stored text forms turned into the hashed ones in SQL, exactly as
-#: :func:`_uuid_text` and :func:`_time_text` do (anything else is read as stored).
-_SQLITE_TIME_GLOB = (
-    "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
-    ".[0-9][0-9][0-9][0-9][0-9][0-9]"
-)
-
-
-def _sqlite_uuid(column: str) -> str:
-    return (
-        f"CASE WHEN typeof({column}) = 'text' AND length({column}) = 32 "
-        f"AND {column} NOT GLOB '*[^0-9a-f]*' THEN substr({column}, 1, 8) || '-' || "
-        f"substr({column}, 9, 4) || '-' || substr({column}, 13, 4) || '-' || "
-        f"substr({column}, 17, 4) || '-' || substr({column}, 21) ELSE {column} END"
-    )
-
-
 _ROW_COLUMNS = {
+    # SQLite: as stored; :func:`_sqlite_forms` converts them (in SQL, CASE and GLOB per
+    # column cost more than the Python below).
     "sqlite": (
-        "seq, lower(hex(prev_hash)), hash, CASE WHEN typeof(occurred_at) = 'text' "
-        f"AND occurred_at GLOB '{_SQLITE_TIME_GLOB}' THEN substr(occurred_at, 1, 10) || 'T' || "
-        "substr(occurred_at, 12) || 'Z' ELSE occurred_at END, action, actor_type, actor_id, "
-        f"actor_role, {_sqlite_uuid('screening_id')}, {_sqlite_uuid('referral_id')}, "
-        f"partner_id, {_sqlite_uuid('subject_id')}, request_id, data"
+        "seq, prev_hash, hash, occurred_at, action, actor_type, actor_id, actor_role, "
+        "screening_id, referral_id, partner_id, subject_id, request_id, data"
     ),
     "postgresql": (
         "seq, encode(prev_hash, 'hex'), hash, to_char(occurred_at AT TIME ZONE 'UTC', "
@@ -312,11 +293,49 @@ _ROW_COLUMNS = {
 }
 
 
+def _digest_hex(value: Any) -> str:
+    """A stored digest's hex; anything but 32 bytes (a row that escaped the CHECK) as a
+    text no hash can equal."""
+    if type(value) is bytes and len(value) == 32:
+        return value.hex()
+    return repr(value)
+
+
+def _sqlite_forms(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A row of SQLite's stored forms in the forms PostgreSQL's query returns: UUIDs and
+    the time as hashed (:func:`_uuid_text`, :func:`_time_text`), ``prev_hash`` as hex,
+    ``hash`` as its 32 bytes (anything else as a text that cannot match)."""
+    seq, prev_hash, hash_, occurred_at, action, actor_type, actor_id, actor_role = row[:8]
+    screening_id, referral_id, partner_id, subject_id, request_id, data = row[8:]
+    return (
+        seq,
+        _digest_hex(prev_hash),
+        hash_ if type(hash_) is bytes and len(hash_) == 32 else repr(hash_),
+        _time_text(occurred_at),
+        action,
+        actor_type,
+        actor_id,
+        actor_role,
+        None if screening_id is None else _uuid_text(screening_id),
+        None if referral_id is None else _uuid_text(referral_id),
+        partner_id,
+        None if subject_id is None else _uuid_text(subject_id),
+        request_id,
+        data,
+    )
+
+
+_SQLITE_ROWS = (
+    f"SELECT {_ROW_COLUMNS['sqlite']} FROM audit_events "  # noqa: S608 (constants)
+    "WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+)
+
+
 def rows_query(dialect: str) -> TextClause:
     """Events ``after < seq <= to_seq`` in seq order, at most ``limit``, as rows of
-    :func:`record_of`'s columns with ``prev_hash``, UUIDs and times already in their hashed
-    text forms (computed by the database: the export's and the walk's read path), and
-    ``hash`` as its stored 32 bytes."""
+    :func:`record_of`'s columns: on PostgreSQL with ``prev_hash``, UUIDs and times already
+    in their hashed text forms and ``hash`` as its stored 32 bytes; on SQLite as stored
+    (:func:`stream_rows` converts them)."""
     return text(
         f"SELECT {_ROW_COLUMNS[dialect]} FROM audit_events "  # noqa: S608 (constants)
         "WHERE seq > :after AND seq <= :to_seq ORDER BY seq LIMIT :limit"
@@ -387,11 +406,21 @@ async def stream_rows(
     IMMEDIATE``), and a long export or walk must not block writers. Rows never change, so
     nothing is lost.
     """
-    query = rows_query(session.get_bind().dialect.name)
+    dialect = session.get_bind().dialect.name
+    query, sqlite = rows_query(dialect), dialect == "sqlite"
 
-    async def fetch(after: int) -> Sequence[Row[Any]]:
-        result = await session.execute(query, {"after": after, "to_seq": to_seq, "limit": batch})
-        rows = result.all()
+    async def fetch(after: int) -> Sequence[Sequence[Any]]:
+        rows: Sequence[Sequence[Any]]
+        if sqlite:
+            # Through the driver: SQLAlchemy's rows cost more than the conversion.
+            raw = await (await session.connection()).get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            async with driver.execute(_SQLITE_ROWS, (after, to_seq, batch)) as cursor:
+                rows = [_sqlite_forms(row) for row in await cursor.fetchall()]
+        else:
+            params = {"after": after, "to_seq": to_seq, "limit": batch}
+            rows = (await session.execute(query, params)).all()
         if release_between_batches:
             # Before the rows are used: the consumer may open a transaction of its own (on
             # SQLite it would wait for this one's write lock).
@@ -400,7 +429,7 @@ async def stream_rows(
 
     # The next batch is read while this one is used (the database and its driver work
     # meanwhile); the last read is always awaited, so the session is free when we return.
-    pending: asyncio.Task[Sequence[Row[Any]]] | None = None
+    pending: asyncio.Task[Sequence[Sequence[Any]]] | None = None
     if from_seq <= to_seq:
         pending = asyncio.ensure_future(fetch(from_seq - 1))
     try:
