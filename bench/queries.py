@@ -290,8 +290,8 @@ _COPIES = {
             actor_id, actor_role, screening_id, referral_id, partner_id, subject_id,
             request_id, data)
         SELECT seq + CAST(:head AS bigint),
-               encode(sha256(convert_to(prev_hash || :ks, 'UTF8')), 'hex'),
-               encode(sha256(convert_to(hash || :ks, 'UTF8')), 'hex'), {occurred}, action,
+               sha256(prev_hash || convert_to(:ks, 'UTF8')),
+               sha256(hash || convert_to(:ks, 'UTF8')), {occurred}, action,
                actor_type, actor_id, actor_role, {screening}, {referral}, partner_id,
                {subject}, request_id, data
         FROM audit_events WHERE seq <= CAST(:seqs AS bigint)

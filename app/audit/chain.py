@@ -70,7 +70,7 @@ def _flat(values: dict[str, Any]) -> bool:
     return True
 
 
-def _flat_data(data: Any) -> bool:
+def flat_data(data: Any) -> bool:
     """``data`` as events hold it: ASCII keys; strings, booleans, nulls, integers (orjson
     bounds them) and lists of strings. Anything else takes the general path."""
     if type(data) is not dict or not "".join(data).isascii():
@@ -162,7 +162,7 @@ class EventRecord:
             and refs.keys() == _REF_KEY_SET
             and _flat(actor)
             and _flat(refs)
-            and _flat_data(self.data)
+            and flat_data(self.data)
         ):
             try:
                 return orjson.dumps(self.body(), option=_FAST_OPTIONS)

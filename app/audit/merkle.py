@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+_sha256 = hashlib.sha256
 
 #: ``mth(start, end)``: the Merkle tree hash of leaves ``start..end-1``.
 SubtreeHash = Callable[[int, int], bytes]
@@ -72,10 +73,14 @@ class CompactRange:
         hashes = self.hashes
         size = self.size
         while size & 1:
-            leaf = node_hash(hashes.pop(), leaf)
+            leaf = _sha256(b"\x01" + hashes.pop() + leaf).digest()  # node_hash, inlined
             size >>= 1
         hashes.append(leaf)
         self.size += 1
+
+    def append_entry(self, entry: bytes) -> None:
+        """Append the leaf of ``entry`` (an event's 32-byte hash)."""
+        self.append(_sha256(b"\x00" + entry).digest())
 
     def root(self) -> bytes:
         if not self.hashes:

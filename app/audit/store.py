@@ -18,10 +18,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, Select, String, Text, and_, cast, or_, select, type_coerce
+from sqlalchemy import (
+    LargeBinary,
+    Select,
+    String,
+    Text,
+    TextClause,
+    and_,
+    cast,
+    func,
+    or_,
+    select,
+    text,
+    type_coerce,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.chain import Checkpoint, EventRecord, format_time
+from app.audit.chain import Checkpoint, EventRecord, flat_data, format_time
 from app.audit.verify import ChainVerifier, VerifyReport
 from app.audit.writer import AuditConfig
 from app.models.audit import AuditCheckpoint, AuditEvent
@@ -61,8 +74,8 @@ def _uuid_text(value: Any) -> str | None:
     returned as stored, and cannot match the hash."""
     if value is None:
         return None
-    if isinstance(value, str):
-        if _SQLITE_UUID.fullmatch(value):
+    if type(value) is str:
+        if len(value) == 32 and _SQLITE_UUID.fullmatch(value):
             v = value
             return f"{v[:8]}-{v[8:12]}-{v[12:16]}-{v[16:20]}-{v[20:]}"
         return value
@@ -96,7 +109,7 @@ def record_of(row: Sequence[Any]) -> EventRecord:
             "request_id": request_id,
         },
         data=orjson.loads(data) if isinstance(data, str | bytes) else data,
-        hash=hash_,
+        hash=hash_.hex() if isinstance(hash_, bytes) else hash_,
     )
 
 
@@ -264,27 +277,150 @@ async def seq_range(
     return min(low, head_seq + 1), max(high, 0)
 
 
-async def stream_records(
+_ROW_COLUMNS = {
+    # SQLite: as stored; :func:`_sqlite_forms` converts them (in SQL, CASE and GLOB per
+    # column cost more than the Python below).
+    "sqlite": (
+        "seq, prev_hash, hash, occurred_at, action, actor_type, actor_id, actor_role, "
+        "screening_id, referral_id, partner_id, subject_id, request_id, data"
+    ),
+    "postgresql": (
+        "seq, encode(prev_hash, 'hex'), hash, to_char(occurred_at AT TIME ZONE 'UTC', "
+        """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), action, actor_type, actor_id, actor_role, """
+        "screening_id::text, referral_id::text, partner_id, subject_id::text, request_id, "
+        "data::text"
+    ),
+}
+
+
+def _digest_hex(value: Any) -> str:
+    """A stored digest's hex; anything but 32 bytes (a row that escaped the CHECK) as a
+    text no hash can equal."""
+    if type(value) is bytes and len(value) == 32:
+        return value.hex()
+    return repr(value)
+
+
+def _sqlite_forms(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A row of SQLite's stored forms in the forms PostgreSQL's query returns: UUIDs and
+    the time as hashed (:func:`_uuid_text`, :func:`_time_text`), ``prev_hash`` as hex,
+    ``hash`` as its 32 bytes (anything else as a text that cannot match)."""
+    seq, prev_hash, hash_, occurred_at, action, actor_type, actor_id, actor_role = row[:8]
+    screening_id, referral_id, partner_id, subject_id, request_id, data = row[8:]
+    return (
+        seq,
+        _digest_hex(prev_hash),
+        hash_ if type(hash_) is bytes and len(hash_) == 32 else repr(hash_),
+        _time_text(occurred_at),
+        action,
+        actor_type,
+        actor_id,
+        actor_role,
+        None if screening_id is None else _uuid_text(screening_id),
+        None if referral_id is None else _uuid_text(referral_id),
+        partner_id,
+        None if subject_id is None else _uuid_text(subject_id),
+        request_id,
+        data,
+    )
+
+
+_SQLITE_ROWS = (
+    f"SELECT {_ROW_COLUMNS['sqlite']} FROM audit_events "  # noqa: S608 (constants)
+    "WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+)
+
+
+def rows_query(dialect: str) -> TextClause:
+    """Events ``after < seq <= to_seq`` in seq order, at most ``limit``, as rows of
+    :func:`record_of`'s columns: on PostgreSQL with ``prev_hash``, UUIDs and times already
+    in their hashed text forms and ``hash`` as its stored 32 bytes; on SQLite as stored
+    (:func:`stream_rows` converts them)."""
+    return text(
+        f"SELECT {_ROW_COLUMNS[dialect]} FROM audit_events "  # noqa: S608 (constants)
+        "WHERE seq > :after AND seq <= :to_seq ORDER BY seq LIMIT :limit"
+    )
+
+
+#: Integers JCS writes exactly, and the options under which orjson writes what it does.
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+
+
+def canonical_row(row: Sequence[Any]) -> bytes:
+    """The canonical body (RFC 8785) of an event read by :func:`stream_rows`: the same bytes
+    as ``record_of(row).canonical_body()``, without building the record when every value
+    has the usual type (texts, an integer seq, ``data`` as :func:`chain.flat_data`)."""
+    seq, prev_hash, _, occurred_at, action, actor_type, actor_id, actor_role = row[:8]
+    screening_id, referral_id, partner_id, subject_id, request_id, data = row[8:]
+    if type(data) is str or type(data) is bytes:
+        data = orjson.loads(data)
+    if type(seq) is int and type(prev_hash) is str and _texts(row) and flat_data(data):
+        try:
+            return orjson.dumps(
+                {
+                    "action": action,
+                    "actor": {"id": actor_id, "role": actor_role, "type": actor_type},
+                    "data": data,
+                    "occurred_at": occurred_at,
+                    "prev_hash": prev_hash,
+                    "refs": {
+                        "partner_id": partner_id,
+                        "referral_id": referral_id,
+                        "request_id": request_id,
+                        "screening_id": screening_id,
+                        "subject_id": subject_id,
+                    },
+                    "seq": seq,
+                },
+                option=_CANONICAL,
+            )
+        except orjson.JSONEncodeError:
+            pass  # a lone surrogate: the general path decides, as it always has
+    return record_of(row).canonical_body()
+
+
+def _texts(row: Sequence[Any]) -> bool:
+    """occurred_at is a text (:func:`record_of` writes a null one as ``"None"``), action ..
+    request_id are texts or nulls."""
+    if type(row[3]) is not str:
+        return False
+    for value in row[4:13]:  # noqa: SIM110 (a loop: no generator per event)
+        if value is not None and type(value) is not str:
+            return False
+    return True
+
+
+async def stream_rows(
     session: AsyncSession,
     from_seq: int,
     to_seq: int,
     *,
     batch: int = BATCH,
     release_between_batches: bool = False,
-) -> AsyncGenerator[EventRecord, None]:
-    """Events ``from_seq..to_seq`` in order, a batch at a time (keyset, bounded memory).
+) -> AsyncGenerator[Sequence[Sequence[Any]], None]:
+    """Events ``from_seq..to_seq`` in order as rows of :func:`rows_query`, a batch at a time
+    (keyset, bounded memory).
 
     ``release_between_batches`` ends the read transaction as soon as each batch is read,
     for sessions of their own: on SQLite every transaction holds the write lock (``BEGIN
     IMMEDIATE``), and a long export or walk must not block writers. Rows never change, so
     nothing is lost.
     """
-    query = select(*EVENT_COLUMNS).order_by(AuditEvent.seq).limit(batch)
+    dialect = session.get_bind().dialect.name
+    query, sqlite = rows_query(dialect), dialect == "sqlite"
 
-    async def fetch(after: int) -> list[Row[Any]]:
-        rows = list(
-            await session.execute(query.where(AuditEvent.seq > after, AuditEvent.seq <= to_seq))
-        )
+    async def fetch(after: int) -> Sequence[Sequence[Any]]:
+        rows: Sequence[Sequence[Any]]
+        if sqlite:
+            # Through the driver: SQLAlchemy's rows cost more than the conversion.
+            raw = await (await session.connection()).get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            async with driver.execute(_SQLITE_ROWS, (after, to_seq, batch)) as cursor:
+                rows = [_sqlite_forms(row) for row in await cursor.fetchall()]
+        else:
+            params = {"after": after, "to_seq": to_seq, "limit": batch}
+            rows = (await session.execute(query, params)).all()
         if release_between_batches:
             # Before the rows are used: the consumer may open a transaction of its own (on
             # SQLite it would wait for this one's write lock).
@@ -293,7 +429,7 @@ async def stream_records(
 
     # The next batch is read while this one is used (the database and its driver work
     # meanwhile); the last read is always awaited, so the session is free when we return.
-    pending: asyncio.Task[list[Row[Any]]] | None = None
+    pending: asyncio.Task[Sequence[Sequence[Any]]] | None = None
     if from_seq <= to_seq:
         pending = asyncio.ensure_future(fetch(from_seq - 1))
     try:
@@ -302,17 +438,34 @@ async def stream_records(
             pending = None
             if not rows:
                 return
-            last = rows[-1].seq
+            last = rows[-1][0]
             if last < to_seq:
                 pending = asyncio.ensure_future(fetch(last))
-            for row in rows:
-                yield record_of(row)
+            yield rows
     finally:
         if pending is not None:
             # Let the read finish rather than cancel it mid-statement: the caller uses the
             # session next. Callers close the stream (contextlib.aclosing) when they stop early.
             with contextlib.suppress(Exception):
                 await pending
+
+
+async def stream_records(
+    session: AsyncSession,
+    from_seq: int,
+    to_seq: int,
+    *,
+    batch: int = BATCH,
+    release_between_batches: bool = False,
+) -> AsyncGenerator[EventRecord, None]:
+    """Events ``from_seq..to_seq`` in order, as records (see :func:`stream_rows`)."""
+    batches = stream_rows(
+        session, from_seq, to_seq, batch=batch, release_between_batches=release_between_batches
+    )
+    async with contextlib.aclosing(batches):
+        async for rows in batches:
+            for row in rows:
+                yield record_of(row)
 
 
 async def check_against_checkpoints(session: AsyncSession) -> VerifyReport | None:
@@ -323,11 +476,17 @@ async def check_against_checkpoints(session: AsyncSession) -> VerifyReport | Non
     One indexed join, whatever the log's size: the service runs it before it signs
     anything an auditor takes away (an export)."""
     head_seq, _ = await head(session)
+    # The event's 32 bytes as the checkpoint's lowercase hex.
+    stored = type_coerce(AuditEvent.hash, LargeBinary)
+    if session.get_bind().dialect.name == "postgresql":
+        event_hex: Any = func.encode(stored, "hex")
+    else:
+        event_hex = func.lower(func.hex(stored))
     broken = (
         await session.execute(
             select(AuditCheckpoint.seq, AuditEvent.seq.label("event_seq"))
             .outerjoin(AuditEvent, AuditEvent.seq == AuditCheckpoint.seq)
-            .where(or_(AuditEvent.seq.is_(None), and_(AuditEvent.hash != AuditCheckpoint.hash)))
+            .where(or_(AuditEvent.seq.is_(None), and_(event_hex != AuditCheckpoint.hash)))
             .order_by(AuditCheckpoint.seq)
             .limit(1)
         )

@@ -210,6 +210,47 @@ class ChainVerifier:
         if self.bad is not None:
             return False
         expected = self.next_seq
+        if not self._within_range(expected):
+            return False
+        try:
+            if type(event.seq) is not int or event.seq != expected:
+                self._fail(expected, "seq_mismatch", f"found seq {event.seq!r}")
+                return False
+            if not self._links(expected, event.prev_hash):
+                return False
+            body = canonical if canonical is not None else event.canonical_body()
+            digest = hashlib.sha256(body).digest()
+            if digest.hex() != event.hash:
+                self._fail(expected, "hash_mismatch", "content does not match its hash")
+                return False
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            self._fail(expected, "malformed", type(exc).__name__)
+            return False
+        return self._accept(expected, event.hash, digest)
+
+    def feed_hashed(self, seq: int, prev_hash: str, hash_hex: str, digest: bytes) -> bool:
+        """Check one event whose canonical bytes the caller hashed itself: ``digest`` is
+        their SHA-256 and ``hash_hex`` its lowercase hex (the offline checker's fast pass,
+        app.audit.reader). The same checks as :meth:`feed` from there on."""
+        expected = self.next_seq
+        if (
+            self.bad is None
+            and seq == expected
+            and prev_hash == self.prev_hash
+            and (self.end_seq is None or expected <= self.end_seq)
+        ):
+            return self._accept(expected, hash_hex, digest)
+        # Anything unusual: the same checks as feed, in the same order.
+        if self.bad is not None or not self._within_range(expected):
+            return False
+        if seq != expected:
+            self._fail(expected, "seq_mismatch", f"found seq {seq!r}")
+            return False
+        if not self._links(expected, prev_hash):
+            return False
+        return self._accept(expected, hash_hex, digest)
+
+    def _within_range(self, expected: int) -> bool:
         if self.end_seq is not None and expected > self.end_seq:
             self._fail(
                 expected,
@@ -217,35 +258,29 @@ class ChainVerifier:
                 f"an event follows seq {self.end_seq}, the end of the export's signed range",
             )
             return False
-        try:
-            if type(event.seq) is not int or event.seq != expected:
-                self._fail(expected, "seq_mismatch", f"found seq {event.seq!r}")
-                return False
-            if self.prev_hash is None:
-                self.prev_hash = event.prev_hash  # an unanchored segment
-            if event.prev_hash != self.prev_hash:
-                self._fail(expected, "prev_hash_mismatch", "does not link to its predecessor")
-                return False
-            digest = (
-                hashlib.sha256(canonical).hexdigest()
-                if canonical is not None
-                else event.compute_hash()
-            )
-            if digest != event.hash:
-                self._fail(expected, "hash_mismatch", "content does not match its hash")
-                return False
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            self._fail(expected, "malformed", type(exc).__name__)
+        return True
+
+    def _links(self, expected: int, prev_hash: Any) -> bool:
+        if self.prev_hash is None:
+            self.prev_hash = prev_hash  # an unanchored segment
+        if prev_hash != self.prev_hash:
+            self._fail(expected, "prev_hash_mismatch", "does not link to its predecessor")
             return False
-        if self.compact is not None:
-            self.compact.append(merkle.leaf_hash(bytes.fromhex(event.hash)))
+        return True
+
+    def _accept(self, expected: int, hash_hex: str, digest: bytes) -> bool:
+        """Event ``expected`` holds (its hash is ``hash_hex``, ``digest`` in bytes): extend
+        the tree and compare both with the checkpoints pinned at its seq."""
+        compact = self.compact
+        if compact is not None:
+            compact.append_entry(digest)
             if expected in self.roots:
                 if not self._check_root(expected, expected):
                     return False
                 self.last_matched_checkpoint = expected
         pinned = self.pinned.get(expected)
         if pinned is not None:
-            if pinned.value != event.hash:
+            if pinned.value != hash_hex:
                 # The chain is internally consistent but not the one that was signed: it was
                 # rewritten somewhere after the last checkpoint that still matched.
                 self._fail(
@@ -257,8 +292,8 @@ class ChainVerifier:
                 )
                 return False
             self.last_matched_checkpoint = expected
-        self.prev_hash = event.hash
-        self.head_hash = event.hash
+        self.prev_hash = hash_hex
+        self.head_hash = hash_hex
         self.next_seq = expected + 1
         self.events_checked += 1
         return True

@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.compact import Digest
 from app.models.base import Base, JSONType, UTCDateTime
 
 
@@ -47,8 +48,10 @@ class AuditEvent(Base):
     )
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: SHA-256 digests, stored as their 32 bytes (migration 0013) and hex in Python: the
+    #: hashed form and every reader see lowercase hex, the one text form of 32 bytes.
+    prev_hash: Mapped[str] = mapped_column(Digest)
+    hash: Mapped[str] = mapped_column(Digest)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
     action: Mapped[str] = mapped_column(String(64))
     actor_type: Mapped[str] = mapped_column(String(16))

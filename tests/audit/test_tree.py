@@ -70,7 +70,8 @@ async def test_no_checkpoint_is_signed_that_contradicts_the_last_one(
     await tamper(
         sessionmaker,
         settings,
-        "UPDATE audit_events SET hash = substr(hash, 2) || substr(hash, 1, 1) WHERE seq = 15",
+        "UPDATE audit_events SET hash = (SELECT hash FROM audit_events WHERE seq = 14) "
+        "WHERE seq = 15",
     )
     await add_events(sessionmaker, 10, per_transaction=5)
     async with sessionmaker() as session:
