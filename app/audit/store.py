@@ -82,6 +82,18 @@ def _uuid_text(value: Any) -> str | None:
     return str(value)
 
 
+def _sqlite_uuid_text(value: Any) -> str | None:
+    """The hashed text of a UUID as SQLite stores it: only 32 lowercase hex digits are the
+    stored form. Anything else, the hyphenated text included (the very text that is hashed,
+    which a query comparing the stored form would no longer find), comes back as a text no
+    hash can equal."""
+    if value is None:
+        return None
+    if type(value) is str and len(value) == 32 and _SQLITE_UUID.fullmatch(value):
+        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+    return f"not stored canonically: {value!r}"
+
+
 def _time_text(value: Any) -> str:
     if isinstance(value, datetime):
         return format_time(value if value.tzinfo else value.replace(tzinfo=UTC))
@@ -303,7 +315,7 @@ def _digest_hex(value: Any) -> str:
 
 def _sqlite_forms(row: Sequence[Any]) -> tuple[Any, ...]:
     """A row of SQLite's stored forms in the forms PostgreSQL's query returns: UUIDs and
-    the time as hashed (:func:`_uuid_text`, :func:`_time_text`), ``prev_hash`` as hex,
+    the time as hashed (:func:`_sqlite_uuid_text`, :func:`_time_text`), ``prev_hash`` as hex,
     ``hash`` as its 32 bytes (anything else as a text that cannot match)."""
     seq, prev_hash, hash_, occurred_at, action, actor_type, actor_id, actor_role = row[:8]
     screening_id, referral_id, partner_id, subject_id, request_id, data = row[8:]
@@ -316,10 +328,10 @@ def _sqlite_forms(row: Sequence[Any]) -> tuple[Any, ...]:
         actor_type,
         actor_id,
         actor_role,
-        None if screening_id is None else _uuid_text(screening_id),
-        None if referral_id is None else _uuid_text(referral_id),
+        _sqlite_uuid_text(screening_id),
+        _sqlite_uuid_text(referral_id),
         partner_id,
-        None if subject_id is None else _uuid_text(subject_id),
+        _sqlite_uuid_text(subject_id),
         request_id,
         data,
     )

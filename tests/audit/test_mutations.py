@@ -461,14 +461,28 @@ async def test_insert_or_replace_cannot_rewrite_an_event(
         assert (await store.verify_database(session, settings)).ok
 
 
+#: Non-canonical stored forms of a UUID on SQLite: upper case, and the hyphenated text (the
+#: very text that is hashed, so only the reader's strictness can catch it).
+REWRITES = {
+    "upper case": "upper(screening_id)",
+    "hyphenated": (
+        "substr(screening_id, 1, 8) || '-' || substr(screening_id, 9, 4) || '-' || "
+        "substr(screening_id, 13, 4) || '-' || substr(screening_id, 17, 4) || '-' || "
+        "substr(screening_id, 21)"
+    ),
+}
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # uuid has one form on PG
-async def test_a_uuid_rewritten_in_upper_case_is_refused_or_caught(
-    audited: async_sessionmaker[AsyncSession], settings: Settings
+@pytest.mark.parametrize("form", REWRITES)
+async def test_a_uuid_rewritten_in_another_form_is_refused_or_caught(
+    audited: async_sessionmaker[AsyncSession], settings: Settings, form: str
 ) -> None:
     """SQLite: the schema refuses a non-canonical UUID; and if its owner switches the
-    checks off too, the verifier reads the stored text and the event no longer hashes."""
+    checks off too, the verifier reads the stored text, accepts only the stored form (32
+    lowercase hex digits), and the event no longer hashes."""
     seqs = await _case_with_three_disclosures(audited)
-    rewrite = "UPDATE audit_events SET screening_id = upper(screening_id) WHERE seq = :seq"
+    rewrite = f"UPDATE audit_events SET screening_id = {REWRITES[form]} WHERE seq = :seq"  # noqa: S608
     async with audited() as session:
         await session.execute(text("DROP TRIGGER audit_events_no_update"))
         with pytest.raises(IntegrityError, match="screening_id_canonical"):
