@@ -8,7 +8,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.compact import CompactJSON
-from app.models.base import Base, JSONType, UTCDateTime, utcnow
+from app.models.base import Base, JSONType, UTCDateTime, time_ordered_id, utcnow
 
 
 class Decision(Base):
@@ -16,7 +16,8 @@ class Decision(Base):
 
     __tablename__ = "decisions"
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    #: Time-ordered (UUIDv7) since migration 0012; earlier rows keep their random ids.
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=time_ordered_id)
     screening_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("screenings.id"), unique=True)
     rule_set_version: Mapped[str] = mapped_column(String(64))
     rule_set_hash: Mapped[str] = mapped_column(String(64))
@@ -75,7 +76,8 @@ class Referral(Base):
         ),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    #: Time-ordered (UUIDv7) since migration 0012; earlier rows keep their random ids.
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=time_ordered_id)
     screening_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("screenings.id"), index=True)
     decision_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("decisions.id"))
     subject_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("subjects.id"), index=True)
