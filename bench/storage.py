@@ -295,8 +295,13 @@ def _autovacuum(url: str) -> Iterator[list[int]]:
     stop = threading.Event()
 
     def loop() -> None:
+        import asyncpg
+
         while not stop.wait(60):
-            vacuumed[0] += len(asyncio.run(_autovacuum_round(url)))
+            try:
+                vacuumed[0] += len(asyncio.run(_autovacuum_round(url)))
+            except (OSError, asyncpg.PostgresError) as exc:
+                print(f"vacuum round failed ({type(exc).__name__}); next minute", flush=True)
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
@@ -325,8 +330,16 @@ async def _sizes(url: str, full: bool = False) -> dict[str, int]:
 
 
 def _pending(url: str) -> int:
+    """Deliveries still pending; a failed look (e.g. the server's connections all in use
+    by other clients of a shared machine) counts as pending, and the bench looks again."""
+    import asyncpg
+
     query = "SELECT count(*) FROM deliveries WHERE status = 'pending'"
-    return int(asyncio.run(_scalar(url, query)))
+    try:
+        return int(asyncio.run(_scalar(url, query)))
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"could not count pending deliveries ({type(exc).__name__}); again", flush=True)
+        return -1
 
 
 def _post(env: dict[str, str], screenings: int, processes: int, key: str, seed: int) -> int:

@@ -306,24 +306,9 @@ class DeliveryWorker:
                 delivery.next_attempt_at = now + timedelta(seconds=delay)
                 delivery.last_error = _code(result.error) or f"http_{result.status_code}"
             case Outcome.rejected | Outcome.gone:
-                delivery.status = "rejected"
-                delivery.finished_at = now
-                delivery.last_error = (
-                    "endpoint_gone"
-                    if outcome is Outcome.gone
-                    else _code(result.error) or f"http_{result.status_code}"
+                await self._refused(
+                    session, delivery, referral if current else None, outcome, result, now=now
                 )
-                if outcome is Outcome.gone:
-                    await self._pause_partner(session, delivery.partner_id, now=now)
-                if current:
-                    assert referral is not None
-                    await referrals.fall_back(
-                        session,
-                        self.settings,
-                        referral,
-                        reason="endpoint_gone" if outcome is Outcome.gone else "delivery_refused",
-                        now=now,
-                    )
             case Outcome.dead:
                 await self._finish_dead(
                     session,
@@ -331,6 +316,35 @@ class DeliveryWorker:
                     reason=_code(result.error) or "retries_exhausted",
                     now=now,
                 )
+
+    async def _refused(
+        self,
+        session: AsyncSession,
+        delivery: Delivery,
+        referral: Referral | None,
+        outcome: Outcome,
+        result: policy.Result,
+        *,
+        now: datetime,
+    ) -> None:
+        """The partner will not take it (410: it is gone, and paused); ``referral``, if it
+        is the one this partner holds, moves on to the next eligible partner."""
+        gone = outcome is Outcome.gone
+        delivery.status = "rejected"
+        delivery.finished_at = now
+        delivery.last_error = (
+            "endpoint_gone" if gone else _code(result.error) or f"http_{result.status_code}"
+        )
+        if gone:
+            await self._pause_partner(session, delivery.partner_id, now=now)
+        if referral is not None:
+            await referrals.fall_back(
+                session,
+                self.settings,
+                referral,
+                reason="endpoint_gone" if gone else "delivery_refused",
+                now=now,
+            )
 
     def _attempted(
         self,
