@@ -499,6 +499,14 @@ class DeliveryWorker:
     async def _circuit(
         self, session: AsyncSession, partner_id: str, outcome: Outcome, *, now: datetime
     ) -> None:
+        if outcome not in (Outcome.retry, Outcome.dead) and await _circuit_at_rest(
+            session, partner_id
+        ):
+            # A success on a closed circuit with no failure counted changes nothing, and
+            # takes no lock: the partner's deliveries are not recorded one at a time behind
+            # its circuit's row. (A failure committed after this read counts as after this
+            # success, as it would had the success committed first.)
+            return
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         await session.execute(
             insert(PartnerCircuit)
@@ -568,6 +576,12 @@ class DeliveryWorker:
             await referrals.sweep_deadlines(session, self.settings, now=now)
             await referrals.retry_held(session, self.settings, now=now)
             await session.commit()
+
+
+async def _circuit_at_rest(session: AsyncSession, partner_id: str) -> bool:
+    """Whether the partner's circuit is closed with no failure counted (as last committed)."""
+    circuit = await session.get(PartnerCircuit, partner_id, populate_existing=True)
+    return circuit is not None and circuit.state == "closed" and circuit.consecutive_failures == 0
 
 
 async def _held_referral(
