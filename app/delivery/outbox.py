@@ -35,7 +35,6 @@ from sqlalchemy.orm import Session
 from app import compact, crypto
 from app.errors import Conflict
 from app.models import Delivery, PartnerCircuit, Subject
-from app.models.base import time_ordered_id
 from app.models.delivery import PENDING_SQL
 from app.observability import actor_fields, log_on_commit
 from app.schemas.decision import Urgency
@@ -162,7 +161,7 @@ def delivery_row(
     """A new outbox row's columns, the body encrypted under ``dek``. Intake writes all of a
     screening's rows in one INSERT, then calls :func:`announce`. A notification has no
     referral; it names its screening instead."""
-    delivery_id = time_ordered_id()
+    delivery_id = uuid.uuid4()
     return {
         "id": delivery_id,
         "webhook_id": f"msg_{uuid.uuid4().hex}",

@@ -3,11 +3,9 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import uuid_utils.compat
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -48,15 +46,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def time_ordered_id() -> uuid.UUID:
-    """A new UUIDv7 (RFC 9562): its first 48 bits are the time of creation in milliseconds,
-    the other 74 a per-millisecond counter and random bits. Rows keyed by it are appended
-    to their indexes in order, which keeps those indexes dense (docs/performance.md,
-    "Storage per screening"). Only for rows whose creation time their id may reveal to
-    whoever sees it: referrals, decisions and outbox rows, never a subject's id."""
-    return uuid_utils.compat.uuid7()
 
 
 class Base(DeclarativeBase):

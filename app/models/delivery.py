@@ -19,7 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.compact import Digest
-from app.models.base import Base, UTCDateTime, time_ordered_id, utcnow
+from app.models.base import Base, UTCDateTime, utcnow
 
 #: The status of a message not yet delivered, and the event types of a partner's notices,
 #: as written in the partial indexes' predicates (migration 0012).
@@ -72,8 +72,7 @@ class Delivery(Base):
         ),
     )
 
-    #: Time-ordered (UUIDv7) since migration 0012; earlier rows keep their random ids.
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=time_ordered_id)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     webhook_id: Mapped[str] = mapped_column(String(64), unique=True)
     #: The referral this message is about; None for a non-identifying notification.
     referral_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("referrals.id"), index=True)

@@ -8,7 +8,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.compact import CompactJSON
-from app.models.base import Base, JSONType, UTCDateTime, time_ordered_id, utcnow
+from app.models.base import Base, JSONType, UTCDateTime, utcnow
 
 
 class Decision(Base):
@@ -16,8 +16,7 @@ class Decision(Base):
 
     __tablename__ = "decisions"
 
-    #: Time-ordered (UUIDv7) since migration 0012; earlier rows keep their random ids.
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=time_ordered_id)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     screening_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("screenings.id"), unique=True)
     rule_set_version: Mapped[str] = mapped_column(String(64))
     rule_set_hash: Mapped[str] = mapped_column(String(64))
@@ -76,8 +75,7 @@ class Referral(Base):
         ),
     )
 
-    #: Time-ordered (UUIDv7) since migration 0012; earlier rows keep their random ids.
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=time_ordered_id)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     screening_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("screenings.id"), index=True)
     decision_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("decisions.id"))
     subject_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("subjects.id"), index=True)

@@ -24,7 +24,6 @@ from app.auth import Principal
 from app.db import on_commit
 from app.delivery import outbox
 from app.metrics import DECISIONS, RULES_FIRED, child
-from app.models.base import time_ordered_id
 from app.partners.directory import Partner, PartnerStatus
 from app.partners.matching import MatchResult, SubjectFacts, match
 from app.partners.minimiser import OutboundReferral, build_notification_body
@@ -175,7 +174,7 @@ def plan_referrals(
     trace = decision.trace.model_dump(mode="json") if decision.trace is not None else {}
     notification = _plan_notification(decision, partners, screening, organisation, now)
     decision_row = NewDecision(
-        id=time_ordered_id(),
+        id=uuid.uuid4(),
         screening_id=screening_id,
         rule_set_version=str(trace.get("rule_set_version", "")),
         rule_set_hash=str(trace.get("rule_set_hash", "")),
@@ -192,7 +191,7 @@ def plan_referrals(
     planned: list[tuple[NewReferral, DecidedReferral, OutboundReferral | None, MatchResult]] = []
     for decided in decision.referrals:
         result = match(decided, facts, partners, now, settings=settings)
-        referral_id = time_ordered_id()
+        referral_id = uuid.uuid4()
         body = None
         if result.partner_id is not None:
             partner = by_id[result.partner_id]
