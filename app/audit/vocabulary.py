@@ -203,7 +203,15 @@ ALLOWED: dict[Action, frozenset[str]] = {
     ),
     Action.referral_created: frozenset(_REFERRAL),
     Action.referral_forwarded: frozenset(
-        {"delivery_id", "payload_hash", "fields_shared", "legal_basis", "service", "attempt"}
+        {
+            "delivery_id",
+            "payload_hash",
+            "fields_shared",
+            "legal_basis",
+            "service",
+            "attempt",
+            "http_status",
+        }
     ),
     Action.referral_attempted: frozenset(
         {"delivery_id", "attempt", "http_status", "outcome", "reason", "due_at"}

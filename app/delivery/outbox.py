@@ -28,19 +28,26 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, event, func, or_, select, update
+from sqlalchemy import and_, bindparam, event, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from app import compact, crypto
 from app.errors import Conflict
 from app.models import Delivery, PartnerCircuit, Subject
+from app.models.delivery import PENDING_SQL
 from app.observability import actor_fields, log_on_commit
 from app.schemas.decision import Urgency
 from app.settings import Settings
 
 log = structlog.get_logger("ruta.delivery")
-PENDING = "pending"
+PENDING = PENDING_SQL
+#: ``status = 'pending'`` with the value written into the SQL, not bound: PostgreSQL and
+#: SQLite then use the partial indexes whose predicate it is (migration 0012), in a
+#: generic plan too.
+IS_PENDING = Delivery.status == bindparam("pending_status", PENDING, literal_execute=True)
+#: ``status = 'dead'``, the same way (ix_deliveries_dead).
+IS_DEAD = Delivery.status == bindparam("dead_status", "dead", literal_execute=True)
 TERMINAL = frozenset({"delivered", "rejected", "dead", "cancelled"})
 
 
@@ -213,7 +220,7 @@ async def claim(
         select(Delivery)
         .outerjoin(circuit, circuit.partner_id == Delivery.partner_id)
         .where(
-            Delivery.status == PENDING,
+            IS_PENDING,
             Delivery.next_attempt_at <= now,
             or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now),
             or_(
@@ -244,7 +251,7 @@ async def claim(
             await session.execute(
                 select(Delivery.partner_id, func.count())
                 .where(
-                    Delivery.status == PENDING,
+                    IS_PENDING,
                     Delivery.lease_expires_at >= now,
                     Delivery.partner_id.in_(partners),
                 )
@@ -308,7 +315,7 @@ async def cancel_pending(session: AsyncSession, referral_id: uuid.UUID, *, now: 
         update(Delivery)
         .where(
             Delivery.referral_id == referral_id,
-            Delivery.status == PENDING,
+            IS_PENDING,
             Delivery.event_type == "referral.created",
         )
         .values(status="cancelled", finished_at=now, lease_owner=None, lease_expires_at=None)

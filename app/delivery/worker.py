@@ -265,7 +265,7 @@ class DeliveryWorker:
         if outcome is Outcome.retry and delay is None:
             outcome = Outcome.dead
         still_ours = delivery.status == outbox.PENDING
-        await self._attempted(
+        attempted = self._attempted(
             session,
             delivery,
             started=started,
@@ -281,35 +281,34 @@ class DeliveryWorker:
         )
         _log_attempt(session, delivery, outcome, result, now=now, delay=delay)
         await self._circuit(session, delivery.partner_id, outcome, now=now)
+        referral, current = (
+            await _held_referral(session, delivery, postgres=postgres)
+            if still_ours
+            else (None, False)
+        )
+        if not (still_ours and current and outcome is Outcome.delivered):
+            # The one attempt that delivers the referral to its partner is recorded in
+            # that referral's ``referral.forwarded`` event (attempt, http_status) instead.
+            await _audit_attempt(session, attempted)
         if not still_ours:
             return  # cancelled meanwhile (fallback, revocation) or finished by another worker
-        referral, current = await _held_referral(session, delivery, postgres=postgres)
         match outcome:
             case Outcome.delivered:
-                await self._delivered(session, delivery, referral if current else None, now=now)
+                await self._delivered(
+                    session,
+                    delivery,
+                    referral if current else None,
+                    now=now,
+                    http_status=result.status_code,
+                )
             case Outcome.retry:
                 assert delay is not None
                 delivery.next_attempt_at = now + timedelta(seconds=delay)
                 delivery.last_error = _code(result.error) or f"http_{result.status_code}"
             case Outcome.rejected | Outcome.gone:
-                delivery.status = "rejected"
-                delivery.finished_at = now
-                delivery.last_error = (
-                    "endpoint_gone"
-                    if outcome is Outcome.gone
-                    else _code(result.error) or f"http_{result.status_code}"
+                await self._refused(
+                    session, delivery, referral if current else None, outcome, result, now=now
                 )
-                if outcome is Outcome.gone:
-                    await self._pause_partner(session, delivery.partner_id, now=now)
-                if current:
-                    assert referral is not None
-                    await referrals.fall_back(
-                        session,
-                        self.settings,
-                        referral,
-                        reason="endpoint_gone" if outcome is Outcome.gone else "delivery_refused",
-                        now=now,
-                    )
             case Outcome.dead:
                 await self._finish_dead(
                     session,
@@ -318,7 +317,36 @@ class DeliveryWorker:
                     now=now,
                 )
 
-    async def _attempted(
+    async def _refused(
+        self,
+        session: AsyncSession,
+        delivery: Delivery,
+        referral: Referral | None,
+        outcome: Outcome,
+        result: policy.Result,
+        *,
+        now: datetime,
+    ) -> None:
+        """The partner will not take it (410: it is gone, and paused); ``referral``, if it
+        is the one this partner holds, moves on to the next eligible partner."""
+        gone = outcome is Outcome.gone
+        delivery.status = "rejected"
+        delivery.finished_at = now
+        delivery.last_error = (
+            "endpoint_gone" if gone else _code(result.error) or f"http_{result.status_code}"
+        )
+        if gone:
+            await self._pause_partner(session, delivery.partner_id, now=now)
+        if referral is not None:
+            await referrals.fall_back(
+                session,
+                self.settings,
+                referral,
+                reason="endpoint_gone" if gone else "delivery_refused",
+                now=now,
+            )
+
+    def _attempted(
         self,
         session: AsyncSession,
         delivery: Delivery,
@@ -330,9 +358,10 @@ class DeliveryWorker:
         error: str | None = None,
         excerpt: str | None = None,
         audit_data: dict[str, Any] | None = None,
-    ) -> None:
-        """Count one attempt on the delivery (releasing its lease): its row, its metric,
-        and its audit event."""
+    ) -> dict[str, Any]:
+        """Count one attempt on the delivery (releasing its lease): its row and its metric;
+        returns its audit event's fields, for ``_audit_attempt`` (the caller records it
+        unless the attempt's facts go into the ``referral.forwarded`` event)."""
         delivery.attempt_count += 1
         delivery.lease_owner = None
         delivery.lease_expires_at = None
@@ -350,20 +379,17 @@ class DeliveryWorker:
             )
         )
         child(DELIVERY_ATTEMPTS, delivery.partner_id, outcome).inc()
-        await audit.record(
-            session,
-            action=Action.referral_attempted,
-            actor=ACTOR,
-            referral_id=delivery.referral_id,
-            partner_id=delivery.partner_id,
-            data={
+        return {
+            "referral_id": delivery.referral_id,
+            "partner_id": delivery.partner_id,
+            "data": {
                 "delivery_id": str(delivery.id),
                 "attempt": delivery.attempt_count,
                 "http_status": status_code,
                 "outcome": outcome,
                 **(audit_data or {}),
             },
-        )
+        }
 
     async def _delivered(
         self,
@@ -372,9 +398,11 @@ class DeliveryWorker:
         referral: Referral | None,
         *,
         now: datetime,
+        http_status: int | None = None,
     ) -> None:
         """The message reached its partner; ``referral`` is the referral it delivers to the
-        partner holding it now, if it is one."""
+        partner holding it now, if it is one. ``http_status``: the partner's answer, kept in
+        the ``referral.forwarded`` event when the attempt was posted."""
         delivery.status = "delivered"
         delivery.finished_at = now
         delivery.last_error = None
@@ -385,6 +413,7 @@ class DeliveryWorker:
                 delivery_id=delivery.id,
                 body_sha256=delivery.body_sha256,
                 attempt=delivery.attempt_count,
+                http_status=http_status,
                 now=now,
             )
         elif delivery.event_type == "notification.created":
@@ -398,7 +427,9 @@ class DeliveryWorker:
         as a disclosure of its own. The attempt is kept (outcome ``inbox``) like any other,
         so the referral moves on to ``delivered`` and its deadline runs as for every
         partner, and a withdrawal later tells this partner too."""
-        await self._attempted(session, delivery, started=now, outcome=INBOX)
+        await _audit_attempt(
+            session, self._attempted(session, delivery, started=now, outcome=INBOX)
+        )
         referral = (
             await session.get(Referral, delivery.referral_id)
             if delivery.referral_id is not None
@@ -468,6 +499,14 @@ class DeliveryWorker:
     async def _circuit(
         self, session: AsyncSession, partner_id: str, outcome: Outcome, *, now: datetime
     ) -> None:
+        if outcome not in (Outcome.retry, Outcome.dead) and await _circuit_at_rest(
+            session, partner_id
+        ):
+            # A success on a closed circuit with no failure counted changes nothing, and
+            # takes no lock: the partner's deliveries are not recorded one at a time behind
+            # its circuit's row. (A failure committed after this read counts as after this
+            # success, as it would had the success committed first.)
+            return
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         await session.execute(
             insert(PartnerCircuit)
@@ -539,6 +578,12 @@ class DeliveryWorker:
             await session.commit()
 
 
+async def _circuit_at_rest(session: AsyncSession, partner_id: str) -> bool:
+    """Whether the partner's circuit is closed with no failure counted (as last committed)."""
+    circuit = await session.get(PartnerCircuit, partner_id, populate_existing=True)
+    return circuit is not None and circuit.state == "closed" and circuit.consecutive_failures == 0
+
+
 async def _held_referral(
     session: AsyncSession, delivery: Delivery, *, postgres: bool
 ) -> tuple[Referral | None, bool]:
@@ -557,6 +602,11 @@ async def _held_referral(
         and referral.partner_id == delivery.partner_id
     )
     return referral, current
+
+
+async def _audit_attempt(session: AsyncSession, attempted: dict[str, Any]) -> None:
+    """The ``referral.attempted`` event of one attempt, from ``_attempted``'s fields."""
+    await audit.record(session, action=Action.referral_attempted, actor=ACTOR, **attempted)
 
 
 async def _notification_sent(session: AsyncSession, delivery: Delivery) -> None:

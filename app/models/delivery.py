@@ -14,11 +14,18 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.compact import Digest
 from app.models.base import Base, UTCDateTime, utcnow
+
+#: The status of a message not yet delivered, and the event types of a partner's notices,
+#: as written in the partial indexes' predicates (migration 0012).
+PENDING_SQL = "pending"
+NOTICE_EVENT_TYPES = ("referral.revoked", "referral.consent_withdrawn")
+NOTICES_SQL = "(" + ", ".join(f"'{t}'" for t in NOTICE_EVENT_TYPES) + ")"
 
 
 class Delivery(Base):
@@ -30,9 +37,39 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (
+        # Partial indexes (migration 0012): each holds only the rows its queries read, which
+        # are few (pending work, dead letters, notices) however many messages were sent;
+        # the queries write the predicate's literal (app.delivery.outbox.IS_PENDING).
         # The claim query: due work, most urgent first, oldest first.
-        Index("ix_deliveries_claim", "status", "urgency_rank", "next_attempt_at"),
-        Index("ix_deliveries_partner_status", "partner_id", "status"),
+        Index(
+            "ix_deliveries_claim",
+            "urgency_rank",
+            "next_attempt_at",
+            postgresql_where=text(f"status = '{PENDING_SQL}'"),
+            sqlite_where=text(f"status = '{PENDING_SQL}'"),
+        ),
+        # The claim's count of each partner's live leases.
+        Index(
+            "ix_deliveries_pending_partner",
+            "partner_id",
+            postgresql_where=text(f"status = '{PENDING_SQL}'"),
+            sqlite_where=text(f"status = '{PENDING_SQL}'"),
+        ),
+        # Dead letters: the admin's list, the coordinator's queue, the gauge.
+        Index(
+            "ix_deliveries_dead",
+            "finished_at",
+            postgresql_where=text("status = 'dead'"),
+            sqlite_where=text("status = 'dead'"),
+        ),
+        # A partner's notices (withdrawals) in its console inbox, newest first.
+        Index(
+            "ix_deliveries_notices",
+            "partner_id",
+            "created_at",
+            postgresql_where=text(f"event_type IN {NOTICES_SQL}"),
+            sqlite_where=text(f"event_type IN {NOTICES_SQL}"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

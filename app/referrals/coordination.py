@@ -97,7 +97,7 @@ async def queue(session: AsyncSession, *, limit: int = 200) -> Queue:
             await session.execute(
                 select(Delivery)
                 .where(
-                    Delivery.status == "dead",
+                    outbox.IS_DEAD,
                     Delivery.needs_human.is_(True),
                     Delivery.event_type != "referral.created",
                 )

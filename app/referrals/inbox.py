@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import Principal
 from app.errors import NotFound
 from app.models import Delivery, Referral, Screening
+from app.models.delivery import NOTICE_EVENT_TYPES
 from app.partners.directory import PayloadFormat
 from app.partners.service import organisation_partners
 from app.referrals.service import Details, owns, referral_details
@@ -28,7 +29,7 @@ from app.settings import Settings
 #: Statuses in which the partner still has work to do on a referral: those it may report on.
 OPEN = tuple(PARTNER_TRANSITIONS)
 OPEN_VALUES = tuple(s.value for s in OPEN)
-NOTICES = ("referral.revoked", "referral.consent_withdrawn")
+NOTICES = NOTICE_EVENT_TYPES
 URGENCIES = ("emergency", "urgent", "routine")
 _URGENCY_FIRST = case(
     (Referral.urgency == "emergency", 0), (Referral.urgency == "urgent", 1), else_=2
@@ -37,6 +38,10 @@ _URGENCY_FIRST = case(
 #: whose predicate is this very list (migration 0011), in a generic plan too.
 _STATUSES: BindParameter[tuple[str, ...]] = bindparam(
     "open_statuses", OPEN_VALUES, expanding=True, literal_execute=True
+)
+#: Likewise the notices' event types: the partial index ix_deliveries_notices (0012).
+_NOTICES: BindParameter[tuple[str, ...]] = bindparam(
+    "notice_types", NOTICES, expanding=True, literal_execute=True
 )
 IS_OPEN = Referral.status.in_(_STATUSES)
 IS_CLOSED = Referral.status.not_in(_STATUSES)
@@ -66,7 +71,7 @@ async def inbox(session: AsyncSession, principal: Principal, *, limit: int = 200
         (
             await session.execute(
                 select(Delivery)
-                .where(Delivery.partner_id.in_(ids), Delivery.event_type.in_(NOTICES))
+                .where(Delivery.partner_id.in_(ids), Delivery.event_type.in_(_NOTICES))
                 .order_by(Delivery.created_at.desc())
                 .limit(50)
             )

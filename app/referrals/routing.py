@@ -164,8 +164,11 @@ async def mark_delivered(
     body_sha256: str,
     attempt: int,
     now: datetime,
+    http_status: int | None = None,
 ) -> None:
-    """The partner's endpoint took the referral: record what was disclosed, to whom, why."""
+    """The partner's endpoint took the referral: record what was disclosed, to whom, why,
+    and the attempt that delivered it (its number and, when posted, the partner's HTTP
+    status: that attempt has no ``referral.attempted`` event of its own)."""
     if referral.status == ReferralStatus.queued.value:
         record_step(session, referral, ReferralStatus.delivered, actor=ROUTER, reason=None, now=now)
     await audit.record(
@@ -182,6 +185,7 @@ async def mark_delivered(
             "legal_basis": referral.legal_basis,
             "service": referral.service,
             "attempt": attempt,
+            **({"http_status": http_status} if http_status is not None else {}),
         },
     )
 

@@ -86,7 +86,7 @@ async def dead_letters(
     rows = (
         await session.execute(
             select(Delivery)
-            .where(Delivery.status == "dead")
+            .where(outbox.IS_DEAD)
             .order_by(Delivery.finished_at.desc())
             .limit(limit)
         )

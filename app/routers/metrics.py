@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
 
+from app.delivery import outbox
 from app.deps import SettingsDep
 from app.errors import NotFound, Unauthorized
 from app.metrics import DatabaseState, exposition
@@ -42,17 +43,13 @@ async def _database_state(request: Request, now: datetime) -> DatabaseState:
     async with request.app.state.sessionmaker() as session:
         backlog, oldest = (
             await session.execute(
-                select(func.count(), func.min(Delivery.next_attempt_at)).where(
-                    Delivery.status == "pending"
-                )
+                select(func.count(), func.min(Delivery.next_attempt_at)).where(outbox.IS_PENDING)
             )
         ).one()
         if oldest is not None and oldest.tzinfo is None:
             oldest = oldest.replace(tzinfo=UTC)
         dead = (
-            await session.execute(
-                select(func.count()).select_from(Delivery).where(Delivery.status == "dead")
-            )
+            await session.execute(select(func.count()).select_from(Delivery).where(outbox.IS_DEAD))
         ).scalar_one()
         needing = (
             await session.execute(

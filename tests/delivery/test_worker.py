@@ -54,8 +54,12 @@ async def test_delivered_requests_are_signed_and_verify(
     for item in receipt["decision"]["referrals"]:
         assert (await referral(app, item["id"])).status == "delivered"
     async with app.state.sessionmaker() as session:
-        actions = [e.action for e in (await session.execute(select(AuditEvent))).scalars()]
-    assert actions.count("referral.forwarded") == len(sent)
+        events = list((await session.execute(select(AuditEvent))).scalars())
+    forwarded = [e for e in events if e.action == "referral.forwarded"]
+    assert sorted(e.data["delivery_id"] for e in forwarded) == sorted(str(d.id) for d in sent)
+    # Each first attempt that delivered is in its forwarded event, not an event of its own.
+    assert [(e.data["attempt"], e.data["http_status"]) for e in forwarded] == [(1, 200)] * len(sent)
+    assert [e for e in events if e.action == "referral.attempted"] == []
 
 
 async def test_500s_are_retried_with_the_same_id_and_bytes(
@@ -95,6 +99,20 @@ async def test_500s_are_retried_with_the_same_id_and_bytes(
         (3, 200, "delivered"),
     ]
     assert all(a.latency_ms is not None for a in attempts)
+    async with app.state.sessionmaker() as session:
+        events = list(await session.execute(select(AuditEvent).order_by(AuditEvent.seq)))
+    trail = [
+        (e.action, e.data["attempt"], e.data["http_status"], e.data.get("outcome"))
+        for (e,) in events
+        if e.action in ("referral.attempted", "referral.forwarded")
+    ]
+    # Every attempt is in the trail: the failed ones as their own events, the one that
+    # delivered in the referral's forwarded event.
+    assert trail == [
+        ("referral.attempted", 1, 500, "retry"),
+        ("referral.attempted", 2, 503, "retry"),
+        ("referral.forwarded", 3, 200, None),
+    ]
 
 
 async def test_429_retry_after_is_honoured(
