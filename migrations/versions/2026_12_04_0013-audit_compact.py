@@ -1,7 +1,7 @@
 """audit compact: event hashes stored as 32 bytes, no unique index on the hash
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-04 15:00:00
 
 ``audit_events.hash`` and ``prev_hash`` held 64 lowercase hex characters each; they now hold
@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | Sequence[str] | None = "0011"
+down_revision: str | Sequence[str] | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -60,7 +60,7 @@ async def test_0013_converts_the_hashes_up_and_down(
     exported = await _export_events(audited, settings)
     assert len(before) == 45
 
-    await _migrate(audited, database_url, "downgrade", "0011")
+    await _migrate(audited, database_url, "downgrade", "0012")
     async with audited() as session:
         stored = (
             await session.execute(
@@ -90,7 +90,7 @@ async def test_0013_refuses_to_convert_a_hash_not_in_its_one_form(
 ) -> None:
     """An upper-case hash fails verification; converted to bytes it would pass again."""
     await add_events(audited, 5)
-    await _migrate(audited, database_url, "downgrade", "0011")
+    await _migrate(audited, database_url, "downgrade", "0012")
     await tamper(audited, settings, "UPDATE audit_events SET hash = upper(hash) WHERE seq = 3")
     with pytest.raises(Exception, match="audit event 3 has a hash that is not"):
         await _migrate(audited, database_url, "upgrade", "head")
@@ -99,5 +99,5 @@ async def test_0013_refuses_to_convert_a_hash_not_in_its_one_form(
         kept = (
             await session.execute(text("SELECT hash FROM audit_events WHERE seq = 3"))
         ).scalar_one()
-    assert version == "0011"
+    assert version == "0012"
     assert kept == kept.upper()

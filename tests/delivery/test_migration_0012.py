@@ -100,7 +100,7 @@ async def _index_used(engine: AsyncEngine, statement: str, parameters: Any) -> s
     return names
 
 
-@pytest.mark.postgres_only
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # the PG planner
 async def test_the_outbox_queries_read_the_partial_indexes(
     app: FastAPI,
     http: httpx.AsyncClient,
@@ -108,8 +108,6 @@ async def test_the_outbox_queries_read_the_partial_indexes(
     partner_server: PartnerServer,
     database_url: str,
 ) -> None:
-    if app.state.engine.dialect.name != "postgresql":
-        pytest.skip("the PostgreSQL planner's use of partial indexes")
     await add_partner(http, api_key, "hospital-a", partner_server.url)
     await submit(http, api_key)
     engine: AsyncEngine = app.state.engine
