@@ -69,9 +69,11 @@ EVENT_COLUMNS: tuple[Any, ...] = (
 
 
 def _uuid_text(value: Any) -> str | None:
-    """The hashed text of a stored UUID: PostgreSQL's uuid type is canonical by
-    construction; SQLite's 32 lowercase hex digits map one to one onto it. Anything else is
-    returned as stored, and cannot match the hash."""
+    """The hashed text of a UUID as read: PostgreSQL's uuid (an object, or its text from
+    :func:`rows_query`) is canonical by construction; SQLite's 32 lowercase hex digits map
+    one to one onto it; any other text is returned as it is. Lenient, because PostgreSQL's
+    text is already the hashed form: the verifying reads on SQLite go through
+    :func:`_sqlite_uuid_text`, which accepts the stored form only."""
     if value is None:
         return None
     if type(value) is str:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request, Response
 
 from app.deps import ClinicDep, SessionDep, SettingsDep
-from app.i18n import negotiate
+from app.i18n import DEFAULT_LOCALE, negotiate
 from app.models.base import utcnow
 from app.openapi import example, ok, problem, responses
 from app.schemas import examples
@@ -127,9 +127,10 @@ async def submit(
         committer=request.app.state.intake,
     )
     headers = {"Location": screening_href(result.screening.id), "Vary": _VARY}
+    locale = DEFAULT_LOCALE  # the full receipt has every language
     minimal = prefers_minimal(request.headers.get("prefer"))
-    locale = negotiate(request.headers.get("accept-language"))
     if minimal:
+        locale = negotiate(request.headers.get("accept-language"))
         headers |= {"Preference-Applied": RETURN_MINIMAL, "Content-Language": locale}
     content = await answer_json(session, result, minimal=minimal, locale=locale)
     return Response(
