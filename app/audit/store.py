@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.chain import Checkpoint, EventRecord, flat_data, format_time
 from app.audit.verify import ChainVerifier, VerifyReport
 from app.audit.writer import AuditConfig
-from app.models.audit import AuditCheckpoint, AuditEvent
+from app.models.audit import AuditCheckpoint, AuditEvent, matches
 from app.settings import Settings
 
 BATCH = 2000
@@ -156,13 +156,13 @@ class EventFilter:
         if self.until is not None:
             query = query.where(AuditEvent.occurred_at < self.until)
         if self.action is not None:
-            query = query.where(AuditEvent.action == self.action)
+            query = query.where(matches(AuditEvent.action, self.action))
         if self.actor_id is not None:
-            query = query.where(AuditEvent.actor_id == self.actor_id)
+            query = query.where(matches(AuditEvent.actor_id, self.actor_id))
         if self.referral_id is not None:
             query = query.where(AuditEvent.referral_id == self.referral_id)
         if self.partner_id is not None:
-            query = query.where(AuditEvent.partner_id == self.partner_id)
+            query = query.where(matches(AuditEvent.partner_id, self.partner_id))
         if self.screening_id is not None:
             query = query.where(AuditEvent.screening_id == self.screening_id)
         if self.subject_id is not None:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit import Action, store, verification
 from app.audit.chain import Checkpoint
 from app.auth import Principal
-from app.models.audit import AuditEvent
+from app.models.audit import AuditEvent, matches
 from app.settings import Settings
 
 
@@ -31,7 +31,7 @@ async def trail_state(session: AsyncSession) -> TrailState:
     last = (
         await session.execute(
             select(AuditEvent)
-            .where(AuditEvent.action == Action.audit_verified.value)
+            .where(matches(AuditEvent.action, Action.audit_verified.value))
             .order_by(AuditEvent.seq.desc())
             .limit(1)
         )
