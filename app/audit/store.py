@@ -540,10 +540,14 @@ async def verify_database(
     """Walk the whole chain in the database against every stored checkpoint, and any
     ``held`` ones an auditor kept."""
     public_key = AuditConfig.from_settings(settings).signer.public_key
+    # The checkpoints before the head: each signs an event written before it or with it,
+    # so every one read first lies within the head read after it unless events were
+    # removed. Read after the head, one made in between looked like a cut log.
+    stored = await checkpoints(session)
     head_seq, _ = await head(session)
     verifier = ChainVerifier(
         public_key,
-        await checkpoints(session),
+        stored,
         held=list(held),
         log_size=head_seq,
         own_source="database",

@@ -30,6 +30,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit import merkle, store
+from app.audit.chain import Checkpoint
 from app.audit.tree import TreeError, TreeStore
 from app.audit.verify import ChainVerifier, VerifyReport
 from app.audit.vocabulary import Action
@@ -89,9 +90,12 @@ def _failure(reason: str, first_bad: int, detail: str, checkpoint: int | None) -
 
 
 async def _still_reaches_frontier(
-    session: AsyncSession, state: AuditVerificationState, head_seq: int
+    session: AsyncSession,
+    state: AuditVerificationState,
+    head_seq: int,
+    latest: Checkpoint | None,
 ) -> VerifyReport | None:
-    latest = await store.latest_checkpoint(session)
+    """``state`` and ``latest`` were read before ``head_seq`` (see :func:`advance`)."""
     if latest is not None and latest.seq > head_seq:
         return _failure(
             "truncated",
@@ -145,16 +149,21 @@ async def advance(
     """Verify from the frontier towards the head for at most ``budget`` seconds, and move
     the frontier to where the events verified. Flushes only."""
     state = await _state(session)
-    head_seq, _ = await store.head(session)
     start = state.frontier_seq + 1
-    early = await _still_reaches_frontier(session, state, head_seq)
+    # What the head is held to is read before the head: each checkpoint signs an event
+    # written before it or with it, so one read first lies within the head read after it
+    # unless events were removed. Read after it, one made in between looked like a cut log.
+    latest = await store.latest_checkpoint(session)
+    stored = await store.checkpoints(session, from_seq=start)
+    head_seq, _ = await store.head(session)
+    early = await _still_reaches_frontier(session, state, head_seq, latest)
     early = early or await _latest_root_holds(session, head_seq)
     if early is not None:
         return Increment(early, start, state.frontier_seq, False)
     public_key = AuditConfig.from_settings(settings).signer.public_key
     verifier = ChainVerifier(
         public_key,
-        await store.checkpoints(session, from_seq=start),
+        stored,
         start_seq=start,
         anchor_hash=state.frontier_hash,
         log_size=head_seq,
@@ -336,7 +345,7 @@ async def walk_if_due(
     async with maker() as session:
         verifier = ChainVerifier(
             public_key,
-            await store.checkpoints(session),
+            await _held_to(session, target),
             log_size=target,
             own_source="database",
         )
@@ -355,6 +364,19 @@ async def walk_if_due(
     report = verifier.finish()
     await _finish(maker, settings, owner, started, report, verifier)
     return report
+
+
+async def _held_to(session: AsyncSession, target: int) -> list[Checkpoint]:
+    """The stored checkpoints a walk to ``target`` (the head when it was claimed) holds the
+    log to. One beyond the target was made after the claim if the log reaches it now, and
+    is left out (it would read as a cut log); if the log ends before it, events were
+    removed, and it stays, so the walk reports that. Checkpoints are read before the head
+    (each signs an event written before it or with it)."""
+    stored = await store.checkpoints(session)
+    if all(c.seq <= target for c in stored):
+        return stored
+    now, _ = await store.head(session)
+    return [c for c in stored if c.seq <= target or c.seq > now]
 
 
 async def _finish(

@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import audit
-from app.audit import verification
+from app.audit import store, verification
 from app.models import AuditEvent, AuditVerificationState
 from app.models.base import utcnow
 from app.settings import Settings
@@ -150,3 +150,70 @@ async def test_the_walk_reports_progress_while_it_reads(
     assert report is not None
     assert report.ok, report
     assert seen == list(range(1, 301))
+
+
+async def test_a_checkpoint_made_while_the_walk_runs_is_not_a_cut_log(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Intake goes on while the walk runs: events and a checkpoint beyond the head the walk
+    claimed must not read as a truncated log (the storage benchmark once raised that alarm),
+    while a log that really lost its end still is reported."""
+    audit.configure_sessionmaker(sessionmaker, settings)
+    await add_events(sessionmaker, 30)
+    original = verification._claim
+
+    async def claim_then_write(*args: object) -> int | None:
+        target = await original(*args)  # type: ignore[arg-type]
+        await add_events(sessionmaker, 5)
+        async with sessionmaker() as session:
+            await audit.checkpoint_if_due(session, settings, force=True)
+            await session.commit()
+        return target
+
+    monkeypatch.setattr(verification, "_claim", claim_then_write)
+    report = await verification.walk_if_due(sessionmaker, settings, "walker")
+    assert report is not None
+    assert report.ok, report
+    assert report.last_seq == 30
+
+    await _tamper(sessionmaker, settings, "DELETE FROM audit_events WHERE seq > 33")
+    async with sessionmaker() as session:
+        state = await session.get(AuditVerificationState, 1)
+        assert state is not None
+        state.walk_requested = True
+        await session.commit()
+    monkeypatch.setattr(verification, "_claim", original)
+    cut = await verification.walk_if_due(sessionmaker, settings, "walker")
+    assert cut is not None
+    assert (cut.ok, cut.reason) == (False, "truncated"), cut
+
+
+async def test_a_checkpoint_made_between_the_reads_of_one_increment_is_not_a_cut_log(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if settings.is_sqlite:
+        pytest.skip("SQLite serialises writers: nothing is written between an increment's reads")
+    audit.configure_sessionmaker(sessionmaker, settings)
+    await add_events(sessionmaker, 20)
+    original = store.head
+    made = False
+
+    async def then_more(session: AsyncSession) -> tuple[int, str | None]:
+        nonlocal made
+        found = await original(session)
+        if not made:
+            made = True
+            await add_events(sessionmaker, 3)
+            async with sessionmaker() as other:
+                await audit.checkpoint_if_due(other, settings, force=True)
+                await other.commit()
+        return found
+
+    monkeypatch.setattr(store, "head", then_more)
+    out = await _verify(sessionmaker, settings)
+    assert out["ok"], out
+    assert made
