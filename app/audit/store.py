@@ -37,7 +37,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.chain import Checkpoint, EventRecord, flat_data, format_time
 from app.audit.verify import ChainVerifier, VerifyReport
 from app.audit.writer import AuditConfig
-from app.models.audit import AuditCheckpoint, AuditEvent, matches
+from app.models.audit import AuditCheckpoint, AuditEvent
+from app.models.base import matches
 from app.settings import Settings
 
 BATCH = 2000

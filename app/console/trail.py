@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit import Action, store, verification
 from app.audit.chain import Checkpoint
 from app.auth import Principal
-from app.models.audit import AuditEvent, matches
+from app.models.audit import AuditEvent
+from app.models.base import matches
 from app.settings import Settings
 
 

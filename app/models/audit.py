@@ -22,15 +22,11 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
-    text,
 )
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 
 from app.compact import Digest
-from app.models.base import Base, JSONType, UTCDateTime
+from app.models.base import Base, JSONType, UTCDateTime, filter_key, not_null
 
 
 class AuditEvent(Base):
@@ -64,36 +60,6 @@ class AuditEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSONType)
 
 
-class filter_key(FunctionElement[Any]):  # noqa: N801 - a SQL function, named as one
-    """The key a text filter of the audit trail is indexed by (migration 0015).
-
-    On PostgreSQL ``hashtext(x)``: four bytes, so an index entry of ``(hashtext(x), seq)`` is
-    24 bytes, and PostgreSQL splits a full page of such an index where the new entry goes
-    (each action's, actor's or partner's events are appended at the end of its own run)
-    instead of in half, which left every page of ``(x, seq)`` half empty for good: as
-    written, about a third of the size (docs/performance.md, "Audit indexes"). Two values
-    may share a hash, so a query compares ``x`` itself as well (:func:`matches`). On SQLite,
-    where index size does not matter to anyone, the value itself."""
-
-    inherit_cache = True
-    name = "filter_key"
-
-
-@compiles(filter_key, "postgresql")
-def _filter_key_postgresql(element: filter_key, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"hashtext({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(filter_key)
-def _filter_key_value(element: filter_key, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.clauses, **kw)
-
-
-def _not_null(column: str) -> dict[str, Any]:
-    where = text(f"{column} IS NOT NULL")
-    return {"postgresql_where": where, "sqlite_where": where}
-
-
 # The filters' indexes, each followed by seq (the page order). Partial: an event without
 # a referral (a decision, a screening) is in no referral index; a query on a value implies
 # the value is not null, which both engines' planners know. Text filters by filter_key.
@@ -106,37 +72,32 @@ Index(
     "ix_audit_events_actor_id_seq",
     filter_key(AuditEvent.actor_id),
     AuditEvent.seq,
-    **_not_null("actor_id"),
+    **not_null("actor_id"),
 )
 Index(
     "ix_audit_events_partner_seq",
     filter_key(AuditEvent.partner_id),
     AuditEvent.seq,
-    **_not_null("partner_id"),
+    **not_null("partner_id"),
 )
 Index(
     "ix_audit_events_screening_seq",
     AuditEvent.screening_id,
     AuditEvent.seq,
-    **_not_null("screening_id"),
+    **not_null("screening_id"),
 )
 Index(
     "ix_audit_events_referral_seq",
     AuditEvent.referral_id,
     AuditEvent.seq,
-    **_not_null("referral_id"),
+    **not_null("referral_id"),
 )
 Index(
     "ix_audit_events_subject_seq",
     AuditEvent.subject_id,
     AuditEvent.seq,
-    **_not_null("subject_id"),
+    **not_null("subject_id"),
 )
-
-
-def matches(column: Any, value: Any) -> Any:
-    """``column = value``, written so the filter's index (above) is used on PostgreSQL."""
-    return (filter_key(column) == filter_key(value)) & (column == value)
 
 
 class AuditCheckpoint(Base):

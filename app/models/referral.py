@@ -8,7 +8,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.compact import CompactJSON
-from app.models.base import Base, JSONType, UTCDateTime, utcnow
+from app.models.base import Base, JSONType, UTCDateTime, filter_key, not_null, utcnow
 
 
 class Decision(Base):
@@ -45,34 +45,6 @@ class Referral(Base):
     __table_args__ = (
         Index("ix_referrals_status_deadline", "status", "deadline_at"),
         Index("ix_referrals_partner_status", "partner_id", "status"),
-        # The referral log's filters, each followed by its page order (newest first):
-        # migration 0011, docs/performance.md ("Auditors' queries at a million referrals").
-        Index("ix_referrals_created_id", "created_at", "id"),
-        Index("ix_referrals_status_created", "status", "created_at", "id"),
-        Index("ix_referrals_service_created", "service", "created_at", "id"),
-        Index("ix_referrals_urgency_created", "urgency", "created_at", "id"),
-        Index("ix_referrals_partner_created", "partner_id", "created_at", "id"),
-        Index("ix_referrals_region_created", "region", "created_at", "id"),
-        Index("ix_referrals_region_urgency_created", "region", "urgency", "created_at", "id"),
-        # A partner's inbox (app.referrals.inbox): its open referrals by urgency, newest
-        # first; its closed ones by last change.
-        Index(
-            "ix_referrals_inbox_open",
-            "partner_id",
-            "urgency",
-            "created_at",
-            "id",
-            postgresql_where=text(f"status IN {OPEN_STATUSES_SQL}"),
-            sqlite_where=text(f"status IN {OPEN_STATUSES_SQL}"),
-        ),
-        Index(
-            "ix_referrals_inbox_closed",
-            "partner_id",
-            "updated_at",
-            "id",
-            postgresql_where=text(f"status NOT IN {OPEN_STATUSES_SQL}"),
-            sqlite_where=text(f"status NOT IN {OPEN_STATUSES_SQL}"),
-        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -105,6 +77,48 @@ class Referral(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# The referral log's filters, each followed by the page order (newest first): migration
+# 0011, keyed by filter_key since 0017 (docs/performance.md, "Referral list indexes"). The
+# page order's tie-break, id, is not in them: rows that share a created_at (rare) are
+# ordered by id as they are read, a few at a time (an incremental sort).
+Index("ix_referrals_created", Referral.created_at)
+Index("ix_referrals_status_created", filter_key(Referral.status), Referral.created_at)
+Index("ix_referrals_service_created", filter_key(Referral.service), Referral.created_at)
+Index("ix_referrals_urgency_created", filter_key(Referral.urgency), Referral.created_at)
+Index(
+    "ix_referrals_partner_created",
+    filter_key(Referral.partner_id),
+    Referral.created_at,
+    **not_null("partner_id"),
+)
+Index("ix_referrals_region_created", filter_key(Referral.region), Referral.created_at)
+Index(
+    "ix_referrals_region_urgency_created",
+    filter_key(Referral.region),
+    filter_key(Referral.urgency),
+    Referral.created_at,
+)
+# A partner's inbox (app.referrals.inbox): its open referrals by urgency, newest first; its
+# closed ones by last change.
+_OPEN = text(f"status IN {OPEN_STATUSES_SQL}")
+_CLOSED = text(f"status NOT IN {OPEN_STATUSES_SQL}")
+Index(
+    "ix_referrals_inbox_open",
+    filter_key(Referral.partner_id),
+    filter_key(Referral.urgency),
+    Referral.created_at,
+    postgresql_where=_OPEN,
+    sqlite_where=_OPEN,
+)
+Index(
+    "ix_referrals_inbox_closed",
+    filter_key(Referral.partner_id),
+    Referral.updated_at,
+    postgresql_where=_CLOSED,
+    sqlite_where=_CLOSED,
+)
 
 
 class ReferralEvent(Base):

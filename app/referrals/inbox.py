@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import Principal
 from app.errors import NotFound
 from app.models import Delivery, Referral, Screening
+from app.models.base import matches
 from app.models.delivery import NOTICE_EVENT_TYPES
 from app.partners.directory import PayloadFormat
 from app.partners.service import organisation_partners
@@ -86,7 +87,7 @@ def _open_query(partner_ids: list[str], limit: int) -> Select[Any]:
     (a range, in order), then merged; no partner's whole history is read or sorted."""
     newest = [
         select(Referral.id)
-        .where(Referral.partner_id == partner, Referral.urgency == urgency, IS_OPEN)
+        .where(matches(Referral.partner_id, partner), matches(Referral.urgency, urgency), IS_OPEN)
         .order_by(Referral.created_at.desc(), Referral.id.desc())
         .limit(limit)
         .subquery()
@@ -106,7 +107,7 @@ def _closed_query(partner_ids: list[str], limit: int) -> Select[Any]:
     """The last ``limit`` closed, as :func:`_open_query` reads them (by last change)."""
     newest = [
         select(Referral.id)
-        .where(Referral.partner_id == partner, IS_CLOSED)
+        .where(matches(Referral.partner_id, partner), IS_CLOSED)
         .order_by(Referral.updated_at.desc(), Referral.id.desc())
         .limit(limit)
         .subquery()

@@ -28,6 +28,7 @@ from app.models import (
     ReferralEvent,
     Screening,
 )
+from app.models.base import matches
 from app.referrals.views import partner_names, referral_view
 from app.schemas.screening import aware_utc
 
@@ -96,7 +97,7 @@ def log_query(filters: LogFilter, cursor: str | None, limit: int) -> Select[Any]
         (Referral.region, filters.region),
     ):
         if value is not None:
-            query = query.where(column == value)
+            query = query.where(matches(column, value))
     if filters.created_from is not None:
         query = query.where(Referral.created_at >= filters.created_from)
     if filters.created_to is not None:
