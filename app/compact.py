@@ -8,6 +8,11 @@ is stored here as a one-byte codec id followed by the compressed bytes:
 * ``0x00``: the JSON text (UTF-8) as is;
 * ``0x01``: a Zstandard frame compressed with dictionary 1 (``app/dictionaries/1.zdict``).
 
+Columns (:class:`CompactJSON`) are written with whichever of the two is shorter
+(:func:`pack_smallest`): a frame costs about ten bytes of its own, so a short list such as
+a referral's flags or ``[]`` is smaller as it is (revision 0016; docs/performance.md,
+"Referral and outbox rows"). Readers read either codec, whatever the writer chose.
+
 Why Zstandard with a trained dictionary rather than zlib: on the benchmark's rows (docs/
 performance.md, "Storage per screening") a 5 KB trace becomes about 250 bytes; plain zlib
 gets 1.7 KB, because each row alone is too short to learn its own repetitions. A zlib preset
@@ -72,6 +77,14 @@ def pack(data: bytes, codec: int = CURRENT) -> bytes:
     return bytes([codec]) + _compressor(codec).compress(data)
 
 
+def pack_smallest(data: bytes) -> bytes:
+    """``data`` behind the codec that stores it in fewer bytes: the current dictionary's,
+    or RAW when the frame's own overhead outweighs what it saves (ties go to RAW, which
+    costs nothing to read)."""
+    compressed = pack(data)
+    return compressed if len(compressed) < len(data) + 1 else bytes([RAW]) + data
+
+
 def unpack(blob: bytes) -> bytes:
     """The bytes :func:`pack` was given."""
     if not blob:
@@ -87,10 +100,19 @@ def unpack(blob: bytes) -> bytes:
         raise CompactError(f"corrupt value: {exc}") from None
 
 
+def _json(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+
 def pack_json(value: Any, codec: int = CURRENT) -> bytes:
     """A JSON document, compactly: keys in the order given, no spaces, non-ASCII as is,
     written by orjson as every other JSON column is (app.db.json_dumps)."""
-    return pack(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS), codec)
+    return pack(_json(value), codec)
+
+
+def pack_json_smallest(value: Any) -> bytes:
+    """:func:`pack_json` with the codec that stores ``value`` in fewer bytes."""
+    return pack_smallest(_json(value))
 
 
 def unpack_json(blob: bytes) -> Any:
@@ -109,15 +131,15 @@ def body_bytes(plaintext: bytes) -> bytes:
 
 
 class CompactJSON(TypeDecorator[Any]):
-    """A JSON column stored as :func:`pack_json` bytes (``bytea`` / ``BLOB``). Only whole
-    values are read and written; no query looks inside these columns. Python's None is
-    stored as JSON ``null``, as SQLAlchemy's JSON type stores it."""
+    """A JSON column stored as :func:`pack_json_smallest` bytes (``bytea`` / ``BLOB``).
+    Only whole values are read and written; no query looks inside these columns. Python's
+    None is stored as JSON ``null``, as SQLAlchemy's JSON type stores it."""
 
     impl = LargeBinary
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> bytes:
-        return pack_json(value)
+        return pack_json_smallest(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         return None if value is None else unpack_json(bytes(value))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from sqlalchemy.dialects import postgresql, sqlite
@@ -65,3 +66,33 @@ def test_column_types_bind_and_read_back() -> None:
         raw = compact.Digest().process_bind_param(digest, dialect)
         assert raw == hashlib.sha256(b"x").digest()
         assert compact.Digest().process_result_value(memoryview(raw), dialect) == digest
+
+
+@given(json_values())
+@settings(max_examples=200)
+def test_the_column_writer_stores_the_shorter_form_and_reads_it_back(value: object) -> None:
+    text = orjson.dumps(value)  # what the writer writes (app.db.json_dumps too)
+    blob = compact.pack_json_smallest(value)
+    assert compact.unpack_json(blob) == value
+    assert len(blob) == min(len(compact.pack_json(value)), len(text) + 1)
+    assert len(blob) <= len(compact.pack_json(value))
+
+
+@pytest.mark.parametrize(
+    ("value", "codec"),
+    [
+        ([], compact.RAW),  # a frame alone is longer than "[]"
+        (["hospital-a"], compact.RAW),
+        (["interpreter_needed", "no_police_report_required", "phone_controlled"], 0x01),
+        (["clinical", "demographics", "location", "needs", "safe_contact"], 0x01),
+    ],
+)
+def test_short_lists_are_stored_as_they_are_longer_ones_compressed(
+    value: list[str], codec: int
+) -> None:
+    blob = compact.CompactJSON().process_bind_param(value, sqlite.dialect())
+    assert blob[0] == codec
+    assert compact.CompactJSON().process_result_value(blob, sqlite.dialect()) == value
+    # Whichever the writer chose, a value in the other codec reads back the same.
+    for other in (compact.RAW, compact.CURRENT):
+        assert compact.unpack_json(compact.pack_json(value, other)) == value

@@ -160,11 +160,11 @@ def delivery_row(
 ) -> dict[str, Any]:
     """A new outbox row's columns, the body encrypted under ``dek``. Intake writes all of a
     screening's rows in one INSERT, then calls :func:`announce`. A notification has no
-    referral; it names its screening instead."""
+    referral; it names its screening instead. No ``webhook_id`` is stored: it is derived
+    from the row's id (:attr:`app.models.Delivery.webhook_id`)."""
     delivery_id = uuid.uuid4()
     return {
         "id": delivery_id,
-        "webhook_id": f"msg_{uuid.uuid4().hex}",
         "referral_id": referral_id,
         "screening_id": screening_id,
         "partner_id": partner_id,

@@ -32,7 +32,7 @@ class Delivery(Base):
     """A message for a partner, written in the same transaction as what caused it.
 
     The body is stored once, encrypted under the subject's data key, and every attempt and
-    every replay sends exactly these bytes with the same ``webhook_id``.
+    every replay sends exactly these bytes with the same :attr:`webhook_id`.
     """
 
     __tablename__ = "deliveries"
@@ -62,6 +62,14 @@ class Delivery(Base):
             postgresql_where=text("status = 'dead'"),
             sqlite_where=text("status = 'dead'"),
         ),
+        # The webhook ids stored before revision 0016 stay unique; later rows store none.
+        Index(
+            "uq_deliveries_webhook_id",
+            "webhook_id",
+            unique=True,
+            postgresql_where=text("webhook_id IS NOT NULL"),
+            sqlite_where=text("webhook_id IS NOT NULL"),
+        ),
         # A partner's notices (withdrawals) in its console inbox, newest first.
         Index(
             "ix_deliveries_notices",
@@ -73,7 +81,9 @@ class Delivery(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    webhook_id: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The ``webhook-id`` of a row written before revision 0016 (a random ``msg_`` id);
+    #: None for every later row, whose id is derived from its own (:attr:`webhook_id`).
+    stored_webhook_id: Mapped[str | None] = mapped_column("webhook_id", String(64))
     #: The referral this message is about; None for a non-identifying notification.
     referral_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("referrals.id"), index=True)
     #: The screening it comes from (set for notifications, which have no referral).
@@ -100,6 +110,19 @@ class Delivery(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def webhook_id(self) -> str:
+        """The Standard Webhooks ``webhook-id`` partners deduplicate on: the one stored
+        with the row if it has one, else derived from the row's id. Neither ever changes,
+        so every attempt and every replay carries the same id."""
+        return self.stored_webhook_id or webhook_id_of(self.id)
+
+
+def webhook_id_of(delivery_id: uuid.UUID) -> str:
+    """The ``webhook-id`` of a delivery written since revision 0016: ``msg_`` and its id's
+    32 hex digits, the form ids had before (unique, as the primary key is)."""
+    return f"msg_{delivery_id.hex}"
 
 
 class DeliveryAttempt(Base):

@@ -8,7 +8,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.compact import CompactJSON
-from app.models.base import Base, JSONType, UTCDateTime, filter_key, not_null, utcnow
+from app.models.base import Base, UTCDateTime, filter_key, not_null, utcnow
 
 
 class Decision(Base):
@@ -42,10 +42,7 @@ class Referral(Base):
     """
 
     __tablename__ = "referrals"
-    __table_args__ = (
-        Index("ix_referrals_status_deadline", "status", "deadline_at"),
-        Index("ix_referrals_partner_status", "partner_id", "status"),
-    )
+    __table_args__ = (Index("ix_referrals_status_deadline", "status", "deadline_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     screening_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("screenings.id"), index=True)
@@ -59,7 +56,9 @@ class Referral(Base):
     urgency: Mapped[str] = mapped_column(String(16))
     legal_basis: Mapped[str] = mapped_column(String(32))
     identifying: Mapped[bool] = mapped_column(Boolean)
-    flags: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    #: Flags, partners tried and data categories are short lists of codes, read and written
+    #: whole (no query looks inside them): stored as app.compact stores JSON (0016).
+    flags: Mapped[list[str]] = mapped_column(CompactJSON, default=list)
     #: The decision's reasons, texts included (compressed, app.compact).
     reasons: Mapped[list[dict[str, Any]]] = mapped_column(CompactJSON, default=list)
     status: Mapped[str] = mapped_column(String(16))
@@ -67,10 +66,10 @@ class Referral(Base):
     #: Why this partner was chosen and why others were passed over (ids and codes only).
     match: Mapped[dict[str, Any]] = mapped_column(CompactJSON, default=dict)
     #: Partners already tried (rejected, timed out or undeliverable), in order.
-    tried_partner_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    tried_partner_ids: Mapped[list[str]] = mapped_column(CompactJSON, default=list)
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Data categories the current partner received (e.g. "demographics", "clinical").
-    data_categories: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    data_categories: Mapped[list[str]] = mapped_column(CompactJSON, default=list)
     needs_human: Mapped[bool] = mapped_column(Boolean, default=False)
     human_reason: Mapped[str | None] = mapped_column(String(64))
     assignment: Mapped[int] = mapped_column(Integer, default=1)

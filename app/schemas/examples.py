@@ -82,6 +82,8 @@ SCREENING_ID = EXAMPLE_SCREENING["id"]
 DECISION_ID = "9e1d2c00-fc15-4382-aaa0-e627b8077ade"
 REFERRAL_ID = "61367e7a-23c6-4975-b221-429427533d26"
 DELIVERY_ID = "60af99db-7651-46af-ba6a-7a4c45f4f8cf"
+#: Its ``webhook-id``: ``msg_`` and the delivery's id (app.models.Delivery.webhook_id).
+WEBHOOK_ID = "msg_" + DELIVERY_ID.replace("-", "")
 SUBJECT_ID = "0d6f4c1e-2a7b-4c39-9e0f-5b8d7a3c2e11"
 RULE_SET_HASH = "5b0b0ce38a63d906f15c2133f9aea70d6ffc3404519784e33d5ecaf6c409f2aa"
 HOSPITAL = {"id": "hospital-santa-rosa-mdd", "name": "Hospital Santa Rosa - Puerto Maldonado"}
@@ -481,7 +483,7 @@ REFERRAL_EXPLANATION: dict[str, Any] = {
     "deliveries": [
         {
             "id": DELIVERY_ID,
-            "webhook_id": "msg_704cb9335000445bb6a8e9d82d788e69",
+            "webhook_id": WEBHOOK_ID,
             "partner_id": HOSPITAL["id"],
             "event_type": "referral.created",
             "status": "delivered",
@@ -769,7 +771,7 @@ SERVICE_PAGE: dict[str, Any] = {
 
 DELIVERY: dict[str, Any] = {
     "id": DELIVERY_ID,
-    "webhook_id": "msg_704cb9335000445bb6a8e9d82d788e69",
+    "webhook_id": WEBHOOK_ID,
     "referral_id": REFERRAL_ID,
     "partner_id": HOSPITAL["id"],
     "event_type": "referral.created",
@@ -815,7 +817,7 @@ INBOX: dict[str, Any] = {
     "items": [
         {
             "partner_id": HOSPITAL["id"],
-            "webhook_id": "msg_704cb9335000445bb6a8e9d82d788e69",
+            "webhook_id": WEBHOOK_ID,
             "received_at": "2026-11-20T14:52:10.516882+00:00",
             "payload": {**REFERRAL_DETAILS, "type": "referral.created"},
         }

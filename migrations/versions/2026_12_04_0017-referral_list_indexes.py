@@ -1,7 +1,7 @@
 """referral list indexes: four-byte keys, no id, so pages fill
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-12-04 18:30:00
 
 The referral log's and the inbox's indexes of migration 0011 are rebuilt the way 0015
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0017"
-down_revision: str | Sequence[str] | None = "0015"
+down_revision: str | Sequence[str] | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -161,15 +161,8 @@ async def stored(database_url: str) -> tuple[dict[str, str], dict[str, str]]:
                 )
             )
             endpoints = {pid: str(url) for pid, url in rows.all()}
-            delivered = dict(
-                (
-                    await session.execute(
-                        select(Delivery.webhook_id, Delivery.partner_id).where(
-                            Delivery.status == "delivered"
-                        )
-                    )
-                ).all()
-            )
+            sent = await session.execute(select(Delivery).where(Delivery.status == "delivered"))
+            delivered = {d.webhook_id: d.partner_id for d in sent.scalars()}
     finally:
         await engine.dispose()
     return endpoints, delivered
