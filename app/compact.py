@@ -6,7 +6,13 @@ referral's reasons carry the same texts, and its match lists every partner passe
 is stored here as a one-byte codec id followed by the compressed bytes:
 
 * ``0x00``: the JSON text (UTF-8) as is;
-* ``0x01``: a Zstandard frame compressed with dictionary 1 (``app/dictionaries/1.zdict``).
+* ``0x01``: a Zstandard frame compressed with dictionary 1 (``app/dictionaries/1.zdict``),
+  trained on the screening's JSON columns and the partners' bodies;
+* ``0x02``: a Zstandard frame compressed with dictionary 2 (``app/dictionaries/2.zdict``,
+  8 KiB), trained on the audit trail's event data (``audit_events.data``, migration 0014):
+  its keys, actions' values, the rule set's version and hash. On events written by the real
+  write path it stores 59 bytes an event where dictionary 1 stores 94 (docs/performance.md,
+  "Audit data compressed").
 
 Why Zstandard with a trained dictionary rather than zlib: on the benchmark's rows (docs/
 performance.md, "Storage per screening") a 5 KB trace becomes about 250 bytes; plain zlib
@@ -21,7 +27,10 @@ A better dictionary gets a new id and file; reading keeps every old one. Values 
 are the very documents written (JSON text in, the same JSON out), so every reader - API,
 console, reports, replay - sees what it saw before. Nothing here touches what is hashed or
 signed: bodies are compressed before they are encrypted and sent decompressed, byte for
-byte (app.delivery.outbox), and the audit trail is not stored through this module.
+byte (app.delivery.outbox). The audit trail's ``data`` is stored through this module, but
+what is hashed is the canonical JSON of the document read back (app.audit.chain), which is
+the document written; a stored value that no codec reads is returned as :class:`Unreadable`
+there, which readers show and the verifier refuses (docs/audit.md, "Stored form").
 """
 
 from __future__ import annotations
@@ -37,10 +46,15 @@ from sqlalchemy.engine import Dialect
 
 RAW = 0x00
 ZSTD_DICT_1 = 0x01
-#: The codec new values are written with.
+ZSTD_DICT_2 = 0x02
+#: The codec new values are written with (the audit trail's data: :data:`AUDIT`).
 CURRENT = ZSTD_DICT_1
-_DICTIONARIES = {ZSTD_DICT_1: "1.zdict"}
+AUDIT = ZSTD_DICT_2
+_DICTIONARIES = {ZSTD_DICT_1: "1.zdict", ZSTD_DICT_2: "2.zdict"}
 _LEVEL = 9
+#: No stored value is near this; a frame that says it is larger is refused before any
+#: memory is set aside for it.
+MAX_SIZE = 16 * 1024 * 1024
 
 
 class CompactError(ValueError):
@@ -82,9 +96,18 @@ def unpack(blob: bytes) -> bytes:
     if codec not in _DICTIONARIES:
         raise CompactError(f"unknown codec {codec:#04x}")
     try:
-        return _decompressor(codec).decompress(rest)
+        size = zstandard.frame_content_size(rest)
+        # One frame, whole, that states its size (as every frame written here does), and
+        # nothing after it: a value with bytes added or cut is not one that was written.
+        stream = _decompressor(codec).decompressobj()
+        if not 0 <= size <= MAX_SIZE:
+            raise CompactError("corrupt value: no size, or one beyond any stored value")
+        out: bytes = stream.decompress(rest)
     except zstandard.ZstdError as exc:
         raise CompactError(f"corrupt value: {exc}") from None
+    if not stream.eof or stream.unused_data or len(out) != size:
+        raise CompactError("corrupt value: not exactly one whole frame")
+    return out
 
 
 def pack_json(value: Any, codec: int = CURRENT) -> bytes:
@@ -95,6 +118,33 @@ def pack_json(value: Any, codec: int = CURRENT) -> bytes:
 
 def unpack_json(blob: bytes) -> Any:
     return orjson.loads(unpack(blob))
+
+
+class Unreadable(dict[str, Any]):
+    """What a stored value reads as when no codec reads it, or it is not JSON: a document
+    ``{"unreadable": <why>}`` that readers can show, and a type the audit verifier refuses
+    (reason ``data_unreadable``) before it hashes anything."""
+
+    __slots__ = ("detail",)
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(unreadable=detail)
+        self.detail = detail
+
+
+def read_json(blob: Any) -> Any:
+    """:func:`unpack_json`, with what it cannot read as :class:`Unreadable` (never an
+    exception): bytes that are not a value of a known codec, or not JSON, or not bytes."""
+    if type(blob) is not bytes:
+        if not isinstance(blob, bytes | bytearray | memoryview):
+            return Unreadable(f"stored as {type(blob).__name__}, not bytes")
+        blob = bytes(blob)
+    try:
+        return orjson.loads(unpack(blob))
+    except CompactError as exc:
+        return Unreadable(str(exc))
+    except orjson.JSONDecodeError:
+        return Unreadable("not JSON once decompressed")
 
 
 def is_packed_body(plaintext: bytes) -> bool:
@@ -109,18 +159,27 @@ def body_bytes(plaintext: bytes) -> bytes:
 
 
 class CompactJSON(TypeDecorator[Any]):
-    """A JSON column stored as :func:`pack_json` bytes (``bytea`` / ``BLOB``). Only whole
-    values are read and written; no query looks inside these columns. Python's None is
-    stored as JSON ``null``, as SQLAlchemy's JSON type stores it."""
+    """A JSON column stored as :func:`pack_json` bytes (``bytea`` / ``BLOB``), written with
+    ``codec``. Only whole values are read and written; no query looks inside these columns.
+    Python's None is stored as JSON ``null``, as SQLAlchemy's JSON type stores it. With
+    ``lenient``, a value no codec reads comes back as :class:`Unreadable` instead of raising
+    :class:`CompactError` (the audit trail: evidence of tampering is shown, not hidden)."""
 
     impl = LargeBinary
     cache_ok = True
 
+    def __init__(self, codec: int = CURRENT, *, lenient: bool = False) -> None:
+        super().__init__()
+        self.codec = codec
+        self.lenient = lenient
+
     def process_bind_param(self, value: Any, dialect: Dialect) -> bytes:
-        return pack_json(value)
+        return pack_json(value, self.codec)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
-        return None if value is None else unpack_json(bytes(value))
+        if value is None:
+            return None
+        return read_json(value) if self.lenient else unpack_json(bytes(value))
 
 
 class Digest(TypeDecorator[str]):
