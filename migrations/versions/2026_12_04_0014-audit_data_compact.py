@@ -30,6 +30,7 @@ code changes; dictionary 2 never changes (app/compact.py).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,11 @@ def _packer() -> Callable[[str], bytes]:
 
     def pack(stored: str) -> bytes:
         raw = stored.encode("utf-8", "surrogatepass")
-        try:
-            # app.compact.pack_json's form (app.db.json_dumps'); orjson also reads the
-            # value wherever the service does.
+        # app.compact.pack_json's form (app.db.json_dumps'), parsed by orjson as the service
+        # parses it; a text that does not parse is kept as it stands (it reads back as the
+        # same text, and fails as it did).
+        with contextlib.suppress(orjson.JSONDecodeError, orjson.JSONEncodeError):
             raw = orjson.dumps(orjson.loads(raw), option=orjson.OPT_NON_STR_KEYS)
-        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-            pass  # kept as it stands: it reads back as the same text, and fails as it did
         return bytes([_CODEC]) + compressor.compress(raw)
 
     return pack
@@ -84,12 +84,12 @@ def _unpacker() -> Callable[[Any, Any], str]:
     decompressor = zstandard.ZstdDecompressor(dict_data=_dictionary())
 
     def unpack(seq: Any, blob: Any) -> str:
-        blob = bytes(blob) if isinstance(blob, bytes | bytearray | memoryview) else b""
+        stored = bytes(blob) if isinstance(blob, bytes | bytearray | memoryview) else b""
         try:
-            if blob[:1] == bytes([_RAW]):
-                return blob[1:].decode()
-            if blob[:1] == bytes([_CODEC]):
-                return decompressor.decompress(blob[1:]).decode()
+            if stored[:1] == bytes([_RAW]):
+                return stored[1:].decode()
+            if stored[:1] == bytes([_CODEC]):
+                return decompressor.decompress(stored[1:]).decode()
         except (zstandard.ZstdError, UnicodeDecodeError):
             pass
         raise Unreadable(
@@ -140,7 +140,7 @@ def _postgresql_convert(column: str, new_type: str, change: Callable[[Any, Any],
             {"seqs": [row[0] for row in rows], "values": [change(row[0], row[1]) for row in rows]},
         )
     op.execute(
-        f"CREATE FUNCTION pg_temp.ruta_0014_value(bigint) RETURNS {kind} "
+        f"CREATE FUNCTION pg_temp.ruta_0014_value(bigint) RETURNS {kind} "  # noqa: S608
         f"LANGUAGE sql STABLE AS $$ SELECT value FROM {_TEMPORARY} WHERE seq = $1 $$"
     )
     cast = "" if new_type == "bytea" else "::jsonb"
