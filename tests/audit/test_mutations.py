@@ -545,6 +545,7 @@ async def test_stored_data_that_does_not_read_fails_at_its_event(
         page = await store.list_events(session, store.EventFilter(), after_seq=16, limit=2)
         orm = (await session.execute(select(AuditEvent).where(AuditEvent.seq == 17))).scalar_one()
     assert (report.ok, report.first_bad_seq, report.reason) == (False, 17, "data_unreadable")
+    assert report.detail is not None
     assert report.detail.startswith("its stored data: ")
     assert report.events_checked == 16
     assert [r.seq for r in page] == [17, 18]
