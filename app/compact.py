@@ -96,18 +96,33 @@ def unpack(blob: bytes) -> bytes:
     if codec not in _DICTIONARIES:
         raise CompactError(f"unknown codec {codec:#04x}")
     try:
-        size = zstandard.frame_content_size(rest)
         # One frame, whole, that states its size (as every frame written here does), and
-        # nothing after it: a value with bytes added or cut is not one that was written.
-        stream = _decompressor(codec).decompressobj()
+        # nothing after it: a value with bytes added or cut is not one that was written
+        # (Zstandard itself would read the first frame and ignore the rest).
+        size = zstandard.frame_content_size(rest)
         if not 0 <= size <= MAX_SIZE:
             raise CompactError("corrupt value: no size, or one beyond any stored value")
-        out: bytes = stream.decompress(rest)
+        if _frame_length(rest) != len(rest):
+            raise CompactError("corrupt value: not exactly one whole frame")
+        out: bytes = _decompressor(codec).decompress(rest)
     except zstandard.ZstdError as exc:
         raise CompactError(f"corrupt value: {exc}") from None
-    if not stream.eof or stream.unused_data or len(out) != size:
-        raise CompactError("corrupt value: not exactly one whole frame")
+    if len(out) != size:
+        raise CompactError("corrupt value: not the size it states")
     return out
+
+
+def _frame_length(frame: bytes) -> int:
+    """The length of the Zstandard frame ``frame`` starts with, from its block headers
+    (RFC 8878, 3.1.1), or -1 if it is cut short. Cheaper than a streaming decompressor."""
+    at, end = zstandard.frame_header_size(frame), len(frame)
+    while at + 3 <= end:
+        header = frame[at] | frame[at + 1] << 8 | frame[at + 2] << 16
+        # An RLE block (type 1) holds one byte whatever its size; the others their size.
+        at += 3 + (1 if (header >> 1) & 3 == 1 else header >> 3)
+        if header & 1:  # the last block; then the checksum, if the descriptor says so
+            return at + (4 if frame[4] & 4 else 0)
+    return -1
 
 
 def pack_json(value: Any, codec: int = CURRENT) -> bytes:
@@ -158,6 +173,22 @@ def body_bytes(plaintext: bytes) -> bytes:
     return unpack(plaintext) if is_packed_body(plaintext) else plaintext
 
 
+def _jsonb_key(key: str) -> tuple[int, bytes]:
+    raw = key.encode("utf-8", "surrogatepass")
+    return len(raw), raw
+
+
+def jsonb_order(value: Any) -> Any:
+    """``value`` with every object's members in the order PostgreSQL's ``jsonb`` keeps them
+    (shorter keys first, then by their UTF-8 bytes), which is how such a column returned
+    them."""
+    if type(value) is dict:
+        return {key: jsonb_order(value[key]) for key in sorted(value, key=_jsonb_key)}
+    if type(value) is list:
+        return [jsonb_order(item) for item in value]
+    return value
+
+
 class CompactJSON(TypeDecorator[Any]):
     """A JSON column stored as :func:`pack_json` bytes (``bytea`` / ``BLOB``), written with
     ``codec``. Only whole values are read and written; no query looks inside these columns.
@@ -168,12 +199,17 @@ class CompactJSON(TypeDecorator[Any]):
     impl = LargeBinary
     cache_ok = True
 
-    def __init__(self, codec: int = CURRENT, *, lenient: bool = False) -> None:
+    def __init__(self, codec: int = CURRENT, *, lenient: bool = False, jsonb: bool = False) -> None:
         super().__init__()
         self.codec = codec
         self.lenient = lenient
+        #: On PostgreSQL, objects' members in ``jsonb``'s order (:func:`jsonb_order`), so a
+        #: column that was ``jsonb`` reads back as it did, new rows and converted ones alike.
+        self.jsonb = jsonb
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> bytes:
+        if self.jsonb and dialect.name == "postgresql":
+            value = jsonb_order(value)
         return pack_json(value, self.codec)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:

@@ -14,7 +14,7 @@ SQLite database that the real write path filled (``--audit-screenings``: bench.s
 varied screenings posted in-process, delivered by a ``ruta worker`` to a loopback partner):
 
     python -m bench.dictionary --audit-screenings 2000 --seed 11 --sqlite /tmp/train.db \\
-        --size 8192 --out app/dictionaries/2.zdict
+        --size 16384 --out app/dictionaries/2.zdict
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import orjson
 import zstandard
 from sqlalchemy.engine import make_url
 
-from app.compact import unpack
+from app.compact import jsonb_order, unpack
 
 QUERIES = {
     "trace": "SELECT trace FROM decisions",
@@ -94,10 +95,17 @@ def _pending(path: Path) -> int:
 
 
 def audit_samples(path: Path) -> list[bytes | bytearray | memoryview[int]]:
-    """Every event's ``data`` as app.compact packs it (compact JSON), in either stored form."""
+    """Every event's ``data`` as app.compact packs it, twice: with its members in the order
+    the service wrote them (SQLite keeps it) and in ``jsonb``'s (PostgreSQL's, for rows
+    written before 0014 and after it alike)."""
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT data FROM audit_events ORDER BY seq").fetchall()
-    return [_sample(value) for (value,) in rows]
+    found: list[bytes | bytearray | memoryview[int]] = []
+    for (value,) in rows:
+        document = json.loads(unpack(value) if isinstance(value, bytes) else value)
+        found.append(orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS))
+        found.append(orjson.dumps(jsonb_order(document), option=orjson.OPT_NON_STR_KEYS))
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,9 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=4000, help="rows per column")
     args = parser.parse_args(argv)
     if args.audit_screenings:
-        if args.sqlite is None or args.sqlite.exists():
-            parser.error("--audit-screenings needs --sqlite, a path not taken yet")
-        audit_database(args.sqlite, args.audit_screenings, args.seed)
+        if args.sqlite is None:
+            parser.error("--audit-screenings needs --sqlite")
+        if args.sqlite.exists():
+            print(f"{args.sqlite} exists: its events are the samples")
+        else:
+            audit_database(args.sqlite, args.audit_screenings, args.seed)
         found = audit_samples(args.sqlite)
     elif args.database_url:
         found = asyncio.run(samples(args.database_url, args.limit))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import orjson
 import pytest
 import zstandard
 from hypothesis import given, settings
@@ -96,6 +97,23 @@ def test_the_audit_dictionary_beats_the_first_on_audit_data() -> None:
     assert (first[0], audit[0]) == (compact.ZSTD_DICT_1, compact.ZSTD_DICT_2)
     assert compact.unpack_json(audit) == data
     assert len(audit) < 0.75 * len(first)
+
+
+def test_the_audit_column_keeps_jsonb_order_on_postgresql() -> None:
+    """As the jsonb column returned the members (shorter keys first, then by bytes), so the
+    API shows an event's data as it did before 0014; SQLite keeps the order written."""
+    kind = compact.CompactJSON(compact.AUDIT, jsonb=True)
+    data = {
+        "services": ["legal"],
+        "decision_id": "x",
+        "ok": True,
+        "é": {"bb": 1, "a": [{"z": 0, "y": 1}]},
+    }
+    dialects = (postgresql.dialect(), sqlite.dialect())  # type: ignore[no-untyped-call]
+    on_postgresql, on_sqlite = (kind.process_bind_param(data, d) for d in dialects)
+    assert list(compact.unpack_json(on_postgresql)) == ["ok", "é", "services", "decision_id"]
+    assert compact.unpack_json(on_postgresql)["é"] == {"a": [{"y": 1, "z": 0}], "bb": 1}
+    assert orjson.dumps(compact.unpack_json(on_sqlite)) == orjson.dumps(data)
 
 
 def test_bodies_before_0010_are_read_as_they_are() -> None:

@@ -63,8 +63,9 @@ class AuditEvent(Base):
     subject_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     request_id: Mapped[str | None] = mapped_column(String(64))
     #: Compact JSON (app.compact, dictionary 2; migration 0014): the document written, read
-    #: back as :class:`app.compact.Unreadable` if the stored bytes no longer read.
-    data: Mapped[dict[str, Any]] = mapped_column(CompactJSON(AUDIT, lenient=True))
+    #: back as :class:`app.compact.Unreadable` if the stored bytes no longer read. On
+    #: PostgreSQL its members are kept in the order of ``jsonb``, the column's type before.
+    data: Mapped[dict[str, Any]] = mapped_column(CompactJSON(AUDIT, lenient=True, jsonb=True))
 
 
 class AuditCheckpoint(Base):

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from typer.testing import CliRunner
 
 from app import audit
-from app.audit import Action, store
+from app.audit import Action, store, verification
 from app.audit.chain import GENESIS_HASH, Checkpoint, EventRecord, Signer, format_time
 from app.audit.cli import audit_cli
 from app.audit.export import ChainBroken, chunks, prepare_export
@@ -551,6 +551,9 @@ async def test_stored_data_that_does_not_read_fails_at_its_event(
     assert [r.seq for r in page] == [17, 18]
     assert set(page[0].data) == {"unreadable"} == set(orm.data)
     assert page[0].data["unreadable"] == report.detail.removeprefix("its stored data: ")
+    walked = await verification.walk_if_due(sessionmaker, settings, "walker")
+    assert walked is not None
+    assert (walked.ok, walked.first_bad_seq, walked.reason) == (False, 17, "data_unreadable")
     export = await _service_export(sessionmaker, settings)
     assert export.final is None
     assert export.error is not None
