@@ -183,6 +183,9 @@ def jsonb_order(value: Any) -> Any:
     (shorter keys first, then by their UTF-8 bytes), which is how such a column returned
     them."""
     if type(value) is dict:
+        if not all(type(key) is str for key in value):
+            # Other keys are written as text (:func:`pack_json`): ordered as that text.
+            value = orjson.loads(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
         return {key: jsonb_order(value[key]) for key in sorted(value, key=_jsonb_key)}
     if type(value) is list:
         return [jsonb_order(item) for item in value]
