@@ -9,10 +9,11 @@ is stored here as a one-byte codec id followed by the compressed bytes:
 * ``0x01``: a Zstandard frame compressed with dictionary 1 (``app/dictionaries/1.zdict``),
   trained on the screening's JSON columns and the partners' bodies;
 * ``0x02``: a Zstandard frame compressed with dictionary 2 (``app/dictionaries/2.zdict``,
-  8 KiB), trained on the audit trail's event data (``audit_events.data``, migration 0014):
-  its keys, actions' values, the rule set's version and hash. On events written by the real
-  write path it stores 59 bytes an event where dictionary 1 stores 94 (docs/performance.md,
-  "Audit data compressed").
+  16 KiB), trained on the audit trail's event data (``audit_events.data``, migration 0014)
+  with its members in both orders it is stored in (as written; ``jsonb``'s): its keys,
+  codes, the rule set's version and hash. On events written by the real write path it
+  stores about 60 bytes an event where dictionary 1 stores 93 and ``jsonb`` 282
+  (docs/performance.md, "Audit data compressed").
 
 Why Zstandard with a trained dictionary rather than zlib: on the benchmark's rows (docs/
 performance.md, "Storage per screening") a 5 KB trace becomes about 250 bytes; plain zlib

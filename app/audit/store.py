@@ -4,6 +4,8 @@ Events are read as the database stores them, not as the ORM would normalise them
 a time kept in a non-canonical text form (upper-case hex, another time format; possible
 only on SQLite, where the column is text) is handed to the verifier verbatim, so it no longer
 matches the hash instead of being silently normalised back (docs/audit.md, "Stored form").
+``data`` is read as its stored bytes (migration 0014) by :func:`event_data`: bytes that do
+not read become :class:`app.compact.Unreadable`, which the verifier refuses.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ hashed, signed or shown changes: an event's hash is computed over the canonical 
 document read back, which is the document that was stored (docs/audit.md, "Stored form").
 
 Every row is converted, in seq order, a chunk at a time: each value is read as text (on
-PostgreSQL ``data::text``), parsed and written compactly as app.compact writes it. A stored
+PostgreSQL ``data::text``), parsed and written compactly as app.compact writes it, its
+members in the order they were stored (``jsonb``'s on PostgreSQL, which the service keeps
+for new rows there too), so every reader shows what it showed before. A stored
 text that does not parse (possible only on SQLite, and only if someone wrote it there) is
 kept as it stands, compressed: it reads back as the same text and fails verification as it
 did before. On PostgreSQL the compressed values go to a temporary table first and the
