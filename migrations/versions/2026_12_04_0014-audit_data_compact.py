@@ -14,14 +14,14 @@ document read back, which is the document that was stored (docs/audit.md, "Store
 Every row is converted, in seq order, a chunk at a time: each value is read as text (on
 PostgreSQL ``data::text``), parsed and written compactly as app.compact writes it, its
 members in the order they were stored (``jsonb``'s on PostgreSQL, which the service keeps
-for new rows there too), so every reader shows what it showed before. A stored
-text that does not parse (possible only on SQLite, and only if someone wrote it there) is
-kept as it stands, compressed: it reads back as the same text and fails verification as it
-did before. On PostgreSQL the compressed values go to a temporary table first and the
-column changes type in one rewrite of the table (``ALTER … TYPE … USING``), which fires no
-row trigger and leaves no dead rows; writers wait for the whole migration (the table is
-locked in SHARE mode first). On SQLite the append-only triggers are dropped for the rewrite
-and made again, as in 0013. Timings: docs/operations.md, "Upgrading to 0014".
+for new rows there too), so every reader shows what it showed before. A stored text that
+does not parse (possible only on SQLite, and only if someone wrote it there) is kept as it
+stands, compressed: it reads back as the same text, and the walk reports its event
+(``data_unreadable``). On PostgreSQL the compressed values go to a temporary table first
+and the column changes type in one rewrite of the table (``ALTER … TYPE … USING``), which
+fires no row trigger and leaves no dead rows; writers wait for the whole migration (the
+table is locked in SHARE mode first). On SQLite the append-only triggers are dropped for
+the rewrite and made again, as in 0013. Timings: docs/operations.md, "Upgrades".
 
 Both ways: the downgrade writes the JSON back (``jsonb`` / text). It refuses to run if a
 stored value does not decompress (tampered): there is no JSON to write for it, and writing
@@ -74,7 +74,7 @@ def _packer() -> Callable[[str], bytes]:
         raw = stored.encode("utf-8", "surrogatepass")
         # app.compact.pack_json's form (app.db.json_dumps'), parsed by orjson as the service
         # parses it; a text that does not parse is kept as it stands (it reads back as the
-        # same text, and fails as it did).
+        # same text, and its event fails verification).
         with contextlib.suppress(orjson.JSONDecodeError, orjson.JSONEncodeError):
             raw = orjson.dumps(orjson.loads(raw), option=orjson.OPT_NON_STR_KEYS)
         return bytes([_CODEC]) + compressor.compress(raw)
