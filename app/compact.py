@@ -6,7 +6,14 @@ referral's reasons carry the same texts, and its match lists every partner passe
 is stored here as a one-byte codec id followed by the compressed bytes:
 
 * ``0x00``: the JSON text (UTF-8) as is;
-* ``0x01``: a Zstandard frame compressed with dictionary 1 (``app/dictionaries/1.zdict``).
+* ``0x01``: a Zstandard frame compressed with dictionary 1 (``app/dictionaries/1.zdict``),
+  trained on the screening's JSON columns and the partners' bodies;
+* ``0x02``: a Zstandard frame compressed with dictionary 2 (``app/dictionaries/2.zdict``,
+  16 KiB), trained on the audit trail's event data (``audit_events.data``, migration 0014)
+  with its members in both orders it is stored in (as written; ``jsonb``'s): its keys,
+  codes, the rule set's version and hash. On events written by the real write path it
+  stores about 60 bytes an event where dictionary 1 stores 93 and ``jsonb`` 282
+  (docs/performance.md, "Audit data compressed").
 
 Columns (:class:`CompactJSON`) are written with whichever of the two is shorter
 (:func:`pack_smallest`): a frame costs about ten bytes of its own, so a short list such as
@@ -26,7 +33,10 @@ A better dictionary gets a new id and file; reading keeps every old one. Values 
 are the very documents written (JSON text in, the same JSON out), so every reader - API,
 console, reports, replay - sees what it saw before. Nothing here touches what is hashed or
 signed: bodies are compressed before they are encrypted and sent decompressed, byte for
-byte (app.delivery.outbox), and the audit trail is not stored through this module.
+byte (app.delivery.outbox). The audit trail's ``data`` is stored through this module, but
+what is hashed is the canonical JSON of the document read back (app.audit.chain), which is
+the document written; a stored value that no codec reads is returned as :class:`Unreadable`
+there, which readers show and the verifier refuses (docs/audit.md, "Stored form").
 """
 
 from __future__ import annotations
@@ -42,10 +52,15 @@ from sqlalchemy.engine import Dialect
 
 RAW = 0x00
 ZSTD_DICT_1 = 0x01
-#: The codec new values are written with.
+ZSTD_DICT_2 = 0x02
+#: The codec new values are written with (the audit trail's data: :data:`AUDIT`).
 CURRENT = ZSTD_DICT_1
-_DICTIONARIES = {ZSTD_DICT_1: "1.zdict"}
+AUDIT = ZSTD_DICT_2
+_DICTIONARIES = {ZSTD_DICT_1: "1.zdict", ZSTD_DICT_2: "2.zdict"}
 _LEVEL = 9
+#: No stored value is near this; a frame that says it is larger is refused before any
+#: memory is set aside for it.
+MAX_SIZE = 16 * 1024 * 1024
 
 
 class CompactError(ValueError):
@@ -77,11 +92,11 @@ def pack(data: bytes, codec: int = CURRENT) -> bytes:
     return bytes([codec]) + _compressor(codec).compress(data)
 
 
-def pack_smallest(data: bytes) -> bytes:
-    """``data`` behind the codec that stores it in fewer bytes: the current dictionary's,
-    or RAW when the frame's own overhead outweighs what it saves (ties go to RAW, which
-    costs nothing to read)."""
-    compressed = pack(data)
+def pack_smallest(data: bytes, codec: int = CURRENT) -> bytes:
+    """``data`` behind the codec that stores it in fewer bytes: ``codec``'s dictionary, or
+    RAW when the frame's own overhead outweighs what it saves (ties go to RAW, which costs
+    nothing to read)."""
+    compressed = pack(data, codec)
     return compressed if len(compressed) < len(data) + 1 else bytes([RAW]) + data
 
 
@@ -95,9 +110,33 @@ def unpack(blob: bytes) -> bytes:
     if codec not in _DICTIONARIES:
         raise CompactError(f"unknown codec {codec:#04x}")
     try:
-        return _decompressor(codec).decompress(rest)
+        # One frame, whole, that states its size (as every frame written here does), and
+        # nothing after it: a value with bytes added or cut is not one that was written
+        # (Zstandard itself would read the first frame and ignore the rest).
+        size = zstandard.frame_content_size(rest)
+        if not 0 <= size <= MAX_SIZE:
+            raise CompactError("corrupt value: no size, or one beyond any stored value")
+        if _frame_length(rest) != len(rest):
+            raise CompactError("corrupt value: not exactly one whole frame")
+        out: bytes = _decompressor(codec).decompress(rest)
     except zstandard.ZstdError as exc:
         raise CompactError(f"corrupt value: {exc}") from None
+    if len(out) != size:
+        raise CompactError("corrupt value: not the size it states")
+    return out
+
+
+def _frame_length(frame: bytes) -> int:
+    """The length of the Zstandard frame ``frame`` starts with, from its block headers
+    (RFC 8878, 3.1.1), or -1 if it is cut short. Cheaper than a streaming decompressor."""
+    at, end = zstandard.frame_header_size(frame), len(frame)
+    while at + 3 <= end:
+        header = frame[at] | frame[at + 1] << 8 | frame[at + 2] << 16
+        # An RLE block (type 1) holds one byte whatever its size; the others their size.
+        at += 3 + (1 if (header >> 1) & 3 == 1 else header >> 3)
+        if header & 1:  # the last block; then the checksum, if the descriptor says so
+            return at + (4 if frame[4] & 4 else 0)
+    return -1
 
 
 def _json(value: Any) -> bytes:
@@ -110,13 +149,40 @@ def pack_json(value: Any, codec: int = CURRENT) -> bytes:
     return pack(_json(value), codec)
 
 
-def pack_json_smallest(value: Any) -> bytes:
-    """:func:`pack_json` with the codec that stores ``value`` in fewer bytes."""
-    return pack_smallest(_json(value))
+def pack_json_smallest(value: Any, codec: int = CURRENT) -> bytes:
+    """:func:`pack_json` with ``codec`` or RAW, whichever stores ``value`` in fewer bytes."""
+    return pack_smallest(_json(value), codec)
 
 
 def unpack_json(blob: bytes) -> Any:
     return orjson.loads(unpack(blob))
+
+
+class Unreadable(dict[str, Any]):
+    """What a stored value reads as when no codec reads it, or it is not JSON: a document
+    ``{"unreadable": <why>}`` that readers can show, and a type the audit verifier refuses
+    (reason ``data_unreadable``) before it hashes anything."""
+
+    __slots__ = ("detail",)
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(unreadable=detail)
+        self.detail = detail
+
+
+def read_json(blob: Any) -> Any:
+    """:func:`unpack_json`, with what it cannot read as :class:`Unreadable` (never an
+    exception): bytes that are not a value of a known codec, or not JSON, or not bytes."""
+    if type(blob) is not bytes:
+        if not isinstance(blob, bytes | bytearray | memoryview):
+            return Unreadable(f"stored as {type(blob).__name__}, not bytes")
+        blob = bytes(blob)
+    try:
+        return orjson.loads(unpack(blob))
+    except CompactError as exc:
+        return Unreadable(str(exc))
+    except orjson.JSONDecodeError:
+        return Unreadable("not JSON once decompressed")
 
 
 def is_packed_body(plaintext: bytes) -> bool:
@@ -130,19 +196,53 @@ def body_bytes(plaintext: bytes) -> bytes:
     return unpack(plaintext) if is_packed_body(plaintext) else plaintext
 
 
+def _jsonb_key(key: str) -> tuple[int, bytes]:
+    raw = key.encode("utf-8", "surrogatepass")
+    return len(raw), raw
+
+
+def jsonb_order(value: Any) -> Any:
+    """``value`` with every object's members in the order PostgreSQL's ``jsonb`` keeps them
+    (shorter keys first, then by their UTF-8 bytes), which is how such a column returned
+    them."""
+    if type(value) is dict:
+        if not all(type(key) is str for key in value):
+            # Other keys are written as text (:func:`pack_json`): ordered as that text.
+            value = orjson.loads(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
+        return {key: jsonb_order(value[key]) for key in sorted(value, key=_jsonb_key)}
+    if type(value) is list:
+        return [jsonb_order(item) for item in value]
+    return value
+
+
 class CompactJSON(TypeDecorator[Any]):
-    """A JSON column stored as :func:`pack_json_smallest` bytes (``bytea`` / ``BLOB``).
-    Only whole values are read and written; no query looks inside these columns. Python's
-    None is stored as JSON ``null``, as SQLAlchemy's JSON type stores it."""
+    """A JSON column stored as :func:`pack_json_smallest` bytes (``bytea`` / ``BLOB``),
+    written with ``codec`` or RAW, whichever is shorter. Only whole values are read and
+    written; no query looks inside these columns. Python's None is stored as JSON ``null``,
+    as SQLAlchemy's JSON type stores it. With ``lenient``, a value no codec reads comes back
+    as :class:`Unreadable` instead of raising :class:`CompactError` (the audit trail:
+    evidence of tampering is shown, not hidden)."""
 
     impl = LargeBinary
     cache_ok = True
 
+    def __init__(self, codec: int = CURRENT, *, lenient: bool = False, jsonb: bool = False) -> None:
+        super().__init__()
+        self.codec = codec
+        self.lenient = lenient
+        #: On PostgreSQL, objects' members in ``jsonb``'s order (:func:`jsonb_order`), so a
+        #: column that was ``jsonb`` reads back as it did, new rows and converted ones alike.
+        self.jsonb = jsonb
+
     def process_bind_param(self, value: Any, dialect: Dialect) -> bytes:
-        return pack_json_smallest(value)
+        if self.jsonb and dialect.name == "postgresql":
+            value = jsonb_order(value)
+        return pack_json_smallest(value, self.codec)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
-        return None if value is None else unpack_json(bytes(value))
+        if value is None:
+            return None
+        return read_json(value) if self.lenient else unpack_json(bytes(value))
 
 
 class Digest(TypeDecorator[str]):

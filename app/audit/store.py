@@ -4,6 +4,8 @@ Events are read as the database stores them, not as the ORM would normalise them
 a time kept in a non-canonical text form (upper-case hex, another time format; possible
 only on SQLite, where the column is text) is handed to the verifier verbatim, so it no longer
 matches the hash instead of being silently normalised back (docs/audit.md, "Stored form").
+``data`` is read as its stored bytes (migration 0014) by :func:`event_data`: bytes that do
+not read become :class:`app.compact.Unreadable`, which the verifier refuses.
 """
 
 from __future__ import annotations
@@ -22,10 +24,8 @@ from sqlalchemy import (
     LargeBinary,
     Select,
     String,
-    Text,
     TextClause,
     and_,
-    cast,
     func,
     or_,
     select,
@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.chain import Checkpoint, EventRecord, flat_data, format_time
 from app.audit.verify import ChainVerifier, VerifyReport
 from app.audit.writer import AuditConfig
+from app.compact import Unreadable, read_json
 from app.models.audit import AuditCheckpoint, AuditEvent
 from app.models.base import matches
 from app.settings import Settings
@@ -63,9 +64,8 @@ EVENT_COLUMNS: tuple[Any, ...] = (
     AuditEvent.partner_id,
     type_coerce(AuditEvent.subject_id, String).label("subject_id"),
     AuditEvent.request_id,
-    # As text, parsed by orjson: the JSON type's stdlib parser (and the driver's, for
-    # jsonb on PostgreSQL) was the export's slowest step.
-    cast(AuditEvent.data, Text).label("data"),
+    # As stored (app.compact's bytes), read by :func:`event_data`.
+    type_coerce(AuditEvent.data, LargeBinary).label("data"),
 )
 
 
@@ -106,6 +106,15 @@ def _time_text(value: Any) -> str:
     return text
 
 
+def event_data(value: Any) -> Any:
+    """An event's ``data`` from its stored bytes (migration 0014): the document written, or
+    :class:`app.compact.Unreadable` when the bytes do not read (the verifier refuses it).
+    A value already read is returned as it is."""
+    if type(value) is dict or type(value) is Unreadable:
+        return value
+    return read_json(value)
+
+
 def record_of(row: Sequence[Any]) -> EventRecord:
     """An event as stored (the columns of :data:`EVENT_COLUMNS`, in order)."""
     (seq, prev_hash, hash_, occurred_at, action, actor_type, actor_id, actor_role) = row[:8]
@@ -123,7 +132,7 @@ def record_of(row: Sequence[Any]) -> EventRecord:
             "subject_id": None if subject_id is None else _uuid_text(subject_id),
             "request_id": request_id,
         },
-        data=orjson.loads(data) if isinstance(data, str | bytes) else data,
+        data=event_data(data),
         hash=hash_.hex() if isinstance(hash_, bytes) else hash_,
     )
 
@@ -302,8 +311,7 @@ _ROW_COLUMNS = {
     "postgresql": (
         "seq, encode(prev_hash, 'hex'), hash, to_char(occurred_at AT TIME ZONE 'UTC', "
         """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), action, actor_type, actor_id, actor_role, """
-        "screening_id::text, referral_id::text, partner_id, subject_id::text, request_id, "
-        "data::text"
+        "screening_id::text, referral_id::text, partner_id, subject_id::text, request_id, data"
     ),
 }
 
@@ -361,14 +369,18 @@ def rows_query(dialect: str) -> TextClause:
 _CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 
-def canonical_row(row: Sequence[Any]) -> bytes:
+def canonical_row(row: Sequence[Any]) -> bytes | None:
     """The canonical body (RFC 8785) of an event read by :func:`stream_rows`: the same bytes
     as ``record_of(row).canonical_body()``, without building the record when every value
-    has the usual type (texts, an integer seq, ``data`` as :func:`chain.flat_data`)."""
+    has the usual type (texts, an integer seq, ``data`` as :func:`chain.flat_data`). None
+    when the stored ``data`` does not read: there is no body to hash, and
+    ``verifier.feed(record_of(row))`` says why."""
     seq, prev_hash, _, occurred_at, action, actor_type, actor_id, actor_role = row[:8]
     screening_id, referral_id, partner_id, subject_id, request_id, data = row[8:]
-    if type(data) is str or type(data) is bytes:
-        data = orjson.loads(data)
+    if type(data) is bytes:
+        data = read_json(data)
+    if type(data) is Unreadable:
+        return None
     if type(seq) is int and type(prev_hash) is str and _texts(row) and flat_data(data):
         try:
             return orjson.dumps(

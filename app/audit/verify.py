@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from app.audit import merkle
 from app.audit.chain import GENESIS_HASH, Checkpoint, EventRecord, signature_valid
+from app.compact import Unreadable
 
 
 @dataclass(slots=True)
@@ -217,6 +218,10 @@ class ChainVerifier:
                 self._fail(expected, "seq_mismatch", f"found seq {event.seq!r}")
                 return False
             if not self._links(expected, event.prev_hash):
+                return False
+            if type(event.data) is Unreadable:
+                # Stored bytes that do not read (migration 0014): nothing here can be proved.
+                self._fail(expected, "data_unreadable", f"its stored data: {event.data.detail}")
                 return False
             body = canonical if canonical is not None else event.canonical_body()
             digest = hashlib.sha256(body).digest()

@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.compact import Digest
+from app.compact import AUDIT, CompactJSON, Digest
 from app.models.base import Base, JSONType, UTCDateTime, filter_key, not_null
 
 
@@ -57,7 +57,10 @@ class AuditEvent(Base):
     partner_id: Mapped[str | None] = mapped_column(String(64))
     subject_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     request_id: Mapped[str | None] = mapped_column(String(64))
-    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    #: Compact JSON (app.compact, dictionary 2; migration 0014): the document written, read
+    #: back as :class:`app.compact.Unreadable` if the stored bytes no longer read. On
+    #: PostgreSQL its members are kept in the order of ``jsonb``, the column's type before.
+    data: Mapped[dict[str, Any]] = mapped_column(CompactJSON(AUDIT, lenient=True, jsonb=True))
 
 
 # The filters' indexes, each followed by seq (the page order). Partial: an event without

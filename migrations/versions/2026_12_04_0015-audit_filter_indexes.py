@@ -1,7 +1,7 @@
 """audit filter indexes: four-byte keys for the text filters, partial for the references
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-04 18:00:00
 
 The six filter indexes of ``audit_events`` (migration 0011) are rebuilt:
@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | Sequence[str] | None = "0013"
+down_revision: str | Sequence[str] | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import audit
 from app.audit import Action
 from app.audit.writer import Actor
+from app.compact import AUDIT, pack_json
 from app.db import create_engine, create_sessionmaker
 from app.settings import Settings, get_settings
 from tests.conftest import TEST_SECRET
@@ -25,6 +26,10 @@ def audited(
     audit.configure_sessionmaker(sessionmaker, settings)
     return sessionmaker
 
+
+#: An event's data as the writer stores ``{}`` (migration 0014): what an attacker who edits
+#: the document, rather than the bytes, writes.
+STORED_EMPTY = pack_json({}, AUDIT)
 
 CLINIC = Actor(type="client", id=str(uuid.UUID(int=1)), role="clinic")
 

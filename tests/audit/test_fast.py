@@ -24,6 +24,7 @@ from app.audit import fast, reader, store
 from app.audit.chain import EventRecord
 from app.audit.reader import read_export, verify_export, verify_export_file
 from app.audit.verify import VerifyReport
+from app.compact import AUDIT, pack_json
 from tests.audit.test_mutations import EVENTS, SIGNER, START, signed_header
 
 FULL = EVENTS[:595]
@@ -167,14 +168,14 @@ data_values = st.dictionaries(
     seq=st.integers(min_value=-3, max_value=2**60) | st.text(max_size=3),
     fields=st.lists(values, min_size=10, max_size=10),
     data=data_values,
-    as_text=st.booleans(),
+    as_stored=st.booleans(),
 )
 def test_a_rows_canonical_body_is_its_records(
-    seq: Any, fields: list[Any], data: dict[str, Any], as_text: bool
+    seq: Any, fields: list[Any], data: dict[str, Any], as_stored: bool
 ) -> None:
     prev_hash, hash_ = "0" * 64, "1" * 64
     try:
-        stored: Any = orjson.dumps(data).decode() if as_text else data
+        stored: Any = pack_json(data, AUDIT) if as_stored else data
     except orjson.JSONEncodeError:
         return
     row = (seq, prev_hash, hash_, *fields, stored)

@@ -25,22 +25,25 @@ from pathlib import Path
 
 import orjson
 import pytest
+import zstandard
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from typer.testing import CliRunner
 
 from app import audit
-from app.audit import Action, store
+from app.audit import Action, store, verification
 from app.audit.chain import GENESIS_HASH, Checkpoint, EventRecord, Signer, format_time
 from app.audit.cli import audit_cli
 from app.audit.export import ChainBroken, chunks, prepare_export
 from app.audit.reader import ExportFile, read_export, verify_export
 from app.audit.verify import ChainVerifier, VerifyReport
 from app.audit.writer import actor_of
+from app.compact import RAW, pack
+from app.models.audit import AuditEvent
 from app.settings import Settings
 from tests.audit.conftest import CLINIC, add_events, record_disclosures, sample_event, tamper
 
@@ -498,6 +501,64 @@ async def test_a_uuid_rewritten_in_another_form_is_refused_or_caught(
     async with audited() as session:
         report = await store.verify_database(session, settings)
     assert (report.ok, report.first_bad_seq, report.reason) == (False, seqs[0], "hash_mismatch")
+
+
+# -- stored data that no longer reads (migration 0014) --------------------------------------
+
+
+def _damaged(stored: bytes) -> dict[str, bytes]:
+    """The ways the owner of the database can leave an event's data bytes unreadable."""
+    return {
+        "truncated": stored[:-3],
+        "a byte appended": stored + b"\x00",
+        "an unknown codec": b"\x07" + stored[1:],
+        "not a frame": b"\x02" + b'{"rules_fired":[]}',
+        "a frame of no stated size": b"\x02"
+        + zstandard.ZstdCompressor(write_content_size=False).compress(b"{}"),
+        "not JSON": pack(b'{"rules_fired": [', RAW),
+        "empty": b"",
+    }
+
+
+@pytest.mark.parametrize("damage", list(_damaged(b"\x02" + b"x" * 8)))
+async def test_stored_data_that_does_not_read_fails_at_its_event(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, damage: str
+) -> None:
+    """Tampered, truncated or of an unknown codec: the walk reports the event as failing
+    (``data_unreadable``, saying why) and never passes it; the export stops before it and
+    signs nothing; readers show it as unreadable rather than fail."""
+    settings = settings.model_copy(update={"audit_checkpoint_every": 10})
+    audit.configure_sessionmaker(sessionmaker, settings)
+    await add_events(sessionmaker, 30, per_transaction=5)
+    async with sessionmaker() as session:
+        stored = (
+            await session.execute(text("SELECT data FROM audit_events WHERE seq = 17"))
+        ).scalar_one()
+    await tamper(
+        sessionmaker,
+        settings,
+        "UPDATE audit_events SET data = :d WHERE seq = 17",
+        params={"d": _damaged(bytes(stored))[damage]},
+    )
+    async with sessionmaker() as session:
+        report = await store.verify_database(session, settings)
+        page = await store.list_events(session, store.EventFilter(), after_seq=16, limit=2)
+        orm = (await session.execute(select(AuditEvent).where(AuditEvent.seq == 17))).scalar_one()
+    assert (report.ok, report.first_bad_seq, report.reason) == (False, 17, "data_unreadable")
+    assert report.detail is not None
+    assert report.detail.startswith("its stored data: ")
+    assert report.events_checked == 16
+    assert [r.seq for r in page] == [17, 18]
+    assert set(page[0].data) == {"unreadable"} == set(orm.data)
+    assert page[0].data["unreadable"] == report.detail.removeprefix("its stored data: ")
+    walked = await verification.walk_if_due(sessionmaker, settings, "walker")
+    assert walked is not None
+    assert (walked.ok, walked.first_bad_seq, walked.reason) == (False, 17, "data_unreadable")
+    export = await _service_export(sessionmaker, settings)
+    assert export.final is None
+    assert export.error is not None
+    assert (export.error["reason"], export.error["first_bad_seq"]) == ("data_unreadable", 17)
+    assert [e.seq for e in export.events] == list(range(1, 17))
 
 
 # -- the offline checker refuses what it cannot prove (files) -------------------------------

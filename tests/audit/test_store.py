@@ -24,7 +24,7 @@ from app.audit.store import checkpoints, head, seq_range, verify_database
 from app.db import create_engine, create_sessionmaker
 from app.models import AuditCheckpoint, AuditEvent
 from app.settings import Environment, Settings
-from tests.audit.conftest import CLINIC, add_events
+from tests.audit.conftest import CLINIC, STORED_EMPTY, add_events
 from tests.audit.conftest import tamper as _tamper
 from tests.conftest import TEST_SECRET, _admin_execute, _db_url
 
@@ -85,7 +85,12 @@ async def test_ten_thousand_events_through_the_writer_verify_online_and_offline(
     assert offline.ok, offline
 
     # An attacker with the database owner's rights drops the trigger and edits an event.
-    await _tamper(sessionmaker, settings, "UPDATE audit_events SET data = '{}' WHERE seq = 5000")
+    await _tamper(
+        sessionmaker,
+        settings,
+        "UPDATE audit_events SET data = :d WHERE seq = 5000",
+        params={"d": STORED_EMPTY},
+    )
     async with sessionmaker() as session:
         report = await verify_database(session, settings)
     assert (report.ok, report.first_bad_seq, report.reason) == (False, 5000, "hash_mismatch")

@@ -14,7 +14,7 @@ from app.audit import store, verification
 from app.models import AuditEvent, AuditVerificationState
 from app.models.base import utcnow
 from app.settings import Settings
-from tests.audit.conftest import CLINIC, add_events
+from tests.audit.conftest import CLINIC, STORED_EMPTY, add_events
 from tests.audit.conftest import tamper as _tamper
 
 
@@ -106,7 +106,12 @@ async def test_what_the_increment_cannot_see_the_walk_reports(
     audit.configure_sessionmaker(sessionmaker, settings)
     await add_events(sessionmaker, 40)
     assert (await _verify(sessionmaker, settings))["ok"]
-    await _tamper(sessionmaker, settings, "UPDATE audit_events SET data = '{}' WHERE seq = 7")
+    await _tamper(
+        sessionmaker,
+        settings,
+        "UPDATE audit_events SET data = :d WHERE seq = 7",
+        params={"d": STORED_EMPTY},
+    )
     assert (await _verify(sessionmaker, settings))["ok"]  # the increment is past it
     report = await verification.walk_if_due(sessionmaker, settings, "walker")
     assert report is not None
