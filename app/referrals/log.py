@@ -83,9 +83,11 @@ _LISTED = (
 
 
 def log_query(filters: LogFilter, cursor: str | None, limit: int) -> Select[Any]:
-    """The statement of one page: each filter is an equality or a range on a real column,
-    and a later page is a keyset range on ``(created_at, id)``, the page order, which every
-    filter's index continues with (migration 0011), so no page reads the rows before it.
+    """The statement of one page: each filter is an equality (:func:`matches`, for its
+    ``hashtext`` index on PostgreSQL) or a range on a real column, and a later page is a
+    keyset range on ``(created_at, id)``, the page order. Every filter's index continues
+    with ``created_at`` (migrations 0011 and 0017), so no page reads the rows before it;
+    rows that share a ``created_at`` are put in ``id`` order as they are read.
     Only the columns a list item shows are read (not the match, the largest), as plain
     rows: the ORM's identity map and instance state cost a page more than its SQL."""
     query = select(*_LISTED)
