@@ -51,6 +51,8 @@ class Side:
     tree: Path
     intake: dict[str, list[float]] = field(default_factory=dict)
     emergency: dict[str, list[float]] = field(default_factory=dict)
+    #: CPU ms per screening each role used while the emergencies were posted (bench.cpu).
+    cpu: dict[str, list[float]] = field(default_factory=dict)
 
     def env(self, base: dict[str, str]) -> dict[str, str]:
         return {**base, "PYTHONPATH": str(self.tree)}
@@ -149,6 +151,7 @@ def measure_emergencies(side: Side, args: argparse.Namespace) -> None:
         command = [intake.PYTHON, "-m", "bench.delivery", "--output", str(out)]
         command += ["--deliveries", "40", "--emergencies", str(args.emergencies)]
         command += ["--saturating-clients", str(args.clients), "--saturating-api-processes", "1"]
+        command += ["--only-saturated"]
         env = {**os.environ, "PYTHONPATH": f"{shim}{os.pathsep}{side.tree}"}
         done = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True)
         if done.returncode != 0 or not out.exists():
@@ -159,13 +162,33 @@ def measure_emergencies(side: Side, args: argparse.Namespace) -> None:
     if not saturated:
         raise SystemExit(f"{side.label}: no saturated PostgreSQL run (is PostgreSQL up?)")
     run = saturated[0]
-    for name in ("p99_ms", "median_ms"):
+    for name in SPLIT:
         side.emergency.setdefault(name, []).append(float(run[name]))
+    cpu = run.get("cpu") or {}
+    if cpu.get("screenings"):
+        seconds = cpu["seconds"]
+        side.cpu.setdefault("screenings/s", []).append(cpu["screenings"] / seconds["wall"])
+        for role in sorted(k for k in seconds if k != "wall"):
+            side.cpu.setdefault(role, []).append(seconds[role] / cpu["screenings"] * 1000)
     print(
         f"  {side.label}: emergency POST→partner under {args.clients} clients: "
-        f"median {run['median_ms']:.0f} ms, p99 {run['p99_ms']:.0f} ms ({run['arrived']} arrived)",
+        f"median {run['median_ms']:.0f} ms, p99 {run['p99_ms']:.0f} ms ({run['arrived']} arrived); "
+        f"POST answered {run['post_median_ms']:.0f} / {run['post_p99_ms']:.0f} ms, then to the "
+        f"partner {run['after_post_median_ms']:.0f} / {run['after_post_p99_ms']:.0f} ms",
         flush=True,
     )
+
+
+#: What is kept of each emergency run: the whole latency, then its two parts (POST answered;
+#: POST answered to the partner holding the referral), p99 and median of each.
+SPLIT = (
+    "p99_ms",
+    "median_ms",
+    "post_p99_ms",
+    "post_median_ms",
+    "after_post_p99_ms",
+    "after_post_median_ms",
+)
 
 
 def report(sides: tuple[Side, Side]) -> None:
@@ -178,11 +201,15 @@ def report(sides: tuple[Side, Side]) -> None:
         rows.append((f"intake/bare, {name}", a.intake[name], b.intake.get(name, []), "%"))
     for name in a.emergency:
         rows.append((f"emergency {name[:-3]}", a.emergency[name], b.emergency[name], "ms"))
-    print(f"  {'':<28} {'A rounds':<26} {'B rounds':<26} {'A median':>9} {'B median':>9}")
+    for name in a.cpu:
+        label = "saturated, screenings/s" if name == "screenings/s" else f"CPU ms/screening, {name}"
+        rows.append((label, a.cpu[name], b.cpu.get(name, []), "/s" if "/" in name else "ms1"))
+    width = max((len(r[0]) for r in rows), default=28)
+    print(f"  {'':<{width}} {'A rounds':<26} {'B rounds':<26} {'A median':>9} {'B median':>9}")
     for name, xs, ys, unit in rows:
         shown = [_fmt(xs, unit), _fmt(ys, unit)]
         medians = [_one(statistics.median(v), unit) if v else "-" for v in (xs, ys)]
-        print(f"  {name:<28} {shown[0]:<26} {shown[1]:<26} {medians[0]:>9} {medians[1]:>9}")
+        print(f"  {name:<{width}} {shown[0]:<26} {shown[1]:<26} {medians[0]:>9} {medians[1]:>9}")
     print(
         "  Higher is better for intake/bare, lower for the emergency latency. A difference "
         "smaller than the spread within each version's rounds is not a difference."
@@ -190,7 +217,9 @@ def report(sides: tuple[Side, Side]) -> None:
 
 
 def _one(value: float, unit: str) -> str:
-    return f"{value:.1%}" if unit == "%" else f"{value:.0f}"
+    if unit == "%":
+        return f"{value:.1%}"
+    return f"{value:.1f}" if unit == "ms1" else f"{value:.0f}"
 
 
 def _fmt(values: list[float], unit: str) -> str:
@@ -207,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emergencies", type=int, default=40)
     parser.add_argument("--clients", type=int, default=32, help="saturating clients")
     parser.add_argument("--skip-emergencies", action="store_true")
+    parser.add_argument("--skip-intake", action="store_true")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
@@ -223,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             order = (a, b) if round_no % 2 == 0 else (b, a)
             print(f"round {round_no + 1}/{args.rounds}: {order[0].label} then {order[1].label}")
             for side in order:
-                measure_intake(side, directory, args)
+                if not args.skip_intake:
+                    measure_intake(side, directory, args)
                 if not args.skip_emergencies:
                     measure_emergencies(side, args)
         report((a, b))

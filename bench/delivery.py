@@ -41,6 +41,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.schemas.examples import EXAMPLE_SCREENING
+from bench import cpu as cpu_split
 from bench.intake import fresh_secrets, write_wrk_script, wrk_non_2xx
 
 PYTHON = sys.executable
@@ -373,6 +375,7 @@ async def throughput(engine: str, deliveries: int, admin_url: str | None) -> dic
                     await asyncio.sleep(0.5)
                     peak_rss = max(peak_rss, rss_mib(worker.pid))
                     stats = await _delivery_stats(db.url)
+                worker_cpu = cpu_split.cpu_seconds(worker.pid) or float("nan")
             partner_rss = rss_mib(partner.pid)
     seconds = (stats["last"] - stats["first"]).total_seconds() if stats["last"] else float("nan")
     return {
@@ -384,6 +387,8 @@ async def throughput(engine: str, deliveries: int, admin_url: str | None) -> dic
         "deliveries_per_second": stats["delivered"] / seconds if seconds else float("nan"),
         "worker_rss_mib": peak_rss,
         "partner_rss_mib": partner_rss,
+        # The worker's whole CPU (start-up included) per delivery it made.
+        "worker_cpu_ms_per_delivery": worker_cpu / max(stats["delivered"], 1) * 1000,
     }
 
 
@@ -445,8 +450,9 @@ async def latency(
             )
             key = await _create_key(_settings(env))
             with _process([RUTA, "serve"], env) as server, ExitStack() as stack:
+                accounted = {"api": [server.pid], "partner": [partner.pid]}
                 if separate:
-                    stack.enter_context(_process([RUTA, "worker"], env))
+                    accounted["worker"] = [stack.enter_context(_process([RUTA, "worker"], env)).pid]
                 base = f"http://127.0.0.1:{port}"
                 await asyncio.to_thread(_wait_http, f"{base}/healthz")
                 result = await _measure_latency(
@@ -459,6 +465,7 @@ async def latency(
                     server,
                     partner,
                     clients,
+                    accounting=(accounted, db.url),
                 )
                 return {**result, "api_processes": api_processes}
 
@@ -473,11 +480,14 @@ async def _measure_latency(
     server: subprocess.Popen[bytes],
     partner: subprocess.Popen[bytes],
     clients: int = 0,
+    accounting: tuple[dict[str, list[int]], str] | None = None,
 ) -> dict[str, Any]:
     """With ``clients`` > 0 the background is that many closed-loop clients posting back to
     back instead of a fixed rate: wrk, as in bench/intake.py, in its own process. (Python
     clients in this process measured themselves: on a slow machine the 32 of them kept this
-    process's event loop so busy that an emergency's answer waited here for seconds.)"""
+    process's event loop so busy that an emergency's answer waited here for seconds.)
+    ``accounting`` (processes by role, and the database's URL): the CPU each role used while
+    the emergencies were posted, per screening taken in that window (:mod:`bench.cpu`)."""
     headers = {"Authorization": f"Bearer {key}"}
     stop = asyncio.Event()
     posted = {"background": 0, "errors": 0}
@@ -515,6 +525,7 @@ async def _measure_latency(
         peak_rss = 0.0
         try:
             await asyncio.sleep(2)  # the background load is on
+            window = await _window(accounting, load, partner_url)
             for _ in range(emergencies):
                 t0 = time.time()
                 response = await http.post(
@@ -529,6 +540,7 @@ async def _measure_latency(
                         answered_at[referral["id"]] = t1
                 peak_rss = max(peak_rss, rss_mib(server.pid))
                 await asyncio.sleep(0.25)
+            cpu = await _window_end(window, partner_url)
             deadline = time.monotonic() + 120
             arrived: dict[str, float] = {}
             async with httpx.AsyncClient(base_url=partner_url, timeout=10) as probe:
@@ -568,7 +580,67 @@ async def _measure_latency(
         "partner_received": received,
         "server_rss_mib": peak_rss,
         "partner_rss_mib": rss_mib(partner.pid),
+        "cpu": cpu,
     }
+
+
+@dataclass
+class _Window:
+    """The start of the measured window: CPU per process, screenings stored, deliveries
+    received by the partner."""
+
+    roots: dict[str, list[int]]
+    database_url: str
+    snapshot: cpu_split.Snapshot
+    screenings: int
+    received: int
+
+
+async def _window(
+    accounting: tuple[dict[str, list[int]], str] | None,
+    load: tuple[subprocess.Popen[str], Path] | None,
+    partner_url: str,
+) -> _Window | None:
+    if accounting is None:
+        return None
+    roots, database_url = accounting
+    roots = {**roots, **({"wrk": [load[0].pid]} if load is not None else {})}
+    return _Window(
+        roots,
+        database_url,
+        cpu_split.Snapshot.take(roots),
+        await _screenings_stored(database_url),
+        await _received(partner_url),
+    )
+
+
+async def _window_end(window: _Window | None, partner_url: str) -> dict[str, Any] | None:
+    """CPU seconds per role in the window, with the screenings and deliveries it saw."""
+    if window is None:
+        return None
+    used = window.snapshot.used(cpu_split.Snapshot.take(window.roots))
+    return {
+        "seconds": used,
+        "screenings": await _screenings_stored(window.database_url) - window.screenings,
+        "delivered": await _received(partner_url) - window.received,
+    }
+
+
+async def _screenings_stored(database_url: str) -> int:
+    from app.db import create_engine
+    from app.models import Screening
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return int(await conn.scalar(select(func.count()).select_from(Screening)) or 0)
+    finally:
+        await engine.dispose()
+
+
+async def _received(partner_url: str) -> int:
+    async with httpx.AsyncClient(base_url=partner_url, timeout=10) as probe:
+        return int((await probe.get("/arrivals")).json()["count"])
 
 
 # --- entry points --------------------------------------------------------------------------
@@ -582,10 +654,12 @@ async def run_delivery_bench(
     postgres_url: str | None = None,
     saturating_clients: int = 0,
     saturating_api_processes: tuple[int, ...] = (1,),
+    only_saturated: bool = False,
 ) -> dict[str, Any]:
     """Run (a) and (b) on SQLite, and on PostgreSQL when it is reachable; with
     ``saturating_clients``, (b) once more on PostgreSQL under that many closed-loop
-    clients, for each number of API processes in ``saturating_api_processes``."""
+    clients, for each number of API processes in ``saturating_api_processes``
+    (``only_saturated``: that alone, as ``bench.ab`` runs it)."""
     admin = postgres_url or os.environ.get("BENCH_POSTGRES_URL") or DEFAULT_POSTGRES
     engines = ["sqlite"]
     if await postgres_available(admin):
@@ -596,7 +670,7 @@ async def run_delivery_bench(
         "latency": [],
         "skipped": [] if "postgresql" in engines else ["postgresql: not reachable"],
     }
-    for engine in engines:
+    for engine in engines if not only_saturated else ():
         print(f"  throughput on {engine}: {deliveries} deliveries, one worker…", flush=True)
         results["throughput"].append(await throughput(engine, deliveries, admin))
         print(f"  emergency latency on {engine}: {emergencies} emergencies…", flush=True)
@@ -630,11 +704,15 @@ def _load(result: dict[str, Any]) -> str:
 
 def print_table(results: dict[str, Any]) -> None:
     print("\n(a) one worker, fast partner on loopback")
-    print(f"  {'engine':<11} {'delivered':>9} {'seconds':>8} {'per s':>8} {'worker RSS':>11}")
+    print(
+        f"  {'engine':<11} {'delivered':>9} {'seconds':>8} {'per s':>8} {'worker RSS':>11} "
+        f"{'worker CPU':>14}"
+    )
     for r in results["throughput"]:
         print(
             f"  {r['engine']:<11} {r['delivered']:>9} {r['seconds']:>8.1f} "
-            f"{r['deliveries_per_second']:>8.1f} {r['worker_rss_mib']:>8.0f} MiB"
+            f"{r['deliveries_per_second']:>8.1f} {r['worker_rss_mib']:>8.0f} MiB "
+            f"{r['worker_cpu_ms_per_delivery']:>5.2f} ms/each"
         )
     print("\n(b) POST /v1/screenings -> partner has the emergency, under background load")
     print(
@@ -655,8 +733,26 @@ def print_table(results: dict[str, Any]) -> None:
             f"{r['post_p99_ms']:>6.0f} ms   after {r['after_post_median_ms']:>6.0f} / "
             f"{r['after_post_p99_ms']:>6.0f} ms"
         )
+    print_cpu(results["latency"])
     for note in results["skipped"]:
         print(f"  skipped {note}")
+
+
+def print_cpu(runs: list[dict[str, Any]]) -> None:
+    """Each saturated run's CPU split: cores each role kept busy, and CPU ms per screening."""
+    for r in runs:
+        cpu = r.get("cpu")
+        if not cpu or not cpu["screenings"]:
+            continue
+        seconds, n = cpu["seconds"], cpu["screenings"]
+        wall = seconds["wall"]
+        print(
+            f"  CPU while the emergencies were posted ({_load(r)}, {wall:.1f} s, {n} screenings, "
+            f"{cpu['delivered']} deliveries): cores busy, then ms per screening"
+        )
+        for role in sorted(k for k in seconds if k != "wall"):
+            used = seconds[role]
+            print(f"    {role:<9} {used / wall:>5.2f} cores {used / n * 1000:>7.2f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -679,6 +775,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[1],
         help="API processes (RUTA_WORKERS) for the saturated runs, one run each (default 1)",
     )
+    parser.add_argument(
+        "--only-saturated",
+        action="store_true",
+        help="measure only the saturated runs of (b) (needs --saturating-clients)",
+    )
     parser.add_argument("--postgres-url", default=None)
     parser.add_argument("--output", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
@@ -691,6 +792,7 @@ def main(argv: list[str] | None = None) -> int:
             postgres_url=args.postgres_url,
             saturating_clients=args.saturating_clients,
             saturating_api_processes=tuple(args.saturating_api_processes),
+            only_saturated=args.only_saturated,
         )
     )
     print_table(results)
