@@ -51,6 +51,8 @@ class Side:
     tree: Path
     intake: dict[str, list[float]] = field(default_factory=dict)
     emergency: dict[str, list[float]] = field(default_factory=dict)
+    #: Every emergency's latency, whole and in its two parts, over all rounds.
+    pooled: dict[str, list[float]] = field(default_factory=dict)
     #: CPU ms per screening each role used while the emergencies were posted (bench.cpu).
     cpu: dict[str, list[float]] = field(default_factory=dict)
 
@@ -164,6 +166,8 @@ def measure_emergencies(side: Side, args: argparse.Namespace) -> None:
     run = saturated[0]
     for name in SPLIT:
         side.emergency.setdefault(name, []).append(float(run[name]))
+    for name in POOLED:
+        side.pooled.setdefault(name, []).extend(float(v) for v in run.get(name, []))
     cpu = run.get("cpu") or {}
     if cpu.get("screenings"):
         seconds = cpu["seconds"]
@@ -191,6 +195,10 @@ SPLIT = (
 )
 
 
+#: The per-emergency lists of a run that are pooled over the rounds.
+POOLED = ("latencies_ms", "post_ms", "after_post_ms")
+
+
 def report(sides: tuple[Side, Side]) -> None:
     a, b = sides
     print("\nSide by side, one value per round (order alternated A B, B A, …):")
@@ -210,10 +218,33 @@ def report(sides: tuple[Side, Side]) -> None:
         shown = [_fmt(xs, unit), _fmt(ys, unit)]
         medians = [_one(statistics.median(v), unit) if v else "-" for v in (xs, ys)]
         print(f"  {name:<{width}} {shown[0]:<26} {shown[1]:<26} {medians[0]:>9} {medians[1]:>9}")
+    _report_pooled(a, b)
     print(
         "  Higher is better for intake/bare, lower for the emergency latency. A difference "
         "smaller than the spread within each version's rounds is not a difference."
     )
+
+
+def _report_pooled(a: Side, b: Side) -> None:
+    """Each side's emergencies of every round together: a round's p99 of 40 is its
+    slowest emergency, so the rounds' p99s are noisy; pooled, p90 and p99 rest on more."""
+    if not a.pooled.get("latencies_ms"):
+        return
+    print("  Emergencies of all rounds pooled (A | B): p50, p90, p99, n")
+    for name in POOLED:
+        cells = []
+        for side in (a, b):
+            values = side.pooled.get(name, [])
+            qs = (_quantile(values, q) for q in (0.5, 0.9, 0.99))
+            cells.append(" ".join(f"{q:>5.0f}" for q in qs) + f" n={len(values)}")
+        print(f"    {name:<14} {cells[0]:<26} | {cells[1]}")
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _one(value: float, unit: str) -> str:

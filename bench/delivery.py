@@ -566,6 +566,10 @@ async def _measure_latency(
         "emergency_referrals": len(sent),
         "arrived": len(latencies),
         "median_ms": statistics.median(latencies) if latencies else float("nan"),
+        # Each emergency's, so that rounds can be pooled (bench.ab).
+        "latencies_ms": latencies,
+        "post_ms": answered,
+        "after_post_ms": after_post,
         "p99_ms": _percentile(latencies, 0.99),
         "max_ms": max(latencies) if latencies else float("nan"),
         "post_median_ms": statistics.median(answered) if answered else float("nan"),
