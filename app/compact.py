@@ -21,7 +21,7 @@ a referral's flags or ``[]`` is smaller as it is (revision 0016; docs/performanc
 "Referral and outbox rows"). Readers read either codec, whatever the writer chose.
 
 Why Zstandard with a trained dictionary rather than zlib: on the benchmark's rows (docs/
-performance.md, "Storage per screening") a 5 KB trace becomes about 250 bytes; plain zlib
+performance.md, "Storage per screening") a 5 KB trace becomes 250-500 bytes; plain zlib
 gets 1.7 KB, because each row alone is too short to learn its own repetitions. A zlib preset
 dictionary comes close (about 10% larger) but is capped at 32 KB and compresses slower;
 ``zstandard`` is the maintained binding of the reference library. The dictionary holds the
