@@ -627,7 +627,35 @@ async def _window_end(window: _Window | None, partner_url: str) -> dict[str, Any
         "seconds": used,
         "screenings": await _screenings_stored(window.database_url) - window.screenings,
         "delivered": await _received(partner_url) - window.received,
+        "tables": await _table_activity(window.database_url),
     }
+
+
+async def _table_activity(database_url: str) -> dict[str, dict[str, int]]:
+    """PostgreSQL's counters per table since the database was made (scans, rows read and
+    written, HOT updates): what the database did for the run, to compare two versions."""
+    if not database_url.startswith("postgresql"):
+        return {}
+    from sqlalchemy import text
+
+    from app.db import create_engine
+
+    engine = create_engine(database_url)
+    columns = (
+        "seq_scan, seq_tup_read, idx_scan, idx_tup_fetch, n_tup_ins, n_tup_upd, "
+        "n_tup_hot_upd, n_tup_del, n_dead_tup"
+    )
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text(f"SELECT relname, {columns} FROM pg_stat_user_tables ORDER BY relname")  # noqa: S608 (constants)
+            )
+            return {
+                row[0]: {k: int(v or 0) for k, v in zip(columns.split(", "), row[1:], strict=True)}
+                for row in rows
+            }
+    finally:
+        await engine.dispose()
 
 
 async def _screenings_stored(database_url: str) -> int:

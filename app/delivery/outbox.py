@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, bindparam, event, func, or_, select, update
+from sqlalchemy import Exists, and_, bindparam, event, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -218,17 +218,13 @@ async def claim(
     circuit = PartnerCircuit
     query = (
         select(Delivery)
-        .outerjoin(circuit, circuit.partner_id == Delivery.partner_id)
         .where(
             IS_PENDING,
             Delivery.next_attempt_at <= now,
             or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now),
-            or_(
-                circuit.state.is_(None),
-                circuit.state == "closed",
-                and_(circuit.state == "open", circuit.next_probe_at <= now),
-            ),
+            ~_circuit_holds(now),
         )
+        # ix_deliveries_claim's order (migration 0018): the claim reads the rows it takes.
         .order_by(Delivery.urgency_rank.desc(), Delivery.next_attempt_at, Delivery.created_at)
         .limit(config.batch * 3)
     )
@@ -289,6 +285,28 @@ async def claim(
         delivery.lease_expires_at = lease_until
     await session.flush()
     return chosen
+
+
+def _circuit_holds(now: datetime) -> Exists:
+    """The delivery's partner has a circuit that holds it back: neither closed nor open
+    with its probe due. Written as NOT EXISTS rather than an outer join, so the planner
+    counts the few held partners as few and reads the claim index in order (an outer
+    join's condition on the circuit's NULL columns was estimated to keep about 1% of the
+    rows, which priced a sort of the whole backlog below reading the index in order)."""
+    circuit = PartnerCircuit
+    return (
+        select(circuit.partner_id)
+        .where(
+            circuit.partner_id == Delivery.partner_id,
+            circuit.state != "closed",
+            ~and_(
+                circuit.state == "open",
+                circuit.next_probe_at.is_not(None),
+                circuit.next_probe_at <= now,
+            ),
+        )
+        .exists()
+    )
 
 
 async def _take_probe(session: AsyncSession, partner_id: str, now: datetime) -> bool:

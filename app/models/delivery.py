@@ -14,6 +14,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Uuid,
+    column,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -40,18 +41,23 @@ class Delivery(Base):
         # Partial indexes (migration 0012): each holds only the rows its queries read, which
         # are few (pending work, dead letters, notices) however many messages were sent;
         # the queries write the predicate's literal (app.delivery.outbox.IS_PENDING).
-        # The claim query: due work, most urgent first, oldest first.
+        # The claim query: due work, most urgent first, oldest first, in the index's own
+        # order (migration 0018), so a claim reads the few rows it takes, not every pending
+        # one: with a backlog, a sort of all of them came first on every claim.
         Index(
             "ix_deliveries_claim",
-            "urgency_rank",
+            column("urgency_rank").desc(),
             "next_attempt_at",
+            "created_at",
             postgresql_where=text(f"status = '{PENDING_SQL}'"),
             sqlite_where=text(f"status = '{PENDING_SQL}'"),
         ),
-        # The claim's count of each partner's live leases.
+        # The claim's count of each partner's live leases: the range of unexpired leases,
+        # not all of the partner's pending rows (migration 0018).
         Index(
             "ix_deliveries_pending_partner",
             "partner_id",
+            "lease_expires_at",
             postgresql_where=text(f"status = '{PENDING_SQL}'"),
             sqlite_where=text(f"status = '{PENDING_SQL}'"),
         ),
