@@ -34,6 +34,7 @@ from app.models.base import utcnow
 from tests.conftest import KeyFactory
 from tests.delivery.conftest import add_partner, deliveries, submit
 from tests.delivery.partner_server import PartnerServer
+from tests.plans import Captured, nodes
 
 #: The mapped attributes of a delivery row (``webhook_id`` is mapped as stored_webhook_id).
 ATTRIBUTES = [a.key for a in inspect(Delivery).column_attrs]
@@ -156,24 +157,6 @@ async def test_claims_come_in_the_protocol_order_over_a_backlog(
     assert _keys(rows, claimed) == _keys(rows, _protocol_order(rows))
 
 
-class _Statements:
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, Any]] = []
-
-    def __call__(self, _c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().lower().startswith("select") and "deliveries" in statement:
-            self.seen.append((statement, parameters))
-
-
-def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    found, stack = [], [plan]
-    while stack:
-        node = stack.pop()
-        found.append(node)
-        stack.extend(node.get("Plans", []))
-    return found
-
-
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # the PG planner
 async def test_a_claim_over_a_backlog_reads_an_index_range_without_sorting(
     app: FastAPI,
@@ -189,7 +172,7 @@ async def test_a_claim_over_a_backlog_reads_an_index_range_without_sorting(
     async with engine.connect() as conn:
         await conn.exec_driver_sql("ANALYZE")  # true statistics, as autovacuum keeps them
         await conn.commit()
-    statements = _Statements()
+    statements = Captured(("deliveries",))
     event.listen(engine.sync_engine, "before_cursor_execute", statements)
     try:
         async with app.state.sessionmaker() as session:
@@ -202,13 +185,13 @@ async def test_a_claim_over_a_backlog_reads_an_index_range_without_sorting(
     assert taken
     plans = []
     async with engine.connect() as conn:
-        for statement, parameters in statements.seen:
+        for statement, parameters in statements.statements:
             result = await conn.exec_driver_sql(
                 "EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters
             )
             document = result.scalar_one()
             found = json.loads(document) if isinstance(document, str) else document
-            plans.append((statement, _nodes(found[0]["Plan"])))
+            plans.append((statement, list(nodes(found[0]["Plan"]))))
         await conn.rollback()
     claim = next(nodes for s, nodes in plans if "FOR UPDATE" in s)
     shown = [(n["Node Type"], n.get("Relation Name"), n.get("Index Name")) for n in claim]
