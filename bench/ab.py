@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import intake
+from bench.delivery import percentile
 from bench.directory import write_directory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,16 +236,9 @@ def _report_pooled(a: Side, b: Side) -> None:
         cells = []
         for side in (a, b):
             values = side.pooled.get(name, [])
-            qs = (_quantile(values, q) for q in (0.5, 0.9, 0.99))
+            qs = (percentile(values, q) for q in (0.5, 0.9, 0.99))
             cells.append(" ".join(f"{q:>5.0f}" for q in qs) + f" n={len(values)}")
         print(f"    {name:<14} {cells[0]:<26} | {cells[1]}")
-
-
-def _quantile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _one(value: float, unit: str) -> str:

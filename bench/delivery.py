@@ -39,8 +39,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -331,24 +332,32 @@ async def _seed(env: dict[str, str], deliveries: int) -> int:
     return queued
 
 
-async def _delivery_stats(database_url: str) -> dict[str, Any]:
+@asynccontextmanager
+async def _connect(database_url: str) -> AsyncIterator[AsyncConnection]:
+    """One connection to the benchmark's database, its engine disposed afterwards."""
     from app.db import create_engine
-    from app.models import Delivery, DeliveryAttempt
 
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
-            pending = await conn.scalar(
-                select(func.count()).select_from(Delivery).where(Delivery.status == "pending")
-            )
-            delivered = await conn.scalar(
-                select(func.count()).select_from(Delivery).where(Delivery.status == "delivered")
-            )
-            first = await conn.scalar(select(func.min(DeliveryAttempt.started_at)))
-            last = await conn.scalar(select(func.max(Delivery.finished_at)))
-            attempts = await conn.scalar(select(func.count()).select_from(DeliveryAttempt))
+            yield conn
     finally:
         await engine.dispose()
+
+
+async def _delivery_stats(database_url: str) -> dict[str, Any]:
+    from app.models import Delivery, DeliveryAttempt
+
+    async with _connect(database_url) as conn:
+        pending = await conn.scalar(
+            select(func.count()).select_from(Delivery).where(Delivery.status == "pending")
+        )
+        delivered = await conn.scalar(
+            select(func.count()).select_from(Delivery).where(Delivery.status == "delivered")
+        )
+        first = await conn.scalar(select(func.min(DeliveryAttempt.started_at)))
+        last = await conn.scalar(select(func.max(Delivery.finished_at)))
+        attempts = await conn.scalar(select(func.count()).select_from(DeliveryAttempt))
     return {
         "pending": int(pending or 0),
         "delivered": int(delivered or 0),
@@ -415,7 +424,7 @@ def _stop_wrk_load(process: subprocess.Popen[str], script: Path) -> dict[str, in
     return {"background": (int(done.group(1)) if done else 0) - errors, "errors": errors}
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return float("nan")
@@ -570,12 +579,12 @@ async def _measure_latency(
         "latencies_ms": latencies,
         "post_ms": answered,
         "after_post_ms": after_post,
-        "p99_ms": _percentile(latencies, 0.99),
+        "p99_ms": percentile(latencies, 0.99),
         "max_ms": max(latencies) if latencies else float("nan"),
         "post_median_ms": statistics.median(answered) if answered else float("nan"),
-        "post_p99_ms": _percentile(answered, 0.99),
+        "post_p99_ms": percentile(answered, 0.99),
         "after_post_median_ms": statistics.median(after_post) if after_post else float("nan"),
-        "after_post_p99_ms": _percentile(after_post, 0.99),
+        "after_post_p99_ms": percentile(after_post, 0.99),
         "background_per_second": background if clients == 0 else None,
         "background_clients": clients,
         "worker": "ruta worker process" if clients > 0 else "embedded",
@@ -638,36 +647,25 @@ async def _table_activity(database_url: str) -> dict[str, dict[str, int]]:
         return {}
     from sqlalchemy import text
 
-    from app.db import create_engine
-
-    engine = create_engine(database_url)
     columns = (
         "seq_scan, seq_tup_read, idx_scan, idx_tup_fetch, n_tup_ins, n_tup_upd, "
         "n_tup_hot_upd, n_tup_del, n_dead_tup"
     )
-    try:
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                text(f"SELECT relname, {columns} FROM pg_stat_user_tables ORDER BY relname")  # noqa: S608 (constants)
-            )
-            return {
-                row[0]: {k: int(v or 0) for k, v in zip(columns.split(", "), row[1:], strict=True)}
-                for row in rows
-            }
-    finally:
-        await engine.dispose()
+    async with _connect(database_url) as conn:
+        rows = await conn.execute(
+            text(f"SELECT relname, {columns} FROM pg_stat_user_tables ORDER BY relname")  # noqa: S608 (constants)
+        )
+        return {
+            row[0]: {k: int(v or 0) for k, v in zip(columns.split(", "), row[1:], strict=True)}
+            for row in rows
+        }
 
 
 async def _screenings_stored(database_url: str) -> int:
-    from app.db import create_engine
     from app.models import Screening
 
-    engine = create_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            return int(await conn.scalar(select(func.count()).select_from(Screening)) or 0)
-    finally:
-        await engine.dispose()
+    async with _connect(database_url) as conn:
+        return int(await conn.scalar(select(func.count()).select_from(Screening)) or 0)
 
 
 async def _received(partner_url: str) -> int:

@@ -260,7 +260,7 @@ async def claim(
             await session.execute(
                 select(circuit.partner_id).where(
                     circuit.state == "open",
-                    circuit.partner_id.in_({d.partner_id for d in candidates}),
+                    circuit.partner_id.in_(partners),
                 )
             )
         ).scalars()

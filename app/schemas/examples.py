@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from fastapi.openapi.models import Example
 
+from app.models.delivery import webhook_id_of
 from app.partners import fhir
 
 EXAMPLE_SCREENING: dict[str, Any] = {
@@ -82,8 +84,8 @@ SCREENING_ID = EXAMPLE_SCREENING["id"]
 DECISION_ID = "9e1d2c00-fc15-4382-aaa0-e627b8077ade"
 REFERRAL_ID = "61367e7a-23c6-4975-b221-429427533d26"
 DELIVERY_ID = "60af99db-7651-46af-ba6a-7a4c45f4f8cf"
-#: Its ``webhook-id``: ``msg_`` and the delivery's id (app.models.Delivery.webhook_id).
-WEBHOOK_ID = "msg_" + DELIVERY_ID.replace("-", "")
+#: Its ``webhook-id``, derived from its id as every delivery's is.
+WEBHOOK_ID = webhook_id_of(uuid.UUID(DELIVERY_ID))
 SUBJECT_ID = "0d6f4c1e-2a7b-4c39-9e0f-5b8d7a3c2e11"
 RULE_SET_HASH = "5b0b0ce38a63d906f15c2133f9aea70d6ffc3404519784e33d5ecaf6c409f2aa"
 HOSPITAL = {"id": "hospital-santa-rosa-mdd", "name": "Hospital Santa Rosa - Puerto Maldonado"}
